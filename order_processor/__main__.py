@@ -1,0 +1,3 @@
+from order_processor.cli import main
+
+main()

@@ -1,0 +1,208 @@
+"""Inbound message contract v1: what the ERP publishes to the `orders` topic.
+
+The JSON Schema in `schemas/order-message.v1.schema.json` is generated from these models
+(`python -m order_processor schema`); change the models, then regenerate.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_LINES = 1000
+SUPPORTED_MAJOR = 1
+
+
+class EventType(StrEnum):
+    ORDER_CREATED = "OrderCreated"
+    ORDER_UPDATED = "OrderUpdated"
+    ORDER_DELIVERED = "OrderDelivered"
+    ORDER_CANCELLED = "OrderCancelled"
+
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Money = Annotated[
+    Decimal,
+    Field(allow_inf_nan=False, max_digits=18, decimal_places=4),
+]
+Attributes = Annotated[
+    dict[
+        Annotated[str, StringConstraints(max_length=128)],
+        Annotated[str, StringConstraints(max_length=1024)],
+    ],
+    Field(max_length=100),
+]
+
+
+class ContractModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+        str_strip_whitespace=True,
+    )
+
+
+class Store(ContractModel):
+    id: Identifier
+    name: Name | None = None
+    postcode: Annotated[str, StringConstraints(max_length=16)] | None = None
+    region_id: Annotated[int, Field(strict=True)] | None = None
+
+
+class CustomerRef(ContractModel):
+    """How the ERP identifies the customer; at least one identifier is required."""
+
+    loyalty_card_number: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 -]{4,32}$")] | None
+    ) = None
+    email: (
+        Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+        | None
+    ) = None
+    phone: (
+        Annotated[str, StringConstraints(max_length=32, pattern=r"^\+?[0-9 ()-]{6,32}$")] | None
+    ) = None
+    customer_id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _needs_an_identifier(self) -> Self:
+        if not (self.loyalty_card_number or self.email or self.phone or self.customer_id):
+            raise ValueError("needs at least one of loyaltyCardNumber, email, phone, customerId")
+        return self
+
+
+class Coupon(ContractModel):
+    code: Identifier
+    value: Money = Decimal(0)
+
+
+class OrderLine(ContractModel):
+    sku: Identifier
+    product_id: Identifier | None = None
+    name: Name | None = None
+    category: Name | None = None
+    quantity: Annotated[int, Field(strict=True, gt=0, le=100_000)]
+    unit_price: Money
+    discount: Money = Decimal(0)
+    attributes: Attributes = Field(default_factory=dict)
+
+
+class InStoreOrder(ContractModel):
+    """One order event from the ERP (contract v1)."""
+
+    schema_version: Annotated[str, StringConstraints(pattern=r"^\d+(\.\d+)?$")] = "1.0"
+    event_type: EventType = EventType.ORDER_CREATED
+    order_id: Identifier
+    order_date: AwareDatetime
+    store: Store
+    customer: CustomerRef
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    sub_total: Money | None = None
+    shipping: Money = Decimal(0)
+    discount: Money = Decimal(0)
+    total: Money
+    payment_method: Annotated[str, StringConstraints(max_length=32)] | None = None
+    coupon: Coupon | None = None
+    lines: Annotated[list[OrderLine], Field(max_length=MAX_LINES)] = Field(default_factory=list)
+    attributes: Attributes = Field(default_factory=dict)
+    lang: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]{2})?$", to_lower=True)] = (
+        "en-gb"
+    )
+
+    @field_validator("schema_version")
+    @classmethod
+    def _supported_major(cls, value: str) -> str:
+        major = int(value.split(".", 1)[0])
+        if major != SUPPORTED_MAJOR:
+            raise ValueError(
+                f"major version {major} is not supported (this app reads {SUPPORTED_MAJOR}.x)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _created_has_lines(self) -> Self:
+        if self.event_type is EventType.ORDER_CREATED and not self.lines:
+            raise ValueError("lines: OrderCreated needs at least one line")
+        return self
+
+    @property
+    def lines_total(self) -> Decimal:
+        return sum(
+            (line.unit_price * line.quantity - line.discount for line in self.lines), Decimal(0)
+        )
+
+
+class InvalidMessage(Exception):
+    """The body is not a contract v1 order; `description` names the field and the problem."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{to_camel(part)}" if path else to_camel(part)
+    return path or "(body)"
+
+
+def describe_validation_error(error: ValidationError, *, limit: int = 10) -> str:
+    """'field: problem; ...' built from messages only (pydantic's inputs may hold personal data)."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False)[:limit]:
+        loc = tuple(p for p in item["loc"] if p not in ("function-after",))
+        problems.append(f"{_field_path(loc)}: {item['msg']}")
+    more = error.error_count() - limit
+    if more > 0:
+        problems.append(f"and {more} more")
+    return "; ".join(problems)
+
+
+def parse_order(body: bytes) -> InStoreOrder:
+    """bytes -> InStoreOrder, or InvalidMessage naming what is wrong.
+
+    JSON numbers are read as Decimal so money keeps every digit the ERP sent.
+    """
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidMessage(f"(body): {len(body)} bytes is over the {MAX_BODY_BYTES} byte limit")
+    try:
+        document = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise InvalidMessage("(body): not UTF-8 text") from None
+    except RecursionError:
+        raise InvalidMessage("(body): JSON nested too deeply") from None
+    except ValueError as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise InvalidMessage(f"(body): not valid JSON ({reason})") from None
+    if not isinstance(document, dict):
+        raise InvalidMessage(f"(body): expected a JSON object, got {type(document).__name__}")
+    try:
+        return InStoreOrder.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidMessage(describe_validation_error(exc)) from None

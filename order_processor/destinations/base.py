@@ -1,0 +1,112 @@
+"""What a destination is: a settings block, a mapping from TrackingEvent to one HTTP request, and
+a reading of the vendor's answer. Retries, timeouts, fan-out and settlement belong to the core."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import httpx
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings
+
+from order_processor.errors import DeliveryError, FailureKind, error_from_response
+from order_processor.http import Timeouts, send
+from order_processor.logs import redact
+from order_processor.model import TrackingEvent
+
+
+class DestinationSettings(BaseSettings):
+    """Base for one destination's `<NAME>_*` settings block.
+
+    Subclasses set `env_prefix` and list in `required` the fields that must be set when the
+    destination is enabled; a missing one fails start-up with the setting's name.
+    """
+
+    enabled: bool = True
+    required: ClassVar[tuple[str, ...]] = ()
+    #: placeholder values a dry run uses for required settings the environment lacks
+    example: ClassVar[dict[str, str]] = {}
+
+    @property
+    def prefix(self) -> str:
+        return str(self.model_config.get("env_prefix", ""))
+
+    @model_validator(mode="after")
+    def _required_when_enabled(self) -> Self:
+        if self.enabled:
+            missing = [
+                f"{self.prefix}{name.upper()}" for name in self.required if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(
+                    f"missing setting {', '.join(missing)} (or set {self.prefix}ENABLED=false)"
+                )
+        return self
+
+    def secret(self, name: str) -> str:
+        value = getattr(self, name)
+        assert isinstance(value, SecretStr), name
+        return value.get_secret_value()
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """The event is not sent to this destination, for a reason worth recording."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The vendor accepted the event."""
+
+    response_id: str | None = None
+    note: str = ""
+
+
+class Destination(ABC):
+    """One marketing/personalisation system. Subclasses are stateless mappers plus `send`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    settings_class: ClassVar[type[DestinationSettings]]
+    #: the vendor's documented success answer, used by --dry-run instead of the network
+    dry_run_status: ClassVar[int] = 200
+    dry_run_body: ClassVar[Any] = None
+
+    def __init__(
+        self, settings: DestinationSettings, *, client: httpx.AsyncClient, timeouts: Timeouts
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.timeouts = timeouts
+
+    @abstractmethod
+    def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
+        """Map the event to the vendor's request, or Skip; raise a permanent DeliveryError when the
+        vendor's own rules would reject it (size, totals) so it is never sent."""
+
+    async def send(self, request: httpx.Request) -> Sent:
+        """One attempt. Override to add auth flows; the core wraps this in retries."""
+        response = await send(self.client, request, system=self.name, timeouts=self.timeouts)
+        return self.interpret(response)
+
+    def interpret(self, response: httpx.Response) -> Sent:
+        """Default: any 2xx is success; everything else is classified by status."""
+        if response.is_success:
+            return Sent()
+        raise error_from_response(self.name, response, message=self.error_text(response))
+
+    @staticmethod
+    def error_text(response: httpx.Response) -> str:
+        """The vendor's error in a few words (callers redact; bodies may echo what we sent)."""
+        text = response.text.strip().replace("\n", " ")
+        return redact(text[:300]) if text else (response.reason_phrase or "request failed")
+
+    def rejected(self, message: str, *, vendor_code: str | None = None) -> DeliveryError:
+        """A permanent failure decided before sending (the vendor's rules would refuse it)."""
+        return DeliveryError(
+            kind=FailureKind.PERMANENT, system=self.name, message=message, vendor_code=vendor_code
+        )

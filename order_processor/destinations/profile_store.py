@@ -1,0 +1,115 @@
+"""Episerver/Optimizely Profile Store Track API (seed 004, DESIGN.md).
+
+`POST {base}/api/v1.0/Track` with one TrackingEvent; `TrackBulk` takes up to 100. Auth is a
+subscription key, sent as `Ocp-Apim-Subscription-Key` (older docs) or `Authorization: epi-single`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from order_processor import jsonbody
+from order_processor.destinations.base import Destination, DestinationSettings, Skip
+from order_processor.model import TrackingEvent
+
+MAX_EVENT_BYTES = 256 * 1024
+MAX_BULK_EVENTS = 100
+
+
+class AuthStyle(StrEnum):
+    SUBSCRIPTION_KEY = "subscription-key"
+    EPI_SINGLE = "epi-single"
+
+
+class ProfileStoreSettings(DestinationSettings):
+    model_config = SettingsConfigDict(env_prefix="PROFILE_STORE_", extra="ignore", frozen=True)
+    required: ClassVar[tuple[str, ...]] = ("base_url", "api_key", "scope")
+    example: ClassVar[dict[str, str]] = {
+        "base_url": "https://track-emea01.profilestore.episerver.net",
+        "api_key": "dry-run-key",
+        "scope": "default",
+    }
+
+    base_url: str | None = Field(
+        default=None, description="e.g. https://track-emea01.profilestore.episerver.net"
+    )
+    api_key: SecretStr | None = None
+    auth_style: AuthStyle = AuthStyle.SUBSCRIPTION_KEY
+    scope: str | None = Field(default=None, description="the website's tracking scope, lowercase")
+    device_id: str = "InStoreDevice"
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_is_lowercase_word(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9]+", value):
+            raise ValueError(
+                "must be lowercase letters and digits only, the same as the website's scope"
+            )
+        return value
+
+
+# What goes into `payload`: the order, minus identifiers Profile Store has no use for.
+_PAYLOAD_EXCLUDE: dict[str, Any] = {"customer": {"loyalty_card_number", "email", "phone"}}
+
+
+class ProfileStore(Destination):
+    name = "profile_store"
+    title = "Optimizely Profile Store"
+    settings_class = ProfileStoreSettings
+    dry_run_status = 202
+    settings: ProfileStoreSettings
+
+    def tracking_event(self, event: TrackingEvent, event_type: str) -> dict[str, Any]:
+        order = event.order
+        user = {"email": event.customer.email}
+        if event.customer.name:
+            user["name"] = event.customer.name
+        return {
+            "deviceId": self.settings.device_id,
+            "eventType": event_type,
+            "value": event_type,
+            "eventTime": jsonbody.utc_z(order.order_date),
+            "scope": self.settings.scope,
+            "user": user,
+            "payload": order.model_dump(
+                mode="python", by_alias=True, exclude=_PAYLOAD_EXCLUDE, exclude_none=True
+            ),
+        }
+
+    def _headers(self) -> dict[str, str]:
+        key = self.settings.secret("api_key")
+        if self.settings.auth_style is AuthStyle.EPI_SINGLE:
+            return {"Authorization": f"epi-single {key}", "Content-Type": "application/json"}
+        return {"Ocp-Apim-Subscription-Key": key, "Content-Type": "application/json"}
+
+    def _url(self, operation: str) -> str:
+        assert self.settings.base_url is not None
+        return f"{self.settings.base_url.rstrip('/')}/api/v1.0/{operation}"
+
+    def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
+        if not event.customer.email:
+            return Skip("no customer email: Profile Store links events to profiles by email")
+        body = jsonbody.dumps(self.tracking_event(event, route))
+        if len(body) > MAX_EVENT_BYTES:
+            raise self.rejected(
+                f"event is {len(body)} bytes, over Profile Store's 256 KB per event"
+            )
+        return self.client.build_request(
+            "POST", self._url("Track"), headers=self._headers(), content=body
+        )
+
+    def prepare_bulk(self, events: Sequence[tuple[TrackingEvent, str]]) -> httpx.Request:
+        """One TrackBulk request for up to 100 events that each passed `prepare` (batch paths)."""
+        if not 0 < len(events) <= MAX_BULK_EVENTS:
+            raise ValueError(f"TrackBulk takes 1 to {MAX_BULK_EVENTS} events, got {len(events)}")
+        body = jsonbody.dumps([self.tracking_event(event, route) for event, route in events])
+        return self.client.build_request(
+            "POST", self._url("TrackBulk"), headers=self._headers(), content=body
+        )

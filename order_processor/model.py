@@ -1,0 +1,115 @@
+"""What flows through the core: the enriched event, per-destination results, and the outcome."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from urllib.parse import quote
+
+from loyalty_client.customer import Customer
+from order_processor import jsonbody
+from order_processor.contract import EventType, InStoreOrder
+
+#: Service Bus accepts up to 4096 characters for DeadLetterReason and DeadLetterErrorDescription.
+SERVICE_BUS_TEXT_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageMetadata:
+    """What the core needs to know about the Service Bus message around the body."""
+
+    message_id: str | None = None
+    enqueued_time: datetime | None = None
+    delivery_count: int | None = None
+    session_id: str | None = None
+    application_properties: dict[str, str] = field(default_factory=dict)
+
+
+def event_key(order: InStoreOrder) -> str:
+    """Content-derived identity of one order event: orderId, eventType and a hash of the order.
+
+    A redelivery, a retry copy, a replay or a re-publish with a new MessageId all map to the same
+    key. The order id is percent-encoded so the key is safe as an Azure Table key.
+    """
+    canonical = jsonbody.dumps(order.model_dump(mode="json", by_alias=True))
+    digest = hashlib.sha256(canonical).hexdigest()[:16]
+    return f"{quote(order.order_id, safe='')}:{order.event_type.value}:{digest}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackingEvent:
+    """One order event, enriched with the customer; what every destination maps from."""
+
+    order: InStoreOrder
+    customer: Customer
+    #: True when the loyalty provider knew the card (or the ERP sent the email itself)
+    customer_known: bool
+    key: str
+    message_id: str | None = None
+
+    @property
+    def event_type(self) -> EventType:
+        return self.order.event_type
+
+
+class DeliveryStatus(StrEnum):
+    DELIVERED = "delivered"
+    SKIPPED = "skipped"
+    TRANSIENT_ERROR = "transient-error"
+    PERMANENT_ERROR = "permanent-error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DestinationResult:
+    destination: str
+    status: DeliveryStatus
+    detail: str = ""
+    http_status: int | None = None
+    vendor_code: str | None = None
+    response_id: str | None = None
+    attempts: int = 0
+
+    def describe(self) -> str:
+        text = f"{self.destination}: {self.status.value}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+class Settlement(StrEnum):
+    COMPLETE = "complete"
+    RETRY = "retry"
+    DEAD_LETTER = "dead-letter"
+
+
+class DeadLetterReason(StrEnum):
+    INVALID_MESSAGE = "InvalidMessage"
+    DESTINATION_REJECTED = "DestinationRejected"
+    LOYALTY_LOOKUP_FAILED = "LoyaltyLookupFailed"
+    RETRIES_EXHAUSTED = "RetriesExhausted"
+
+
+def truncate(text: str, limit: int = SERVICE_BUS_TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What to do with the message, and why."""
+
+    settlement: Settlement
+    reason: str | None = None
+    description: str | None = None
+    results: tuple[DestinationResult, ...] = ()
+    order_id: str | None = None
+    event_type: EventType | None = None
+    event_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reason is not None:
+            object.__setattr__(self, "reason", truncate(self.reason))
+        if self.description is not None:
+            object.__setattr__(self, "description", truncate(self.description))
+
+    def result_for(self, destination: str) -> DestinationResult | None:
+        return next((r for r in self.results if r.destination == destination), None)

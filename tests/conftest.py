@@ -1,0 +1,144 @@
+"""Shared fixtures: loopback fakes, settings pointing at them, real Service Bus messages."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# function_app validates settings at import; give it a complete, harmless baseline.
+BASELINE_ENV = {
+    "PROFILE_STORE_BASE_URL": "http://127.0.0.1:9",
+    "PROFILE_STORE_API_KEY": "baseline-key",
+    "PROFILE_STORE_SCOPE": "retailsite",
+    "LOYALTY_FILE": str(
+        Path(__file__).resolve().parent.parent / "samples" / "loyalty" / "customers.json"
+    ),
+}
+for _name, _value in BASELINE_ENV.items():
+    os.environ.setdefault(_name, _value)
+
+from order_processor.model import MessageMetadata  # noqa: E402
+from order_processor.processor import Processor  # noqa: E402
+from order_processor.retry import RetryPolicy  # noqa: E402
+from order_processor.settings import load_settings  # noqa: E402
+from tests.fakes.base import FakeServer  # noqa: E402
+from tests.fakes.loyalty import API_KEY as LOYALTY_KEY  # noqa: E402
+from tests.fakes.loyalty import loyalty_server  # noqa: E402
+from tests.fakes.profile_store import API_KEY as PROFILE_STORE_KEY  # noqa: E402
+from tests.fakes.profile_store import SCOPE, ProfileStoreRules, profile_store_server  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples" / "orders"
+
+
+class FakeClock:
+    """Time that only moves when the code under test sleeps: no test waits for real."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def retry(clock: FakeClock) -> RetryPolicy:
+    return RetryPolicy(max_attempts=3, sleep=clock.sleep, clock=clock)
+
+
+@pytest.fixture
+def loyalty() -> Iterator[FakeServer]:
+    with loyalty_server() as server:
+        yield server
+
+
+@pytest.fixture
+def profile_store() -> Iterator[tuple[FakeServer, ProfileStoreRules]]:
+    server, rules = profile_store_server()
+    with server:
+        yield server, rules
+
+
+def settings_for(profile_store_url: str, loyalty_url: str | None, **extra: dict[str, Any]) -> Any:
+    loyalty: dict[str, Any] = (
+        {"api_base_url": loyalty_url, "api_key": LOYALTY_KEY} if loyalty_url else {}
+    )
+    overrides: dict[str, dict[str, Any]] = {
+        "profile_store": {
+            "base_url": profile_store_url,
+            "api_key": PROFILE_STORE_KEY,
+            "scope": SCOPE,
+        },
+        "loyalty": loyalty,
+    }
+    for block, values in extra.items():
+        overrides.setdefault(block, {}).update(values)
+    return load_settings(overrides=overrides)
+
+
+@pytest.fixture
+async def processor(
+    profile_store: tuple[FakeServer, ProfileStoreRules],
+    loyalty: FakeServer,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> AsyncIterator[Processor]:
+    settings = settings_for(profile_store[0].url, loyalty.url)
+    built = Processor.from_settings(settings, retry=retry, clock=clock)
+    yield built
+    await built.aclose()
+
+
+def sample(name: str) -> bytes:
+    return next(SAMPLES.rglob(name)).read_bytes()
+
+
+def metadata(message_id: str = "m-1") -> MessageMetadata:
+    return MessageMetadata(message_id=message_id)
+
+
+def received_message(
+    body: bytes,
+    *,
+    message_id: str | None = None,
+    session_id: str | None = None,
+    properties: dict[str, str] | None = None,
+) -> Any:
+    """A real azure.servicebus.ServiceBusReceivedMessage, built the way the Functions extension
+    builds it: lock token bytes + b"x-opt-lock-token" + an encoded AMQP message."""
+    import uamqp
+    from azurefunctions.extensions.bindings.servicebus import ServiceBusReceivedMessage
+
+    class _ModelBindingData:
+        version = "1.0"
+        source = "AzureServiceBus"
+        content_type = "application/octet-stream"
+
+        def __init__(self, content: bytes) -> None:
+            self.content = content
+
+    amqp = uamqp.Message(
+        body=body,
+        properties=uamqp.message.MessageProperties(
+            message_id=message_id or str(uuid.uuid4()), group_id=session_id
+        ),
+        application_properties=properties or {},
+        annotations={b"x-opt-enqueued-time": 1_763_650_000_000, b"x-opt-sequence-number": 1},
+    )
+    content = uuid.uuid4().bytes_le + b"x-opt-lock-token" + amqp.encode_message()
+    return ServiceBusReceivedMessage(data=_ModelBindingData(content)).get_sdk_type()
