@@ -11,6 +11,7 @@ import logging
 import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
+from order_processor.logs import configure_logging
 from order_processor.model import Outcome, Settlement
 from order_processor.processor import Processor
 from order_processor.servicebus import message_body, message_metadata
@@ -23,6 +24,7 @@ app = func.FunctionApp()
 # Validate every setting at start-up: a bad configuration stops the host from loading the
 # function (messages wait safely in the subscription) instead of failing each message.
 SETTINGS: AppSettings = load_settings()
+configure_logging(SETTINGS.core.log_level)
 
 _processor: Processor | None = None
 

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -37,10 +38,16 @@ class EventType(StrEnum):
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+# JSON number or decimal string; the schema says so explicitly for the ERP's validators.
 Money = Annotated[
     Decimal,
     Field(allow_inf_nan=False, max_digits=18, decimal_places=4),
+    WithJsonSchema(
+        {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?\d{1,14}(\.\d{1,4})?$"}]}
+    ),
 ]
+# RFC 3339 with an offset: naive local times are ambiguous across DST and are rejected.
+AWARE_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|z|[+-]\d\d:?\d\d)$"
 Attributes = Annotated[
     dict[
         Annotated[str, StringConstraints(max_length=128)],
@@ -69,6 +76,15 @@ class Store(ContractModel):
 
 class CustomerRef(ContractModel):
     """How the ERP identifies the customer; at least one identifier is required."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name]}
+                for name in ("loyaltyCardNumber", "email", "phone", "customerId")
+            ]
+        }
+    )
 
     loyalty_card_number: (
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 -]{4,32}$")] | None
@@ -111,7 +127,7 @@ class InStoreOrder(ContractModel):
     schema_version: Annotated[str, StringConstraints(pattern=r"^\d+(\.\d+)?$")] = "1.0"
     event_type: EventType = EventType.ORDER_CREATED
     order_id: Identifier
-    order_date: AwareDatetime
+    order_date: Annotated[AwareDatetime, Field(json_schema_extra={"pattern": AWARE_PATTERN})]
     store: Store
     customer: CustomerRef
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -176,8 +192,10 @@ def describe_validation_error(error: ValidationError, *, limit: int = 10) -> str
     """'field: problem; ...' built from messages only (pydantic's inputs may hold personal data)."""
     problems = []
     for item in error.errors(include_url=False, include_input=False)[:limit]:
-        loc = tuple(p for p in item["loc"] if p not in ("function-after",))
-        problems.append(f"{_field_path(loc)}: {item['msg']}")
+        message = str(item["msg"]).removeprefix("Value error, ")
+        path = _field_path(tuple(item["loc"]))
+        # Cross-field rules raised at model level already start with the field they concern.
+        problems.append(message if not item["loc"] and ": " in message else f"{path}: {message}")
     more = error.error_count() - limit
     if more > 0:
         problems.append(f"and {more} more")
@@ -192,9 +210,11 @@ def parse_order(body: bytes) -> InStoreOrder:
     if len(body) > MAX_BODY_BYTES:
         raise InvalidMessage(f"(body): {len(body)} bytes is over the {MAX_BODY_BYTES} byte limit")
     try:
-        document = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InvalidMessage("(body): not UTF-8 text") from None
+    try:
+        document = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
     except RecursionError:
         raise InvalidMessage("(body): JSON nested too deeply") from None
     except ValueError as exc:

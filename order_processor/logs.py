@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from typing import Any
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Runs of 7+ digits, optionally separated by single spaces/dashes, with an optional leading +:
@@ -53,3 +54,37 @@ class RedactingFilter(logging.Filter):
             record.msg = cleaned
             record.args = None
         return True
+
+
+_installed = False
+
+
+def install_redaction() -> None:
+    """Redact every log record at creation, whichever logger or handler it goes to.
+
+    A record factory (rather than a handler filter) also covers handlers the Functions worker or
+    OpenTelemetry add later. It only runs for records that pass their logger's level.
+    """
+    global _installed
+    if _installed:
+        return
+    make_record = logging.getLogRecordFactory()
+    scrub = RedactingFilter()
+
+    def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        scrub.filter(record)
+        return record
+
+    logging.setLogRecordFactory(redacting_factory)
+    _installed = True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Process-wide logging policy: redaction everywhere, our level, quiet HTTP internals
+    (httpx logs every request URL at INFO, and lookup URLs carry card numbers)."""
+    install_redaction()
+    for noisy in ("httpx", "httpcore", "azure", "uamqp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for ours in ("order_processor", "loyalty_client", "function_app"):
+        logging.getLogger(ours).setLevel(level)

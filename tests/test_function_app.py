@@ -1,0 +1,195 @@
+"""The real decorated function, called as the Functions host would: a real
+azure.servicebus.ServiceBusReceivedMessage and a settlement-recording ServiceBusMessageActions."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+from azurefunctions.extensions.bindings.servicebus import ServiceBusMessageActions
+
+import function_app
+from order_processor.processor import Processor
+from tests.conftest import SAMPLES, received_message, sample
+from tests.fakes.base import FakeServer, Reply
+from tests.fakes.loyalty import API_KEY as LOYALTY_KEY
+from tests.fakes.loyalty import CUSTOMERS
+from tests.fakes.profile_store import API_KEY as PROFILE_STORE_KEY
+from tests.fakes.profile_store import ProfileStoreRules
+from tests.unit.test_contract import EXPECTED_FIELD
+
+Invoke = Callable[..., Coroutine[Any, Any, None]]
+
+
+@functools.cache
+def _functions() -> dict[str, Any]:
+    # Like the host, index once: get_functions() builds the function list on every call.
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def _function() -> Any:
+    return _functions()["sync_order"]
+
+
+def test_trigger_binding_is_declared_for_explicit_settlement() -> None:
+    (binding,) = _function().get_bindings()
+    assert binding.type == "serviceBusTrigger"
+    described = _function().get_function_json()
+    for fragment in (
+        '"topicName": "%ORDERS_TOPIC%"',
+        '"subscriptionName": "%ORDERS_SUBSCRIPTION%"',
+        '"connection": "ServiceBusConnection"',
+        '"autoCompleteMessages": false',
+    ):
+        assert fragment in described
+
+
+@pytest.fixture
+async def invoke(processor: Processor) -> AsyncIterator[Invoke]:
+    function_app.use_processor(processor)
+    user_function = _function().get_user_function()
+
+    async def call(message: Any, actions: Any) -> None:
+        await user_function(message=message, message_actions=actions)
+
+    yield call
+    function_app.use_processor(None)
+
+
+@pytest.fixture
+def actions() -> MagicMock:
+    return MagicMock(spec=ServiceBusMessageActions)
+
+
+def settled(actions: MagicMock) -> list[str]:
+    return [name for name, _, _ in actions.method_calls]
+
+
+async def test_sample_order_reaches_profile_store_with_loyalty_email_and_completes(
+    invoke: Invoke,
+    actions: MagicMock,
+    profile_store: tuple[FakeServer, ProfileStoreRules],
+    loyalty: FakeServer,
+) -> None:
+    message = received_message(sample("order-created.json"), message_id="100245-OrderCreated")
+    await invoke(message, actions)
+    actions.complete.assert_called_once_with(message)
+    assert settled(actions) == ["complete"]
+    assert profile_store[1].accepted[-1]["user"]["email"] == "ann.shopper@example.com"
+    assert loyalty.requests[-1].path == "/cards/6330001234567890"
+
+
+@pytest.mark.parametrize("path", sorted((SAMPLES / "invalid").glob("*.json")), ids=lambda p: p.stem)
+async def test_invalid_samples_are_dead_lettered_on_first_delivery(
+    invoke: Invoke, actions: MagicMock, path: Path
+) -> None:
+    message = received_message(path.read_bytes())  # noqa: ASYNC240 (a small local sample)
+    await invoke(message, actions)
+    assert settled(actions) == ["deadletter"]
+    kwargs = actions.deadletter.call_args.kwargs
+    assert kwargs["deadletter_reason"] == "InvalidMessage"
+    assert kwargs["deadletter_error_description"].startswith(EXPECTED_FIELD[path.stem])
+
+
+async def test_400_from_profile_store_dead_letters_destination_rejected(
+    invoke: Invoke, actions: MagicMock, profile_store: tuple[FakeServer, ProfileStoreRules]
+) -> None:
+    profile_store[0].inject(Reply(400, {"message": "eventType is required"}))
+    await invoke(received_message(sample("order-created.json")), actions)
+    assert settled(actions) == ["deadletter"]
+    kwargs = actions.deadletter.call_args.kwargs
+    assert kwargs["deadletter_reason"] == "DestinationRejected"
+    assert "profile_store HTTP 400" in kwargs["deadletter_error_description"]
+
+
+async def test_503_from_profile_store_abandons_for_redelivery(
+    invoke: Invoke, actions: MagicMock, profile_store: tuple[FakeServer, ProfileStoreRules]
+) -> None:
+    profile_store[0].inject(*[Reply(503)] * 5)
+    await invoke(received_message(sample("order-created.json")), actions)
+    assert settled(actions) == ["abandon"]
+
+
+async def test_an_unexpected_exception_still_settles(
+    invoke: Invoke, actions: MagicMock, processor: Processor
+) -> None:
+    async def explode(body: bytes, metadata: Any) -> Any:
+        raise RuntimeError("bug")
+
+    processor.process = explode  # type: ignore[method-assign]
+    await invoke(received_message(sample("order-created.json")), actions)
+    assert settled(actions) == ["abandon"]
+
+
+async def test_a_failing_settlement_does_not_raise(invoke: Invoke, actions: MagicMock) -> None:
+    actions.complete.side_effect = RuntimeError("lock lost")
+    await invoke(received_message(sample("order-created.json")), actions)
+    assert settled(actions) == ["complete"]
+
+
+async def test_works_on_a_session_enabled_subscription(invoke: Invoke, actions: MagicMock) -> None:
+    message = received_message(sample("order-created.json"), session_id="100245")
+    assert message.session_id == "100245"
+    await invoke(message, actions)
+    assert settled(actions) == ["complete"]
+
+
+# --- personal data never reaches a log ---------------------------------------------------------
+
+SECRETS = (
+    [LOYALTY_KEY, PROFILE_STORE_KEY]
+    + [
+        value
+        for record in CUSTOMERS.values()
+        for key, value in record.items()
+        if key in {"email", "phone"}
+    ]
+    + list(CUSTOMERS)
+)
+
+
+@pytest.fixture
+def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore", "order_processor", "loyalty_client", "function_app"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    return caplog
+
+
+def _rendered(record: logging.LogRecord) -> str:
+    extras = {k: v for k, v in vars(record).items() if k not in logging.makeLogRecord({}).__dict__}
+    return f"{record.getMessage()} {extras} {record.exc_text or ''}"
+
+
+async def test_no_personal_data_or_key_in_any_log_line(
+    invoke: Invoke,
+    all_logs: pytest.LogCaptureFixture,
+    profile_store: tuple[FakeServer, ProfileStoreRules],
+    loyalty: FakeServer,
+) -> None:
+    profile_store[0].inject(
+        Reply(400, {"message": "bad user ann.shopper@example.com 6330001234567890"})
+    )
+    loyalty.inject(Reply(500, {"error": "card 6330001111111111 lookup failed"}))
+    for name in (
+        "order-created.json",
+        "order-created-with-email.json",
+        "order-created-unknown-card.json",
+        "order-updated.json",
+    ):
+        await invoke(received_message(sample(name)), MagicMock(spec=ServiceBusMessageActions))
+    await invoke(
+        received_message(b'{"customer": {"email": "ann.shopper@example.com"}}'),
+        MagicMock(spec=ServiceBusMessageActions),
+    )
+    text = "\n".join(_rendered(r) for r in all_logs.records)
+    assert all_logs.records, "the scenarios should have logged"
+    leaks = [secret for secret in SECRETS if secret in text]
+    assert leaks == []
+    assert not re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", text)
