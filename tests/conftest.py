@@ -15,6 +15,15 @@ BASELINE_ENV = {
     "PROFILE_STORE_BASE_URL": "http://127.0.0.1:9",
     "PROFILE_STORE_API_KEY": "baseline-key",
     "PROFILE_STORE_SCOPE": "retailsite",
+    "PRODUCT_RECS_URL": "http://127.0.0.1:9/tracker/smart-api/orders/offline",
+    "PRODUCT_RECS_SITE": "baseline",
+    "PRODUCT_RECS_SITE_TOKEN": "baseline-token",
+    "RICHRELEVANCE_BASE_URL": "http://127.0.0.1:9",
+    "RICHRELEVANCE_API_KEY": "baseline-key",
+    "RICHRELEVANCE_CLIENT_ID": "baseline",
+    "RICHRELEVANCE_CLIENT_SECRET": "baseline-secret",
+    "ESPUTNIK_BASE_URL": "http://127.0.0.1:9",
+    "ESPUTNIK_API_KEY": "baseline-key",
     "LOYALTY_FILE": str(
         Path(__file__).resolve().parent.parent / "samples" / "loyalty" / "customers.json"
     ),
@@ -26,6 +35,9 @@ from order_processor.model import MessageMetadata  # noqa: E402
 from order_processor.processor import Processor  # noqa: E402
 from order_processor.retry import RetryPolicy  # noqa: E402
 from order_processor.settings import load_settings  # noqa: E402
+from tests.fakes import esputnik as esputnik_fake  # noqa: E402
+from tests.fakes import product_recs as product_recs_fake  # noqa: E402
+from tests.fakes import richrelevance as richrelevance_fake  # noqa: E402
 from tests.fakes.base import FakeServer  # noqa: E402
 from tests.fakes.loyalty import API_KEY as LOYALTY_KEY  # noqa: E402
 from tests.fakes.loyalty import loyalty_server  # noqa: E402
@@ -33,6 +45,15 @@ from tests.fakes.profile_store import API_KEY as PROFILE_STORE_KEY  # noqa: E402
 from tests.fakes.profile_store import SCOPE, ProfileStoreRules, profile_store_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _no_baseline_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baseline exists for importing function_app only: each test starts from a clean slate."""
+    for name in BASELINE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 SAMPLES = ROOT / "samples" / "orders"
 
 
@@ -74,18 +95,64 @@ def profile_store() -> Iterator[tuple[FakeServer, ProfileStoreRules]]:
         yield server, rules
 
 
-def settings_for(profile_store_url: str, loyalty_url: str | None, **extra: dict[str, Any]) -> Any:
+@pytest.fixture
+def product_recs() -> Iterator[tuple[FakeServer, product_recs_fake.ProductRecsRules]]:
+    server, rules = product_recs_fake.product_recs_server()
+    with server:
+        yield server, rules
+
+
+@pytest.fixture
+def richrelevance() -> Iterator[tuple[FakeServer, richrelevance_fake.RichRelevanceRules]]:
+    server, rules = richrelevance_fake.richrelevance_server()
+    with server:
+        yield server, rules
+
+
+@pytest.fixture
+def esputnik() -> Iterator[tuple[FakeServer, esputnik_fake.EsputnikRules]]:
+    server, rules = esputnik_fake.esputnik_server()
+    with server:
+        yield server, rules
+
+
+def destination_overrides(name: str, url: str) -> dict[str, Any]:
+    """Settings that point one destination at its loopback fake, with the fake's credentials."""
+    return {
+        "profile_store": {"base_url": url, "api_key": PROFILE_STORE_KEY, "scope": SCOPE},
+        "product_recs": {
+            "url": url + product_recs_fake.PATH,
+            "site": product_recs_fake.SITE,
+            "site_token": product_recs_fake.SITE_TOKEN,
+        },
+        "richrelevance": {
+            "base_url": url,
+            "api_key": richrelevance_fake.API_KEY,
+            "client_id": richrelevance_fake.CLIENT_ID,
+            "client_secret": richrelevance_fake.CLIENT_SECRET,
+        },
+        "esputnik": {"base_url": url, "api_key": esputnik_fake.API_KEY},
+    }[name]
+
+
+def settings_for(
+    profile_store_url: str,
+    loyalty_url: str | None,
+    *,
+    others: dict[str, str] | None = None,
+    **extra: dict[str, Any],
+) -> Any:
+    """Profile Store (and `others`, name -> fake URL) at their fakes; destinations not given are
+    disabled; `extra` overrides fields per block."""
     loyalty: dict[str, Any] = (
         {"api_base_url": loyalty_url, "api_key": LOYALTY_KEY} if loyalty_url else {}
     )
-    overrides: dict[str, dict[str, Any]] = {
-        "profile_store": {
-            "base_url": profile_store_url,
-            "api_key": PROFILE_STORE_KEY,
-            "scope": SCOPE,
-        },
-        "loyalty": loyalty,
-    }
+    urls = {"profile_store": profile_store_url, **(others or {})}
+    overrides: dict[str, dict[str, Any]] = {"loyalty": loyalty}
+    for name in ("profile_store", "product_recs", "richrelevance", "esputnik"):
+        overrides[name] = (
+            destination_overrides(name, urls[name]) if name in urls else {"enabled": False}
+        )
     for block, values in extra.items():
         overrides.setdefault(block, {}).update(values)
     return load_settings(overrides=overrides)
@@ -94,11 +161,20 @@ def settings_for(profile_store_url: str, loyalty_url: str | None, **extra: dict[
 @pytest.fixture
 async def processor(
     profile_store: tuple[FakeServer, ProfileStoreRules],
+    product_recs: tuple[FakeServer, Any],
+    richrelevance: tuple[FakeServer, Any],
+    esputnik: tuple[FakeServer, Any],
     loyalty: FakeServer,
     retry: RetryPolicy,
     clock: FakeClock,
 ) -> AsyncIterator[Processor]:
-    settings = settings_for(profile_store[0].url, loyalty.url)
+    """The real core wired to all four fake destinations and the fake loyalty provider."""
+    others = {
+        "product_recs": product_recs[0].url,
+        "richrelevance": richrelevance[0].url,
+        "esputnik": esputnik[0].url,
+    }
+    settings = settings_for(profile_store[0].url, loyalty.url, others=others)
     built = Processor.from_settings(settings, retry=retry, clock=clock)
     yield built
     await built.aclose()

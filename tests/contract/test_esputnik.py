@@ -1,0 +1,283 @@
+"""eSputnik against its documented contract (the loopback fake in tests/fakes/esputnik.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from loyalty_client.customer import Customer
+from order_processor import jsonbody
+from order_processor.contract import parse_order
+from order_processor.destinations.base import Sent, Skip
+from order_processor.destinations.esputnik import Esputnik, EsputnikMode, EsputnikSettings
+from order_processor.errors import DeliveryError, FailureKind
+from order_processor.http import Timeouts, new_client
+from order_processor.model import TrackingEvent
+from order_processor.retry import RetryPolicy, call_with_retries
+from order_processor.routing import route
+from tests.conftest import FakeClock, sample
+from tests.fakes.base import FakeServer, Reply
+from tests.fakes.esputnik import API_KEY, EsputnikRules, esputnik_server
+
+EMAIL = "ann.shopper@example.com"
+ANN = Customer(customer_id="C-000123", email=EMAIL, phone="+447700900123")
+SAMPLES = (
+    "order-created.json",
+    "order-created-with-email.json",
+    "order-updated.json",
+    "order-delivered.json",
+    "order-cancelled.json",
+)
+
+
+def tracking(name_or_document: str | dict[str, Any], customer: Customer = ANN) -> TrackingEvent:
+    body = (
+        sample(name_or_document)
+        if isinstance(name_or_document, str)
+        else json.dumps(name_or_document).encode()
+    )
+    return TrackingEvent(order=parse_order(body), customer=customer, customer_known=True, key="k")
+
+
+def cell(event: TrackingEvent) -> str:
+    target = route("esputnik", event.event_type)
+    assert target is not None
+    return target
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeServer, EsputnikRules]]:
+    server, rules = esputnik_server()
+    with server:
+        yield server, rules
+
+
+class Build:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.timeouts = Timeouts(connect=2, read=2, total=5)
+        self.client = new_client(timeouts=self.timeouts)
+
+    def __call__(self, mode: EsputnikMode = EsputnikMode.ORDERS, **settings: Any) -> Esputnik:
+        values: dict[str, Any] = {"base_url": self.url, "api_key": API_KEY, "mode": mode}
+        values.update(settings)
+        return Esputnik(EsputnikSettings(**values), client=self.client, timeouts=self.timeouts)
+
+
+@pytest.fixture
+async def build(fake: tuple[FakeServer, EsputnikRules]) -> AsyncIterator[Build]:
+    builder = Build(fake[0].url)
+    yield builder
+    await builder.client.aclose()
+
+
+async def deliver(destination: Esputnik, event: TrackingEvent) -> Sent:
+    request = destination.prepare(event, cell(event))
+    assert not isinstance(request, Skip)
+    return await destination.send(request)
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+async def test_orders_mode_every_event_type(
+    fake: tuple[FakeServer, EsputnikRules], build: Build, name: str
+) -> None:
+    server, rules = fake
+    event = tracking(name)
+    assert isinstance(await deliver(build(), event), Sent)
+    (recorded,) = server.requests
+    assert (recorded.method, recorded.path) == ("POST", "/api/v1/orders")
+    (order,) = recorded.json()["orders"]
+    assert order["source"] == "offline"
+    assert rules.sources == ["offline"]
+    expected = "CANCELLED" if event.event_type.value == "OrderCancelled" else "DELIVERED"
+    assert rules.orders[event.order.order_id]["status"] == expected
+    assert EMAIL in rules.contacts  # v1/orders created the contact
+
+
+async def test_orders_mode_sends_exact_money_and_discounted_items(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, _ = fake
+    await deliver(build(), tracking("order-created-with-email.json"))
+    order = json.loads(server.requests[0].body, parse_float=Decimal)["orders"][0]
+    assert order["totalCost"] == Decimal("80.00")
+    assert order["discount"] == Decimal("10.00")
+    assert [i["cost"] for i in order["items"]] == [Decimal("40.00"), Decimal("40.0")]
+    assert order["externalCustomerId"] == "C-000123"
+    assert order["date"] == "2026-11-20T14:25:00+00:00"
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+async def test_events_mode_every_event_type_for_an_existing_contact(
+    fake: tuple[FakeServer, EsputnikRules], build: Build, name: str
+) -> None:
+    server, rules = fake
+    # The contact and the order exist already (created through v1/orders, as the seed requires).
+    await deliver(build(), tracking("order-created.json"))
+    event = tracking(name)
+    assert isinstance(await deliver(build(EsputnikMode.EVENTS), event), Sent)
+    recorded = server.requests[-1]
+    assert recorded.path == "/api/v1/event"
+    body = recorded.json()
+    assert (
+        body["eventTypeKey"]
+        == {
+            "OrderCreated": "orderCreated",
+            "OrderUpdated": "orderUpdated",
+            "OrderDelivered": "orderDelivered",
+            "OrderCancelled": "orderCancelled",
+        }[event.event_type.value]
+    )
+    assert body["keyValue"] == EMAIL
+    assert rules.ignored == []
+    assert rules.accepted_events == [body]
+    params = {p["name"]: p["value"] for p in body["params"]}
+    if event.order.lines:
+        assert isinstance(json.loads(params["items"]), list)
+    else:
+        assert "items" not in params
+    expected = "CANCELLED" if event.event_type.value == "OrderCancelled" else "DELIVERED"
+    assert rules.orders[event.order.order_id]["status"] == expected
+
+
+async def test_events_for_an_unknown_contact_are_accepted_but_ignored(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    _, rules = fake
+    sent = await deliver(build(EsputnikMode.EVENTS), tracking("order-created.json"))
+    assert isinstance(sent, Sent)  # eSputnik answers 200; the event is not saved
+    assert [i.reason for i in rules.ignored] == ["unknown contact"]
+    assert rules.accepted_events == []
+
+
+async def test_events_mode_with_a_preset_contact_by_customer_id(build: Build) -> None:
+    server, rules = esputnik_server(contacts=("C-9",))
+    with server:
+        destination = build(EsputnikMode.EVENTS, base_url=server.url)
+        await deliver(destination, tracking("order-created.json", Customer(customer_id="C-9")))
+    assert server.requests[0].json()["keyValue"] == "C-9"
+    assert len(rules.accepted_events) == 1
+
+
+@pytest.mark.parametrize("mode", list(EsputnikMode))
+async def test_totals_that_do_not_add_up_never_reach_esputnik(
+    fake: tuple[FakeServer, EsputnikRules], build: Build, mode: EsputnikMode
+) -> None:
+    server, _ = fake
+    document = json.loads(sample("order-created-with-email.json"))
+    del document["lines"][0]["discount"]  # the order discount is not carried by the lines
+    event = tracking(document)
+    with pytest.raises(DeliveryError) as caught:
+        build(mode).prepare(event, cell(event))
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert "add up to 90.00" in caught.value.message
+    assert "totalCost (total 80.00 - shipping 0) is 80.00" in caught.value.message
+    assert server.requests == []
+
+
+async def test_the_fake_enforces_the_totals_rule_too(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, _ = fake
+    destination = build()
+    body = {"orders": [destination.order(tracking("order-created.json"), "DELIVERED")]}
+    body["orders"][0]["totalCost"] = 91
+    request = destination.client.build_request(
+        "POST",
+        f"{server.url}/api/v1/orders",
+        headers=destination._headers(),
+        content=jsonbody.dumps(body),
+    )
+    with pytest.raises(DeliveryError) as caught:
+        await destination.send(request)
+    assert (caught.value.kind, caught.value.status) == (FailureKind.PERMANENT, 400)
+    assert "does not equal totalCost" in caught.value.message
+
+
+async def test_basic_auth_header_is_exact(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, _ = fake
+    await deliver(build(user_name="till-sync"), tracking("order-created.json"))
+    expected = base64.b64encode(f"till-sync:{API_KEY}".encode()).decode()
+    assert server.requests[0].header("authorization") == f"Basic {expected}"
+    assert server.requests[0].header("content-type") == "application/json"
+
+
+async def test_wrong_key_is_permanent(
+    fake: tuple[FakeServer, EsputnikRules], build: Build, retry: RetryPolicy, clock: FakeClock
+) -> None:
+    server, _ = fake
+    destination = build(api_key="not-the-key")
+    event = tracking("order-created.json")
+
+    async def attempt() -> Sent:
+        return await deliver(destination, event)
+
+    with pytest.raises(DeliveryError) as caught:
+        await call_with_retries(attempt, policy=retry, deadline=clock.now + 60)
+    assert (caught.value.kind, caught.value.status) == (FailureKind.PERMANENT, 401)
+    assert len(server.requests) == 1  # not retried
+    assert "not-the-key" not in str(caught.value)
+
+
+async def test_server_error_is_transient_and_retried(
+    fake: tuple[FakeServer, EsputnikRules], build: Build, retry: RetryPolicy, clock: FakeClock
+) -> None:
+    server, rules = fake
+    server.inject(Reply(500, {"message": "Internal Server Error"}))
+    destination = build()
+    event = tracking("order-created.json")
+
+    async def attempt() -> Sent:
+        return await deliver(destination, event)
+
+    assert isinstance(await call_with_retries(attempt, policy=retry, deadline=clock.now + 60), Sent)
+    assert len(server.requests) == 2
+    assert len(clock.sleeps) == 1
+    assert len(rules.accepted_orders) == 1
+
+
+async def test_server_errors_until_attempts_run_out_stay_transient(
+    fake: tuple[FakeServer, EsputnikRules], build: Build, retry: RetryPolicy, clock: FakeClock
+) -> None:
+    server, _ = fake
+    server.inject(*[Reply(500, None)] * 3)
+    destination = build(EsputnikMode.EVENTS)
+    event = tracking("order-delivered.json")
+
+    async def attempt() -> Sent:
+        return await deliver(destination, event)
+
+    with pytest.raises(DeliveryError) as caught:
+        await call_with_retries(attempt, policy=retry, deadline=clock.now + 60)
+    assert (caught.value.kind, caught.value.status) == (FailureKind.TRANSIENT, 500)
+    assert len(server.requests) == 3
+
+
+async def test_no_contact_identifier_is_skipped_without_a_call(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, _ = fake
+    event = tracking("order-created.json", Customer(customer_id="C-1"))
+    assert isinstance(build().prepare(event, "DELIVERED"), Skip)
+    assert isinstance(
+        build(EsputnikMode.EVENTS).prepare(tracking("order-created.json", Customer()), "DELIVERED"),
+        Skip,
+    )
+    assert server.requests == []
+
+
+async def test_bulk_request_is_accepted(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    _, rules = fake
+    destination = build()
+    events = [(tracking(name), cell(tracking(name))) for name in SAMPLES]
+    assert isinstance(await destination.send(destination.prepare_bulk(events)), Sent)
+    assert len(rules.accepted_orders) == len(SAMPLES)

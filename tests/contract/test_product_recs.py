@@ -1,0 +1,451 @@
+"""Product Recommendations offline orders against a fake that enforces the documented rules
+(tests/fakes/product_recs.py). Retries go through the real `call_with_retries` and the real
+`Processor` with the FakeClock, so nothing sleeps."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from loyalty_client import build_lookup
+from loyalty_client.customer import Customer
+from order_processor.contract import parse_order
+from order_processor.destinations.base import Sent
+from order_processor.destinations.product_recs import ProductRecs, ProductRecsSettings
+from order_processor.errors import DeliveryError, FailureKind
+from order_processor.http import Timeouts, new_client
+from order_processor.model import DeliveryStatus, Settlement, TrackingEvent
+from order_processor.processor import Processor
+from order_processor.retry import RetryPolicy, call_with_retries
+from tests.conftest import FakeClock, metadata, sample, settings_for
+from tests.fakes.base import FakeServer, Reply
+from tests.fakes.product_recs import (
+    CHANNEL,
+    PATH,
+    SITE,
+    SITE_TOKEN,
+    ProductRecsRules,
+    product_recs_server,
+)
+
+ANN = Customer(customer_id="C-000123", email="ann.shopper@example.com")
+
+
+@pytest.fixture
+def recs() -> Iterator[tuple[FakeServer, ProductRecsRules]]:
+    server, rules = product_recs_server()
+    with server:
+        yield server, rules
+
+
+def make_destination(server: FakeServer, **overrides: Any) -> ProductRecs:
+    values: dict[str, Any] = {
+        "url": f"{server.url}{PATH}",
+        "site": SITE,
+        "site_token": SITE_TOKEN,
+        **overrides,
+    }
+    timeouts = Timeouts()
+    return ProductRecs(
+        ProductRecsSettings(**values), client=new_client(timeouts=timeouts), timeouts=timeouts
+    )
+
+
+@pytest.fixture
+async def destination(recs: tuple[FakeServer, ProductRecsRules]) -> AsyncIterator[ProductRecs]:
+    built = make_destination(recs[0])
+    yield built
+    await built.client.aclose()
+
+
+def event(
+    name: str = "order-created.json", *, customer: Customer = ANN, known: bool = True
+) -> TrackingEvent:
+    return TrackingEvent(
+        order=parse_order(sample(name)), customer=customer, customer_known=known, key="k"
+    )
+
+
+async def deliver(
+    destination: ProductRecs, tracking: TrackingEvent, retry: RetryPolicy, clock: FakeClock
+) -> Sent:
+    prepared = destination.prepare(tracking, "offline-order")
+    assert isinstance(prepared, httpx.Request)
+
+    async def attempt() -> Sent:
+        return await destination.send(prepared)
+
+    return await call_with_retries(attempt, policy=retry, deadline=clock() + 30)
+
+
+def fail_body(*errors: tuple[str, str]) -> dict[str, Any]:
+    return {"status": "fail", "errors": [{"code": c, "message": m} for c, m in errors]}
+
+
+async def test_order_created_is_delivered_with_the_documented_headers_and_body(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    server, rules = recs
+
+    sent = await deliver(destination, event(), retry, clock)
+
+    assert sent == Sent()
+    [request] = server.requests
+    assert (request.method, request.path) == ("POST", PATH)
+    assert request.header("site") == SITE
+    assert request.header("siteToken") == SITE_TOKEN
+    assert request.header("channel") == CHANNEL == "store"
+    assert request.header("content-type") == "application/json"
+    # Money keeps the ERP's digits: "50.00" is written 50.00, never 50.0 or a float.
+    assert b'"price":50.00' in request.body
+    assert b'"subTotal":90.00' in request.body
+    assert json.loads(request.body, parse_float=Decimal) == {
+        "lang": "en-gb",
+        "user": {"id": "C-000123"},
+        "order": {
+            "refCode": "100245",
+            "orderDate": "2026-11-20T14:25:00 GMT",
+            "currency": "GBP",
+            "shipping": 0,
+            "subTotal": Decimal("90.00"),
+            "total": Decimal("90.0"),
+            "items": [
+                {
+                    "refCode": "4551",
+                    "qty": 1,
+                    "price": Decimal("50.00"),
+                    "attributes": {"size": "M"},
+                },
+                {"refCode": "2020", "qty": 2, "price": Decimal("20.0"), "attributes": {}},
+            ],
+            "attributes": {
+                "till": "12",
+                "store": "Regent Street",
+                "storePostcode": "W1B 4HX",
+                "storeId": "S042",
+            },
+        },
+    }
+    assert rules.accepted == [request.json()]
+    assert clock.sleeps == []
+
+
+async def test_unknown_customer_sends_no_user(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    tracking = event("order-created-unknown-card.json", customer=Customer(), known=False)
+
+    assert await deliver(destination, tracking, retry, clock) == Sent()
+
+    [accepted] = recs[1].accepted
+    assert "user" not in accepted
+    assert b"user" not in recs[0].requests[0].body
+
+
+async def test_customer_without_id_is_sent_by_email_only(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    tracking = event(customer=Customer(email="ann.shopper@example.com"))
+
+    await deliver(destination, tracking, retry, clock)
+
+    assert recs[1].accepted[0]["user"] == {"email": "ann.shopper@example.com"}
+
+
+async def test_fail_with_http_200_is_permanent_with_codes_and_messages(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    server, rules = recs
+    server.inject(
+        Reply(
+            200,
+            fail_body(
+                ("MalformedJson", "unexpected token at 12"),
+                ("SiteNotRecognized", "site xyz is unknown"),
+            ),
+        )
+    )
+
+    with pytest.raises(DeliveryError) as caught:
+        await deliver(destination, event(), retry, clock)
+
+    error = caught.value
+    assert error.kind is FailureKind.PERMANENT
+    assert error.status == 200
+    assert error.vendor_code == "MalformedJson,SiteNotRecognized"
+    assert "MalformedJson: unexpected token at 12" in error.describe()
+    assert "SiteNotRecognized: site xyz is unknown" in error.describe()
+    assert len(server.requests) == 1  # never retried
+    assert rules.accepted == []
+
+
+async def test_fake_refuses_a_bad_currency_with_the_documented_code(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    tracking = event()
+    order = tracking.order.model_copy(update={"currency": "gbp"})
+    bad = TrackingEvent(order=order, customer=ANN, customer_known=True, key="k")
+
+    with pytest.raises(DeliveryError) as caught:
+        await deliver(destination, bad, retry, clock)
+
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert caught.value.vendor_code == "MissingOrMalformedCurrency"
+
+
+async def test_vendor_text_is_redacted_before_it_reaches_the_error(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    recs[0].inject(
+        Reply(
+            200,
+            fail_body(("UserNotFound", "no user ann.shopper@example.com, card 6330001234567890")),
+        )
+    )
+
+    with pytest.raises(DeliveryError) as caught:
+        await deliver(destination, event(), retry, clock)
+
+    text = caught.value.describe()
+    assert "ann.shopper@example.com" not in text
+    assert "6330001234567890" not in text
+    assert "UserNotFound: no user <email>, card <number>" in text
+
+
+async def test_warning_is_delivered_with_a_note_and_logs_codes_only(
+    retry: RetryPolicy,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, rules = product_recs_server(
+        warnings=[
+            {"code": "UnknownInfoKey", "message": "info key ann.shopper@example.com ignored"},
+            {"code": "UnknownProduct", "message": "refCode 4551 is not in the catalogue"},
+        ]
+    )
+    with server, caplog.at_level(logging.WARNING):
+        warned = make_destination(server)
+        try:
+            sent = await deliver(warned, event(), retry, clock)
+        finally:
+            await warned.client.aclose()
+
+    assert sent == Sent(note="warning: UnknownInfoKey, UnknownProduct")
+    assert len(rules.accepted) == 1
+    [record] = [r for r in caplog.records if r.name.endswith("product_recs")]
+    assert record.levelno == logging.WARNING
+    assert "UnknownInfoKey, UnknownProduct" in record.getMessage()
+    assert "ann.shopper" not in record.getMessage()
+    assert "catalogue" not in record.getMessage()
+
+
+async def test_500_is_transient_and_retried(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    server, rules = recs
+    server.inject(Reply(500, "Internal Server Error"))
+
+    assert await deliver(destination, event(), retry, clock) == Sent()
+
+    assert len(server.requests) == 2
+    assert len(clock.sleeps) == 1
+    assert len(rules.accepted) == 1
+
+
+async def test_500_every_time_ends_transient_after_the_attempts(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    server, _ = recs
+    server.inject(*[Reply(503, "Service Unavailable")] * retry.max_attempts)
+
+    with pytest.raises(DeliveryError) as caught:
+        await deliver(destination, event(), retry, clock)
+
+    assert caught.value.kind is FailureKind.TRANSIENT
+    assert caught.value.status == 503
+    assert len(server.requests) == retry.max_attempts
+
+
+async def test_429_honours_retry_after(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    server, rules = recs
+    server.inject(Reply(429, {"message": "slow down"}, headers={"Retry-After": "7"}))
+
+    assert await deliver(destination, event(), retry, clock) == Sent()
+
+    assert clock.sleeps == [7.0]
+    assert len(rules.accepted) == 1
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(200, b"<html>Gateway maintenance</html>", headers={"Content-Type": "text/html"}),
+        Reply(200, {"result": "accepted"}),
+        Reply(200, {"status": "queued"}),
+        Reply(200, b""),
+    ],
+    ids=["html-page", "no-status", "unknown-status", "empty"],
+)
+async def test_2xx_without_a_recognised_status_is_transient(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+    reply: Reply,
+) -> None:
+    server, _ = recs
+    server.inject(*[reply] * retry.max_attempts)
+
+    with pytest.raises(DeliveryError) as caught:
+        await deliver(destination, event(), retry, clock)
+
+    assert caught.value.kind is FailureKind.TRANSIENT
+    assert caught.value.status == 200
+    assert len(server.requests) == retry.max_attempts
+
+
+async def test_wrong_site_token_is_permanent(
+    recs: tuple[FakeServer, ProductRecsRules], retry: RetryPolicy, clock: FakeClock
+) -> None:
+    server, rules = recs
+    wrong = make_destination(server, site_token="not-the-token")
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await deliver(wrong, event(), retry, clock)
+    finally:
+        await wrong.client.aclose()
+
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert caught.value.vendor_code == "InvalidSiteToken"
+    assert "not-the-token" not in caught.value.describe()
+    assert len(server.requests) == 1
+    assert rules.accepted == []
+
+
+async def test_wrong_site_is_permanent(
+    recs: tuple[FakeServer, ProductRecsRules], retry: RetryPolicy, clock: FakeClock
+) -> None:
+    server, _ = recs
+    wrong = make_destination(server, site="othersite")
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await deliver(wrong, event(), retry, clock)
+    finally:
+        await wrong.client.aclose()
+
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert caught.value.vendor_code == "SiteNotRecognized"
+
+
+async def test_4xx_with_a_fail_body_is_permanent_and_keeps_the_codes(
+    recs: tuple[FakeServer, ProductRecsRules],
+    destination: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    recs[0].inject(Reply(400, fail_body(("MalformedJson", "bad body"))))
+
+    with pytest.raises(DeliveryError) as caught:
+        await deliver(destination, event(), retry, clock)
+
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert caught.value.status == 400
+    assert caught.value.vendor_code == "MalformedJson"
+    assert len(recs[0].requests) == 1
+
+
+# Through the real Processor: loyalty lookup, routing, retries and settlement.
+
+
+@pytest.fixture
+async def processor(
+    recs: tuple[FakeServer, ProductRecsRules],
+    loyalty: FakeServer,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> AsyncIterator[Processor]:
+    settings = settings_for("http://127.0.0.1:9", loyalty.url)
+    built = Processor(
+        settings=settings,
+        lookup=build_lookup(settings.loyalty, retry=retry),
+        destinations=[make_destination(recs[0])],
+        retry=retry,
+        clock=clock,
+    )
+    yield built
+    await built.aclose()
+
+
+async def test_processor_delivers_order_created_with_the_loyalty_customer_id(
+    recs: tuple[FakeServer, ProductRecsRules], processor: Processor
+) -> None:
+    outcome = await processor.process(sample("order-created.json"), metadata())
+
+    assert outcome.settlement is Settlement.COMPLETE
+    result = outcome.result_for("product_recs")
+    assert result is not None
+    assert result.status is DeliveryStatus.DELIVERED
+    [accepted] = recs[1].accepted
+    assert accepted["user"] == {"id": "C-000123"}
+
+
+async def test_processor_skips_events_other_than_order_created(
+    recs: tuple[FakeServer, ProductRecsRules], processor: Processor
+) -> None:
+    outcome = await processor.process(sample("order-updated.json"), metadata())
+
+    result = outcome.result_for("product_recs")
+    assert result is not None
+    assert result.status is DeliveryStatus.SKIPPED
+    assert recs[0].requests == []
+
+
+async def test_processor_dead_letters_a_fail_answer_with_the_vendor_error(
+    recs: tuple[FakeServer, ProductRecsRules], processor: Processor
+) -> None:
+    recs[0].inject(Reply(200, fail_body(("MissingOrMalformedCurrency", "currency XYZ unknown"))))
+
+    outcome = await processor.process(sample("order-created.json"), metadata())
+
+    assert outcome.settlement is Settlement.DEAD_LETTER
+    assert outcome.description is not None
+    assert "MissingOrMalformedCurrency: currency XYZ unknown" in outcome.description
+    result = outcome.result_for("product_recs")
+    assert result is not None
+    assert result.vendor_code == "MissingOrMalformedCurrency"
+    assert result.status is DeliveryStatus.PERMANENT_ERROR

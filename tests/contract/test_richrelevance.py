@@ -1,0 +1,379 @@
+"""RichRelevance against a fake that enforces the Omnichannel Order API's documented rules."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from loyalty_client.customer import Customer
+from order_processor.contract import parse_order
+from order_processor.destinations.base import Sent, Skip
+from order_processor.destinations.richrelevance import RichRelevance, RichRelevanceSettings
+from order_processor.dryrun import RecordingTransport
+from order_processor.errors import DeliveryError, FailureKind
+from order_processor.http import Timeouts, new_client
+from order_processor.model import TrackingEvent
+from order_processor.retry import RetryPolicy, call_with_retries
+from tests.conftest import FakeClock, sample
+from tests.fakes.base import FakeServer, Reply
+from tests.fakes.richrelevance import (
+    API_KEY,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    TOKEN_PATH,
+    RichRelevanceRules,
+    richrelevance_server,
+)
+
+ROUTE = "order-import"
+EMAIL = "ann.shopper@example.com"
+
+
+def event(
+    name: str = "order-created.json",
+    *,
+    customer_id: str | None = "C-000123",
+    email: str | None = EMAIL,
+    **changes: Any,
+) -> TrackingEvent:
+    document = json.loads(sample(name))
+    document.update(changes)
+    return TrackingEvent(
+        order=parse_order(json.dumps(document).encode()),
+        customer=Customer(customer_id=customer_id, email=email),
+        customer_known=True,
+        key="k",
+    )
+
+
+def make(url: str, transport: httpx.AsyncBaseTransport | None = None, **settings: Any) -> Any:
+    values: dict[str, Any] = {
+        "base_url": url,
+        "api_key": API_KEY,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        **settings,
+    }
+    timeouts = Timeouts()
+    return RichRelevance(
+        RichRelevanceSettings(**values),
+        client=new_client(timeouts=timeouts, transport=transport),
+        timeouts=timeouts,
+    )
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeServer, RichRelevanceRules]]:
+    server, rules = richrelevance_server()
+    with server:
+        yield server, rules
+
+
+@pytest.fixture
+async def rr(fake: tuple[FakeServer, RichRelevanceRules]) -> AsyncIterator[RichRelevance]:
+    destination = make(fake[0].url)
+    yield destination
+    await destination.client.aclose()
+
+
+async def deliver(destination: RichRelevance, tracking: TrackingEvent) -> Sent:
+    request = destination.prepare(tracking, ROUTE)
+    assert isinstance(request, httpx.Request)
+    return await destination.send(request)
+
+
+def puts(server: FakeServer) -> list[Any]:
+    return [r for r in server.requests if r.path != TOKEN_PATH]
+
+
+def token_calls(server: FakeServer) -> list[Any]:
+    return [r for r in server.requests if r.path == TOKEN_PATH]
+
+
+async def test_created_then_updated_import_the_same_order(
+    rr: RichRelevance, fake: tuple[FakeServer, RichRelevanceRules]
+) -> None:
+    server, rules = fake
+    first = await deliver(rr, event("order-created.json"))
+    second = await deliver(rr, event("order-updated.json"))
+
+    assert first.response_id == second.response_id == "100245"
+    assert [o["id"] for o in rules.accepted] == [100245, 100245]
+    assert list(rules.orders) == [("store", 100245)]  # the update replaced the order
+    assert [i["quantity"] for i in rules.orders[("store", 100245)]["lineItems"]] == [1, 1]
+    assert rules.modes == ["offline", "offline"]
+    assert rules.token_requests == 1
+    request = puts(server)[0]
+    assert request.method == "PUT"
+    assert request.path == f"/omnichannel/api/v1/{API_KEY}/orders"
+    assert request.query == {"mode": ["offline"]}
+    assert request.header("authorization") == "Bearer rr-token-1"
+    assert request.header("content-type") == "application/json"
+
+
+async def test_online_mode_is_the_query_parameter(
+    fake: tuple[FakeServer, RichRelevanceRules],
+) -> None:
+    server, rules = fake
+    destination = make(server.url, mode="online")
+    try:
+        await deliver(destination, event())
+    finally:
+        await destination.client.aclose()
+    assert rules.modes == ["online"]
+
+
+async def test_money_is_sent_as_exact_decimals(
+    rr: RichRelevance, fake: tuple[FakeServer, RichRelevanceRules]
+) -> None:
+    await deliver(rr, event("order-created-with-email.json"))
+    body = puts(fake[0])[0].body
+    assert b'"unitPrice":50.00' in body
+    assert b'"couponValue":10.00' in body
+    assert b'"couponCode":"WINTER10"' in body
+
+
+async def test_token_is_fetched_once_for_concurrent_sends(
+    rr: RichRelevance, fake: tuple[FakeServer, RichRelevanceRules]
+) -> None:
+    server, rules = fake
+    results = await asyncio.gather(*(deliver(rr, event()) for _ in range(20)))
+
+    assert len(results) == 20
+    assert rules.token_requests == 1
+    assert len(token_calls(server)) == 1
+    assert rr.token_requests == 1
+    assert {r.header("authorization") for r in puts(server)} == {"Bearer rr-token-1"}
+    assert len(rules.accepted) == 20
+
+
+async def test_token_request_uses_client_credentials(
+    rr: RichRelevance, fake: tuple[FakeServer, RichRelevanceRules]
+) -> None:
+    await deliver(rr, event())
+    token = token_calls(fake[0])[0]
+    assert token.method == "POST"
+    assert token.form() == {
+        "grant_type": "client_credentials",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
+
+
+async def test_a_401_refreshes_the_token_exactly_once_and_retries_the_put(
+    rr: RichRelevance, fake: tuple[FakeServer, RichRelevanceRules]
+) -> None:
+    server, rules = fake
+    await deliver(rr, event())
+    rules.revoke_tokens()
+
+    sent = await deliver(rr, event("order-updated.json"))
+
+    assert sent.response_id == "100245"
+    assert rules.token_requests == 2
+    assert rr.token_requests == 2
+    assert [r.header("authorization") for r in puts(server)] == [
+        "Bearer rr-token-1",
+        "Bearer rr-token-1",  # answered 401
+        "Bearer rr-token-2",  # the one retry, with the new token
+    ]
+    # the new token is reused afterwards
+    await deliver(rr, event())
+    assert rules.token_requests == 2
+
+
+async def test_concurrent_401s_share_one_refresh(
+    rr: RichRelevance, fake: tuple[FakeServer, RichRelevanceRules]
+) -> None:
+    _, rules = fake
+    await deliver(rr, event())
+    rules.revoke_tokens()
+    await asyncio.gather(*(deliver(rr, event()) for _ in range(10)))
+    assert rules.token_requests == 2
+
+
+async def test_a_second_401_after_refresh_is_permanent(
+    fake: tuple[FakeServer, RichRelevanceRules], retry: RetryPolicy, clock: FakeClock
+) -> None:
+    server, rules = fake
+    rules.accept_tokens = False  # e.g. credentials for another environment's gateway
+    destination = make(server.url)
+    tracking = event()
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await call_with_retries(
+                lambda: deliver(destination, tracking), policy=retry, deadline=clock() + 60
+            )
+    finally:
+        await destination.client.aclose()
+
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert caught.value.status == 401
+    assert rules.token_requests == 2
+    assert len(puts(server)) == 2
+    assert clock.sleeps == []
+    text = str(caught.value)
+    for secret in ("rr-token", CLIENT_SECRET, API_KEY, EMAIL):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Reply(503, {"error": "unavailable"}), Reply(502), Reply(drop=True)],
+    ids=["503", "502", "connection-dropped"],
+)
+async def test_token_endpoint_down_is_transient_and_retried(
+    rr: RichRelevance,
+    fake: tuple[FakeServer, RichRelevanceRules],
+    retry: RetryPolicy,
+    clock: FakeClock,
+    fault: Reply,
+) -> None:
+    server, rules = fake
+    server.inject(fault)
+    tracking = event()
+    with pytest.raises(DeliveryError) as caught:
+        await deliver(rr, tracking)
+    assert caught.value.kind is FailureKind.TRANSIENT
+    assert caught.value.system == "richrelevance token"
+    assert puts(server) == []
+
+    server.inject(fault)
+    sent = await call_with_retries(
+        lambda: deliver(rr, tracking), policy=retry, deadline=clock() + 60
+    )
+    assert sent.response_id == "100245"
+    assert len(clock.sleeps) == 1
+    assert rules.token_requests == 1  # injected faults never reach the rules
+
+
+async def test_token_endpoint_unreachable_is_transient() -> None:
+    destination = make("http://127.0.0.1:9")  # discard port: nothing listens
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await deliver(destination, event())
+    finally:
+        await destination.client.aclose()
+    assert caught.value.kind is FailureKind.TRANSIENT
+
+
+async def test_bad_client_credentials_are_permanent(
+    fake: tuple[FakeServer, RichRelevanceRules], retry: RetryPolicy, clock: FakeClock
+) -> None:
+    server, rules = fake
+    destination = make(server.url, client_secret="wrong-secret")
+    tracking = event()
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await call_with_retries(
+                lambda: deliver(destination, tracking), policy=retry, deadline=clock() + 60
+            )
+    finally:
+        await destination.client.aclose()
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert caught.value.status == 401
+    assert caught.value.system == "richrelevance token"
+    assert "wrong-secret" not in str(caught.value)
+    assert rules.token_requests == 1
+    assert puts(server) == []
+
+
+async def test_orders_5xx_is_retried_with_the_same_token(
+    rr: RichRelevance,
+    fake: tuple[FakeServer, RichRelevanceRules],
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    server, rules = fake
+    await deliver(rr, event())  # token fetched and cached
+    server.inject(Reply(503, {"error": "unavailable"}, headers={"Retry-After": "2"}))
+    tracking = event()
+    sent = await call_with_retries(
+        lambda: deliver(rr, tracking), policy=retry, deadline=clock() + 60
+    )
+    assert sent.response_id == "100245"
+    assert clock.sleeps == [2.0]
+    assert rules.token_requests == 1
+
+
+async def test_unknown_api_key_is_permanent(
+    fake: tuple[FakeServer, RichRelevanceRules],
+) -> None:
+    server, _ = fake
+    destination = make(server.url, api_key="not-our-key")
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await deliver(destination, event())
+    finally:
+        await destination.client.aclose()
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert caught.value.status == 403
+
+
+async def test_non_numeric_order_id_gets_a_stable_53_bit_id(
+    rr: RichRelevance, fake: tuple[FakeServer, RichRelevanceRules]
+) -> None:
+    _, rules = fake
+    erp_id = "ST042-2026/0001"
+    expected = int.from_bytes(hashlib.sha256(erp_id.encode()).digest()[:8], "big") & (2**53 - 1)
+
+    await deliver(rr, event(orderId=erp_id))
+    await deliver(rr, event("order-updated.json", orderId=erp_id))
+
+    assert [o["id"] for o in rules.accepted] == [expected, expected]
+    assert 0 <= expected < 2**53
+    assert list(rules.orders) == [("store", expected)]
+    assert rules.orders[("store", expected)]["externalOrderId"] == erp_id
+
+
+async def test_no_customer_id_is_skipped_and_nothing_is_sent(
+    rr: RichRelevance, fake: tuple[FakeServer, RichRelevanceRules]
+) -> None:
+    prepared = rr.prepare(event(customer_id=None), ROUTE)
+    assert isinstance(prepared, Skip)
+    assert "customer id" in prepared.reason
+    assert fake[0].requests == []
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "expected"),
+    [
+        ("sha256", hashlib.sha256(EMAIL.encode()).hexdigest()),
+        ("md5", hashlib.md5(EMAIL.encode(), usedforsecurity=False).hexdigest()),
+        ("off", None),
+    ],
+)
+async def test_email_hash_setting(
+    fake: tuple[FakeServer, RichRelevanceRules], algorithm: str, expected: str | None
+) -> None:
+    server, rules = fake
+    destination = make(server.url, email_hash=algorithm)
+    try:
+        await deliver(destination, event(email="  Ann.Shopper@Example.COM "))
+    finally:
+        await destination.client.aclose()
+    assert rules.accepted[0].get("emailHash") == expected
+    assert b"example" not in puts(server)[0].body.lower()
+
+
+async def test_dry_run_answers_both_the_token_and_the_put() -> None:
+    transport = RecordingTransport(
+        status=RichRelevance.dry_run_status, body=RichRelevance.dry_run_body
+    )
+    destination = make("https://gateway.richrelevance.com", transport=transport)
+    try:
+        sent = await deliver(destination, event())
+    finally:
+        await destination.client.aclose()
+    assert sent.response_id == "100245"
+    assert [str(r.url) for r in transport.requests] == [
+        "https://gateway.richrelevance.com/omnichannel/v1/oauth2/token",
+        f"https://gateway.richrelevance.com/omnichannel/api/v1/{API_KEY}/orders?mode=offline",
+    ]
+    assert transport.requests[1].headers["authorization"] == "Bearer dry-run"

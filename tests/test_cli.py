@@ -1,0 +1,71 @@
+"""The command line, run as a user runs it: a subprocess with a clean environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, SAMPLES
+
+VALID = sorted(str(p.relative_to(ROOT)) for p in (SAMPLES / "valid").glob("*.json"))
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.isupper() or k in {"PATH", "HOME", "LANG"}
+    }
+    return subprocess.run(  # noqa: S603 (our own CLI)
+        [sys.executable, "-m", "order_processor", *args],
+        cwd=ROOT,
+        env=clean | (env or {}) | {"COLUMNS": "200", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_process_with_nothing_configured_is_a_dry_run_of_every_sample() -> None:
+    result = run("process", *VALID)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no destination is configured: dry run" in result.stdout
+    assert "POST https://track-emea01.profilestore.episerver.net/api/v1.0/Track" in result.stdout
+    assert result.stdout.count("-> complete") == len(VALID)
+    # Secrets and personal data are masked in what it prints.
+    assert "dry-run-key" not in result.stdout
+    assert "ocp-apim-subscription-key: ***" in result.stdout
+    assert "ann.shopper@example.com" not in result.stdout
+
+
+def test_dry_run_can_show_personal_data_when_asked() -> None:
+    result = run("process", "--dry-run", "--show-personal-data", VALID[0])
+    assert result.returncode == 0
+    assert "@example.com" in result.stdout
+
+
+def test_invalid_message_is_reported_with_its_field_and_a_failing_exit_code() -> None:
+    result = run("process", "samples/orders/invalid/naive-order-date.json")
+    assert result.returncode == 1
+    assert "dead-letter InvalidMessage" in result.stdout
+    assert "orderDate" in result.stdout
+
+
+def test_send_without_settings_names_the_missing_ones() -> None:
+    result = run("process", "--send", VALID[0])
+    assert result.returncode == 2
+    assert "missing setting PROFILE_STORE_BASE_URL" in result.stdout
+
+
+def test_schema_check_passes_on_the_committed_schema() -> None:
+    result = run("schema", "--check")
+    assert result.returncode == 0, result.stdout
+
+
+def test_schema_check_fails_on_a_stale_file(tmp_path: Path) -> None:
+    stale = tmp_path / "schema.json"
+    stale.write_text("{}")
+    result = run("schema", "--check", "--output", str(stale))
+    assert result.returncode == 1
+    assert "stale" in result.stdout

@@ -1,0 +1,260 @@
+"""eSputnik mapping: status and event key per event type, items, keyValue, the totals rule."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from loyalty_client.customer import Customer
+from order_processor.contract import EventType, parse_order
+from order_processor.destinations.base import Skip
+from order_processor.destinations.esputnik import (
+    EVENT_PARAMS,
+    ITEM_FIELDS,
+    ORDER_FIELDS,
+    Esputnik,
+    EsputnikMode,
+    EsputnikSettings,
+)
+from order_processor.errors import DeliveryError, FailureKind
+from order_processor.http import Timeouts, new_client
+from order_processor.model import TrackingEvent
+from order_processor.routing import route
+from tests.conftest import ROOT, sample
+
+ANN = Customer(
+    customer_id="C-000123",
+    email="ann.shopper@example.com",
+    phone="+447700900123",
+    first_name="Ann",
+    last_name="Shopper",
+)
+
+
+def event_for(document: dict[str, Any] | bytes, customer: Customer = ANN) -> TrackingEvent:
+    body = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return TrackingEvent(order=parse_order(body), customer=customer, customer_known=True, key="k")
+
+
+def created(**changes: Any) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(sample("order-created.json"))
+    document.update(changes)
+    return document
+
+
+def make(mode: EsputnikMode) -> Iterator[Esputnik]:
+    timeouts = Timeouts()
+    client = new_client(timeouts=timeouts)
+    settings = EsputnikSettings(base_url="http://127.0.0.1:9", api_key="k", mode=mode)
+    yield Esputnik(settings, client=client, timeouts=timeouts)
+    asyncio.run(client.aclose())
+
+
+@pytest.fixture
+def orders() -> Iterator[Esputnik]:
+    yield from make(EsputnikMode.ORDERS)
+
+
+@pytest.fixture
+def events() -> Iterator[Esputnik]:
+    yield from make(EsputnikMode.EVENTS)
+
+
+def cell(event_type: EventType) -> str:
+    target = route("esputnik", event_type)
+    assert target is not None
+    return target
+
+
+@pytest.mark.parametrize(
+    ("sample_name", "status", "event_type_key"),
+    [
+        ("order-created.json", "DELIVERED", "orderCreated"),
+        ("order-created-with-email.json", "DELIVERED", "orderCreated"),
+        ("order-updated.json", "DELIVERED", "orderUpdated"),
+        ("order-delivered.json", "DELIVERED", "orderDelivered"),
+        ("order-cancelled.json", "CANCELLED", "orderCancelled"),
+    ],
+)
+def test_status_and_event_key_per_event_type(
+    orders: Esputnik, events: Esputnik, sample_name: str, status: str, event_type_key: str
+) -> None:
+    event = event_for(sample(sample_name))
+    target = cell(event.event_type)
+    assert orders.order(event, target)["status"] == status
+    body = events.event_body(event, target)
+    assert body["eventTypeKey"] == event_type_key
+    assert {"name": "status", "value": status} in body["params"]
+
+
+@pytest.mark.parametrize(
+    ("sample_name", "total_cost", "costs"),
+    [
+        ("order-created.json", Decimal("90.0"), [Decimal("50.00"), Decimal("40.0")]),
+        ("order-created-with-email.json", Decimal("80.00"), [Decimal("40.00"), Decimal("40.0")]),
+        ("order-updated.json", Decimal("70.00"), [Decimal("50.00"), Decimal("20.0")]),
+        ("order-delivered.json", Decimal("90.0"), None),
+        ("order-cancelled.json", Decimal("90.0"), None),
+    ],
+)
+def test_order_document(
+    orders: Esputnik, sample_name: str, total_cost: Decimal, costs: list[Decimal] | None
+) -> None:
+    event = event_for(sample(sample_name))
+    order = orders.order(event, cell(event.event_type))
+    assert order["totalCost"] == total_cost
+    assert order["externalOrderId"] == event.order.order_id
+    assert order["externalCustomerId"] == "C-000123"
+    assert order["source"] == "offline"
+    assert order["date"] == event.order.order_date
+    assert (order["firstName"], order["lastName"]) == ("Ann", "Shopper")
+    if costs is None:
+        assert "items" not in order
+    else:
+        assert [item["cost"] for item in order["items"]] == costs
+        assert sum(costs) == total_cost
+
+
+def test_items_are_a_json_string_with_exact_money(events: Esputnik) -> None:
+    event = event_for(sample("order-created-with-email.json"))
+    params = {p["name"]: p["value"] for p in events.event_body(event, "DELIVERED")["params"]}
+    assert all(isinstance(value, str) for value in params.values())
+    assert params["items"] == (
+        '[{"externalItemId":"4551","name":"Merino jumper","category":"knitwear","quantity":1,'
+        '"cost":40.00},{"externalItemId":"2020","name":"Wool socks","category":"accessories",'
+        '"quantity":2,"cost":40.0}]'
+    )
+    assert params["totalCost"] == "80.00"
+    assert params["date"] == "2026-11-20T14:25:00+00:00"
+    assert params["currency"] == "GBP"
+
+
+def test_item_id_falls_back_to_sku(orders: Esputnik) -> None:
+    document = created()
+    del document["lines"][0]["productId"]
+    order = orders.order(event_for(document), "DELIVERED")
+    assert [item["externalItemId"] for item in order["items"]] == ["CB4551-M", "2020"]
+
+
+@pytest.mark.parametrize(
+    ("customer", "key_value"),
+    [
+        (ANN, "ann.shopper@example.com"),
+        (Customer(customer_id="C-1", phone="+447700900123"), "+447700900123"),
+        (Customer(customer_id="C-1"), "C-1"),
+        (Customer(email="a@example.com", customer_id="C-1"), "a@example.com"),
+    ],
+)
+def test_key_value_is_email_then_phone_then_customer_id(
+    events: Esputnik, customer: Customer, key_value: str
+) -> None:
+    request = events.prepare(event_for(sample("order-created.json"), customer), "DELIVERED")
+    assert not isinstance(request, Skip)
+    assert json.loads(request.content)["keyValue"] == key_value
+
+
+@pytest.mark.parametrize(
+    ("mode", "customer", "skipped"),
+    [
+        (EsputnikMode.EVENTS, Customer(), True),
+        (EsputnikMode.EVENTS, Customer(customer_id="C-1"), False),
+        (EsputnikMode.ORDERS, Customer(customer_id="C-1"), True),
+        (EsputnikMode.ORDERS, Customer(phone="+447700900123"), False),
+        (EsputnikMode.ORDERS, Customer(email="a@example.com"), False),
+    ],
+)
+def test_skips_when_no_contact_identifier(
+    orders: Esputnik, events: Esputnik, mode: EsputnikMode, customer: Customer, skipped: bool
+) -> None:
+    destination = orders if mode is EsputnikMode.ORDERS else events
+    prepared = destination.prepare(event_for(sample("order-created.json"), customer), "DELIVERED")
+    assert isinstance(prepared, Skip) is skipped
+    if isinstance(prepared, Skip):
+        assert "@" not in prepared.reason
+
+
+@pytest.mark.parametrize(
+    ("changes", "line_changes", "accepted"),
+    [
+        ({}, {}, True),
+        ({"total": "90"}, {}, True),  # 90 == 90.00: compared as numbers
+        ({"total": "90.01"}, {}, False),
+        ({"total": "89.99"}, {}, False),
+        ({"total": "90.0001"}, {}, False),  # no rounding, to the contract's 4 places
+        ({"total": "94.95", "shipping": "4.95"}, {}, True),  # totalCost = total - shipping
+        ({"total": "94.95", "shipping": "4.94"}, {}, False),
+        ({"total": "80.00", "discount": "10.00"}, {"discount": "10.00"}, True),  # in the lines
+        ({"total": "80.00", "discount": "10.00"}, {}, False),  # order discount not in the lines
+        ({"total": "90.00", "discount": "10.00"}, {}, True),  # discount is information only
+        ({"total": "40.00"}, {"discount": "10.00", "unitPrice": "10.00"}, True),
+    ],
+)
+def test_totals_rule_boundaries(
+    orders: Esputnik,
+    events: Esputnik,
+    changes: dict[str, Any],
+    line_changes: dict[str, Any],
+    accepted: bool,
+) -> None:
+    document = created(**changes)
+    document["lines"][0].update(line_changes)
+    event = event_for(document)
+    for destination in (orders, events):
+        if accepted:
+            assert not isinstance(destination.prepare(event, "DELIVERED"), Skip)
+            continue
+        with pytest.raises(DeliveryError) as caught:
+            destination.prepare(event, "DELIVERED")
+        assert caught.value.kind is FailureKind.PERMANENT
+        assert caught.value.vendor_code == "TotalsMismatch"
+        assert "add up to" in caught.value.message
+        assert "@" not in caught.value.message
+
+
+def test_unknown_route_is_a_permanent_error(orders: Esputnik) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        orders.prepare(event_for(sample("order-created.json")), "StorePurchase")
+    assert caught.value.kind is FailureKind.PERMANENT
+
+
+def test_settings_defaults_and_required_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ESPUTNIK_BASE_URL", "ESPUTNIK_API_KEY"):  # the suite's baseline environment
+        monkeypatch.delenv(name, raising=False)
+    settings = EsputnikSettings(api_key="s3cret-value")
+    assert (settings.base_url, settings.mode, settings.user_name, settings.enabled) == (
+        "https://esputnik.com",
+        EsputnikMode.ORDERS,
+        "instore-order-sync",
+        True,
+    )
+    with pytest.raises(ValueError, match="ESPUTNIK_API_KEY"):
+        EsputnikSettings()
+    assert EsputnikSettings(enabled=False).api_key is None
+    assert "s3cret-value" not in repr(settings)
+
+
+def test_bulk_takes_1_to_1000_orders(orders: Esputnik, events: Esputnik) -> None:
+    event = event_for(sample("order-created.json"))
+    request = orders.prepare_bulk([(event, "DELIVERED")] * 1000)
+    assert len(json.loads(request.content)["orders"]) == 1000
+    assert request.url.path == "/api/v1/orders"
+    for count in (0, 1001):
+        with pytest.raises(ValueError, match="1 to 1000"):
+            orders.prepare_bulk([(event, "DELIVERED")] * count)
+    with pytest.raises(ValueError, match="orders mode"):
+        events.prepare_bulk([(event, "DELIVERED")])
+
+
+def test_docs_list_every_mapped_field() -> None:
+    doc = (ROOT / "docs" / "destinations" / "esputnik.md").read_text()
+    for table in (ORDER_FIELDS, EVENT_PARAMS, ITEM_FIELDS):
+        for row in table:
+            assert f"`{row.target}`" in doc, row.target
+    for setting in ("ESPUTNIK_ENABLED", "ESPUTNIK_BASE_URL", "ESPUTNIK_API_KEY", "ESPUTNIK_MODE"):
+        assert setting in doc
+    assert "ESPUTNIK_USER_NAME" in doc
