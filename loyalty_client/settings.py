@@ -20,7 +20,9 @@ class LoyaltyAuth(StrEnum):
 
 
 class LoyaltySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LOYALTY_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LOYALTY_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     api_base_url: str | None = Field(
         default=None, description="Provider base URL; unset = use LOYALTY_FILE"

@@ -16,7 +16,7 @@ from order_processor.http import Timeouts
 
 
 class CoreSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
 
     orders_topic: str = Field(
         default="orders", description="topic the trigger listens to (%ORDERS_TOPIC%)"
@@ -96,3 +96,17 @@ def load_settings(*, overrides: Mapping[str, Mapping[str, Any]] | None = None) -
     if problems:
         raise SettingsError(problems)
     return AppSettings(core=core, loyalty=loyalty, destinations=destinations)
+
+
+def setting_names() -> list[str]:
+    """Every environment name this app reads, block by block (for docs and their tests)."""
+    blocks: list[type[BaseSettings]] = [
+        CoreSettings,
+        LoyaltySettings,
+        *(cls.settings_class for cls in DESTINATIONS.values()),
+    ]
+    return [
+        f"{block.model_config.get('env_prefix', '')}{field}".upper()
+        for block in blocks
+        for field in block.model_fields
+    ]

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 from pydantic import SecretStr, model_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from order_processor.errors import DeliveryError, FailureKind, error_from_response
 from order_processor.http import Timeouts, send
@@ -23,6 +23,8 @@ class DestinationSettings(BaseSettings):
     Subclasses set `env_prefix` and list in `required` the fields that must be set when the
     destination is enabled; a missing one fails start-up with the setting's name.
     """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
 
     enabled: bool = True
     required: ClassVar[tuple[str, ...]] = ()

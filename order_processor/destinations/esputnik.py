@@ -53,7 +53,7 @@ class OrderStatus(StrEnum):
 
 
 class EsputnikSettings(DestinationSettings):
-    model_config = SettingsConfigDict(env_prefix="ESPUTNIK_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="ESPUTNIK_")
     required: ClassVar[tuple[str, ...]] = ("api_key",)
     example: ClassVar[dict[str, str]] = {"api_key": "dry-run-key"}
 

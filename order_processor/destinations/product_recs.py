@@ -35,7 +35,7 @@ MAX_ERROR_TEXT = 1000
 
 
 class ProductRecsSettings(DestinationSettings):
-    model_config = SettingsConfigDict(env_prefix="PRODUCT_RECS_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="PRODUCT_RECS_")
     required: ClassVar[tuple[str, ...]] = ("url", "site", "site_token")
     example: ClassVar[dict[str, str]] = {
         "url": "https://uat.peerius.com/tracker/smart-api/orders/offline",

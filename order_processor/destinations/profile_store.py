@@ -29,7 +29,7 @@ class AuthStyle(StrEnum):
 
 
 class ProfileStoreSettings(DestinationSettings):
-    model_config = SettingsConfigDict(env_prefix="PROFILE_STORE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="PROFILE_STORE_")
     required: ClassVar[tuple[str, ...]] = ("base_url", "api_key", "scope")
     example: ClassVar[dict[str, str]] = {
         "base_url": "https://track-emea01.profilestore.episerver.net",

@@ -49,7 +49,7 @@ class EmailHash(StrEnum):
 
 
 class RichRelevanceSettings(DestinationSettings):
-    model_config = SettingsConfigDict(env_prefix="RICHRELEVANCE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="RICHRELEVANCE_")
     required: ClassVar[tuple[str, ...]] = ("api_key", "client_id", "client_secret")
     example: ClassVar[dict[str, str]] = {
         "api_key": "dry-run-api-key",
