@@ -78,10 +78,12 @@ async def _process(files: list[Path], *, dry_run: bool, show_personal_data: bool
             for name, recorder in recorders.items():
                 for request in recorder.requests[before[name] :]:
                     console.rule(f"{name} would receive", style="dim")
-                    console.print(
-                        dryrun.render_request(request, show_personal_data=show_personal_data),
-                        markup=False,
+                    text = dryrun.render_request(
+                        request,
+                        secrets=settings.destinations[name].secret_values(),
+                        show_personal_data=show_personal_data,
                     )
+                    console.print(text, markup=False, soft_wrap=True)
             failures += outcome.settlement is not Settlement.COMPLETE
     finally:
         await processor.aclose()

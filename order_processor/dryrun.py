@@ -78,8 +78,12 @@ def _mask_header(name: str, value: str) -> str:
     return f"{scheme} ***" if rest else "***"
 
 
-def render_request(request: httpx.Request, *, show_personal_data: bool = False) -> str:
-    """Method, URL, headers (secrets masked) and the JSON body, pretty-printed."""
+def render_request(
+    request: httpx.Request, *, secrets: list[str] | None = None, show_personal_data: bool = False
+) -> str:
+    """Method, URL, headers (secrets masked) and the JSON body, pretty-printed.
+
+    `secrets` are masked wherever they appear (some vendors put a key in the URL path)."""
     lines = [f"{request.method} {request.url}"]
     lines += [f"{name}: {_mask_header(name, value)}" for name, value in request.headers.items()]
     body = request.content.decode("utf-8", errors="replace")
@@ -90,4 +94,7 @@ def render_request(request: httpx.Request, *, show_personal_data: bool = False) 
         except ValueError:
             pass
         lines += ["", body if show_personal_data else redact(body)]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    for secret in secrets or ():
+        text = text.replace(secret, "***")
+    return text

@@ -47,6 +47,14 @@ class DestinationSettings(BaseSettings):
                 )
         return self
 
+    def secret_values(self) -> list[str]:
+        """Every secret in this block, so output that may echo them (URLs too) can mask them."""
+        return [
+            value.get_secret_value()
+            for value in (getattr(self, field) for field in type(self).model_fields)
+            if isinstance(value, SecretStr) and value.get_secret_value()
+        ]
+
     def secret(self, name: str) -> str:
         value = getattr(self, name)
         assert isinstance(value, SecretStr), name

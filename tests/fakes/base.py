@@ -99,7 +99,9 @@ class FakeServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _RequestHandler)
         self._server.daemon_threads = True
         # A short poll keeps shutdown (once per test) fast.
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.01,), daemon=True
+        )
 
     def _next(self, recorded: Recorded) -> Reply:
         with self._lock:
