@@ -1,7 +1,8 @@
 """Azure Functions entry point: a thin adapter from a Service Bus message to the core and back.
 
 It turns the message into bytes + metadata, asks `order_processor` for an Outcome, and settles the
-message explicitly (complete / dead-letter with reason / abandon). Nothing else lives here.
+message explicitly (complete / dead-letter with reason / abandon). Two triggers share one core: the
+`orders` subscription and the retry queue the core schedules copies on. Nothing else lives here.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import logging
 import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
+from order_processor.handler import OrderHandler
 from order_processor.logs import configure_logging
 from order_processor.model import Outcome, Settlement
 from order_processor.processor import Processor
-from order_processor.servicebus import message_body, message_metadata
+from order_processor.redelivery import RetrySchedule, ServiceBusRetryQueue
+from order_processor.servicebus import message_body, message_metadata, service_bus_client
 from order_processor.settings import AppSettings, load_settings
 
 log = logging.getLogger("function_app")
@@ -24,22 +27,29 @@ app = func.FunctionApp()
 # Validate every setting at start-up: a bad configuration stops the host from loading the
 # function (messages wait safely in the subscription) instead of failing each message.
 SETTINGS: AppSettings = load_settings()
+SETTINGS.service_bus.require()
 configure_logging(SETTINGS.core.log_level)
 
-_processor: Processor | None = None
+_handler: OrderHandler | None = None
 
 
-def use_processor(processor: Processor | None) -> None:
-    """Testing hook: run invocations on `processor` (None: build from SETTINGS on next use)."""
-    global _processor
-    _processor = processor
+def use_handler(handler: OrderHandler | None) -> None:
+    """Testing hook: run invocations on `handler` (None: build from SETTINGS on next use)."""
+    global _handler
+    _handler = handler
 
 
-def _current_processor() -> Processor:
-    global _processor
-    if _processor is None:
-        _processor = Processor.from_settings(SETTINGS)
-    return _processor
+def _current_handler() -> OrderHandler:
+    global _handler
+    if _handler is None:
+        _handler = OrderHandler(
+            processor=Processor.from_settings(SETTINGS),
+            retry_queue=ServiceBusRetryQueue(
+                service_bus_client(SETTINGS.service_bus), queue=SETTINGS.core.orders_retry_queue
+            ),
+            schedule=RetrySchedule.from_settings(SETTINGS.core),
+        )
+    return _handler
 
 
 def settle(
@@ -57,7 +67,8 @@ def settle(
                 deadletter_error_description=outcome.description,
             )
         case Settlement.RETRY:
-            # Redelivery after the lock is released; the subscription's MaxDeliveryCount bounds it.
+            # Only when not even a retry copy could be scheduled: redelivery after the lock is
+            # released (MaxDeliveryCount bounds it; the ledger makes it safe).
             actions.abandon(message)
 
 
@@ -67,15 +78,35 @@ def settle(
     subscription_name="%ORDERS_SUBSCRIPTION%",
     connection="ServiceBusConnection",
     auto_complete_messages=False,
+    # Read at start-up: the binding must match how the subscription was created.
+    is_sessions_enabled=SETTINGS.core.orders_sessions_enabled,
 )
 async def sync_order(
     message: servicebus.ServiceBusReceivedMessage,
     message_actions: servicebus.ServiceBusMessageActions,
 ) -> None:
+    await _handle(message, message_actions)
+
+
+@app.service_bus_queue_trigger(
+    arg_name="message",
+    queue_name="%ORDERS_RETRY_QUEUE%",
+    connection="ServiceBusConnection",
+    auto_complete_messages=False,
+)
+async def retry_order(
+    message: servicebus.ServiceBusReceivedMessage,
+    message_actions: servicebus.ServiceBusMessageActions,
+) -> None:
+    await _handle(message, message_actions)
+
+
+async def _handle(
+    message: servicebus.ServiceBusReceivedMessage,
+    message_actions: servicebus.ServiceBusMessageActions,
+) -> None:
     try:
-        outcome = await _current_processor().process(
-            message_body(message), message_metadata(message)
-        )
+        outcome = await _current_handler().handle(message_body(message), message_metadata(message))
     except Exception:
         # Never leave a message locked: release it for redelivery and say why in the log.
         log.exception("unexpected failure; abandoning message %s", message.message_id)

@@ -13,6 +13,7 @@ from rich.console import Console
 from order_processor import dryrun
 from order_processor.contract import InStoreOrder
 from order_processor.destinations import DESTINATIONS
+from order_processor.ledger import MemoryLedger
 from order_processor.model import MessageMetadata, Outcome, Settlement
 from order_processor.processor import Processor
 from order_processor.settings import SettingsError, load_settings
@@ -66,7 +67,9 @@ def _print_outcome(path: Path, outcome: Outcome) -> None:
 async def _process(files: list[Path], *, dry_run: bool, show_personal_data: bool) -> int:
     recorders = dryrun.recording_transports() if dry_run else {}
     settings = load_settings(overrides=dryrun.example_overrides() if dry_run else None)
-    processor = Processor.from_settings(settings, transports=recorders.get)
+    processor = Processor.from_settings(
+        settings, transports=recorders.get, ledger=MemoryLedger() if dry_run else None
+    )
     failures = 0
     try:
         for path in files:

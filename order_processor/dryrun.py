@@ -68,6 +68,8 @@ def example_overrides() -> dict[str, Mapping[str, Any]]:
         "api_base_url": None,
         "file": os.environ.get("LOYALTY_FILE") or SAMPLE_CUSTOMERS,
     }
+    # Nothing is sent, so nothing is recorded: an in-memory ledger replaces the table.
+    overrides["ledger"] = {"enabled": False}
     return overrides
 
 

@@ -70,6 +70,8 @@ class DestinationResult:
     vendor_code: str | None = None
     response_id: str | None = None
     attempts: int = 0
+    #: settled by an earlier copy of this event (ledger or owedDestinations): not called now
+    previously: bool = False
 
     def describe(self) -> str:
         text = f"{self.destination}: {self.status.value}"
@@ -104,6 +106,8 @@ class Outcome:
     order_id: str | None = None
     event_type: EventType | None = None
     event_key: str | None = None
+    #: when a retry copy was scheduled (the message itself is then completed)
+    retry_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.reason is not None:

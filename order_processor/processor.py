@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import httpx
 
@@ -20,6 +21,15 @@ from order_processor.contract import InStoreOrder, InvalidMessage, parse_order
 from order_processor.destinations import DESTINATIONS, Destination, Skip
 from order_processor.errors import DeliveryError
 from order_processor.http import new_client
+from order_processor.ledger import (
+    Claimed,
+    Held,
+    Ledger,
+    LedgerUnavailable,
+    MemoryLedger,
+    Settled,
+    build_ledger,
+)
 from order_processor.model import (
     DeadLetterReason,
     DeliveryStatus,
@@ -30,17 +40,25 @@ from order_processor.model import (
     TrackingEvent,
     event_key,
 )
+from order_processor.redelivery import RetryState
 from order_processor.retry import RetryPolicy, call_with_retries
 from order_processor.routing import route
 from order_processor.settings import AppSettings
 
 log = logging.getLogger("order_processor")
 
+IN_FLIGHT = "InFlight"
+LEDGER_UNAVAILABLE = "LedgerUnavailable"
+
 TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
 
 
 def _no_transport(_: str) -> httpx.AsyncBaseTransport | None:
     return None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class Processor:
@@ -52,12 +70,17 @@ class Processor:
         settings: AppSettings,
         lookup: CustomerLookup,
         destinations: Sequence[Destination],
+        ledger: Ledger | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.settings = settings
         self.lookup = lookup
         self.destinations = tuple(destinations)
+        # Built directly (tests, the bench): an in-process ledger still stops double sends.
+        self.ledger = ledger if ledger is not None else MemoryLedger()
+        self._now = now
         self.retry = retry or RetryPolicy(
             max_attempts=settings.core.destination_max_attempts, clock=clock
         )
@@ -74,9 +97,12 @@ class Processor:
         transports: TransportFactory = _no_transport,
         retry: RetryPolicy | None = None,
         lookup: CustomerLookup | None = None,
+        ledger: Ledger | None = None,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _utcnow,
     ) -> Processor:
-        """Wire the enabled destinations, a pooled client each; `transports` is the testing hook."""
+        """Wire the enabled destinations, a pooled client each; `transports` is the testing hook.
+        Without `ledger`, the one DELIVERY_LEDGER_* describes (Azure Table, or none if disabled)."""
         timeouts = settings.core.destination_timeouts
         destinations = [
             cls_(
@@ -89,12 +115,24 @@ class Processor:
         ]
         if lookup is None:
             lookup = build_lookup(settings.loyalty, transport=transports("loyalty"), retry=retry)
+        if ledger is None:
+            ledger = build_ledger(settings.ledger)
         return cls(
-            settings=settings, lookup=lookup, destinations=destinations, retry=retry, clock=clock
+            settings=settings,
+            lookup=lookup,
+            destinations=destinations,
+            ledger=ledger,
+            retry=retry,
+            clock=clock,
+            now=now,
         )
 
     async def aclose(self) -> None:
-        await asyncio.gather(self.lookup.aclose(), *(d.client.aclose() for d in self.destinations))
+        await asyncio.gather(
+            self.lookup.aclose(),
+            self.ledger.aclose(),
+            *(d.client.aclose() for d in self.destinations),
+        )
 
     async def process(self, body: bytes, metadata: MessageMetadata) -> Outcome:
         deadline = self._clock() + self.settings.core.retry_budget_seconds
@@ -114,8 +152,9 @@ class Processor:
             event = await self._enrich(order, key, metadata, deadline)
         except DeliveryError as exc:
             return self._settled(self._lookup_failed(order, key, exc), metadata)
+        owed = RetryState.of(metadata.application_properties).owed
         results = await asyncio.gather(
-            *(self._deliver(d, event, deadline) for d in self.destinations)
+            *(self._deliver(d, event, deadline, owed) for d in self.destinations)
         )
         skipped = tuple(
             DestinationResult(destination=name, status=DeliveryStatus.SKIPPED, detail="disabled")
@@ -146,7 +185,11 @@ class Processor:
         )
 
     async def _deliver(
-        self, destination: Destination, event: TrackingEvent, deadline: float
+        self,
+        destination: Destination,
+        event: TrackingEvent,
+        deadline: float,
+        owed: frozenset[str] | None,
     ) -> DestinationResult:
         name = destination.name
         target = route(name, event.event_type)
@@ -156,6 +199,68 @@ class Processor:
                 status=DeliveryStatus.SKIPPED,
                 detail=f"{event.event_type.value} is not routed here",
             )
+        if owed is not None and name not in owed:
+            return DestinationResult(
+                destination=name,
+                status=DeliveryStatus.DELIVERED,
+                detail="done by an earlier attempt (not in owedDestinations)",
+                previously=True,
+            )
+        try:
+            gate = await self.ledger.claim(
+                event.key,
+                name,
+                message_id=event.message_id,
+                now=self._now(),
+                lease=self.settings.core.ledger_lease,
+            )
+        except LedgerUnavailable as exc:
+            return self._logged(
+                event, _unrecorded(name, f"delivery ledger unavailable ({exc}); not sent")
+            )
+        if isinstance(gate, Settled):
+            status = DeliveryStatus(gate.entry.status.value)
+            return self._logged(
+                event,
+                DestinationResult(
+                    destination=name,
+                    status=status,
+                    detail=f"{status.value} earlier (ledger)",
+                    response_id=gate.entry.response_id,
+                    previously=True,
+                ),
+            )
+        if isinstance(gate, Held):
+            return self._logged(
+                event,
+                DestinationResult(
+                    destination=name,
+                    status=DeliveryStatus.TRANSIENT_ERROR,
+                    detail="another copy of this event is being delivered (ledger claim held)",
+                    vendor_code=IN_FLIGHT,
+                ),
+            )
+        result = await self._attempt(destination, event, target, deadline)
+        await self._record(gate, result)
+        return self._logged(event, result)
+
+    async def _record(self, claim: Claimed, result: DestinationResult) -> None:
+        try:
+            await self.ledger.record(claim, result, now=self._now())
+        except LedgerUnavailable:
+            # The vendor's answer stands; a later copy may call again once the claim's lease
+            # ends (only if this message is retried). Said loudly: it is the duplicate window.
+            log.error(
+                "destination %s: %s but the ledger write failed",
+                result.destination,
+                result.status.value,
+                extra={"event_key": claim.entry.event_key, "destination": result.destination},
+            )
+
+    async def _attempt(
+        self, destination: Destination, event: TrackingEvent, target: str, deadline: float
+    ) -> DestinationResult:
+        name = destination.name
         attempts = 0
 
         async def attempt() -> DestinationResult:
@@ -188,14 +293,18 @@ class Processor:
                 vendor_code=exc.vendor_code,
                 attempts=attempts,
             )
+        return result
+
+    @staticmethod
+    def _logged(event: TrackingEvent, result: DestinationResult) -> DestinationResult:
         log.info(
             "destination %s: %s",
-            name,
+            result.destination,
             result.status.value,
             extra={
                 "order_id": event.order.order_id,
                 "event_key": event.key,
-                "destination": name,
+                "destination": result.destination,
                 "result": result.status.value,
                 "attempts": result.attempts,
                 "http_status": result.http_status,
@@ -216,10 +325,12 @@ class Processor:
         )
         if DeliveryStatus.TRANSIENT_ERROR in statuses:
             # Still owed somewhere: try again later; permanent failures are reported then.
+            transient = [r for r in results if r.status is DeliveryStatus.TRANSIENT_ERROR]
+            ledger_down = all(r.vendor_code == LEDGER_UNAVAILABLE for r in transient)
             return replace(
                 done,
                 settlement=Settlement.RETRY,
-                reason="DestinationUnavailable",
+                reason="LedgerUnavailable" if ledger_down else "DestinationUnavailable",
                 description=summary,
             )
         if DeliveryStatus.PERMANENT_ERROR in statuses:
@@ -255,6 +366,8 @@ class Processor:
 
     @staticmethod
     def _settled(outcome: Outcome, metadata: MessageMetadata) -> Outcome:
+        if outcome.settlement is Settlement.RETRY:
+            return outcome  # the handler decides how to retry, and logs that once
         log.info(
             "message %s: %s%s",
             metadata.message_id or "-",
@@ -270,3 +383,12 @@ class Processor:
             },
         )
         return outcome
+
+
+def _unrecorded(destination: str, detail: str) -> DestinationResult:
+    return DestinationResult(
+        destination=destination,
+        status=DeliveryStatus.TRANSIENT_ERROR,
+        detail=detail,
+        vendor_code=LEDGER_UNAVAILABLE,
+    )

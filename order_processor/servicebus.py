@@ -6,9 +6,10 @@ tools and the tests share it.
 
 from __future__ import annotations
 
-from azure.servicebus import ServiceBusReceivedMessage
+from azure.servicebus import ServiceBusReceivedMessage, aio
 
 from order_processor.model import MessageMetadata
+from order_processor.settings import ServiceBusSettings
 
 
 def _text(value: object) -> str:
@@ -37,3 +38,15 @@ def message_metadata(message: ServiceBusReceivedMessage) -> MessageMetadata:
         session_id=message.session_id,
         application_properties={_text(k): _text(v) for k, v in properties.items()},
     )
+
+
+def service_bus_client(settings: ServiceBusSettings) -> aio.ServiceBusClient:
+    """One async client for the app's namespace: the connection string, or the namespace with
+    the managed identity (`ServiceBusConnection__fullyQualifiedNamespace`)."""
+    settings.require()
+    if settings.connection is not None:
+        return aio.ServiceBusClient.from_connection_string(settings.connection.get_secret_value())
+    from azure.identity.aio import DefaultAzureCredential
+
+    assert settings.fully_qualified_namespace
+    return aio.ServiceBusClient(settings.fully_qualified_namespace, DefaultAzureCredential())

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Annotated, Any, Self
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from loyalty_client.settings import LoyaltySettings
 from order_processor.destinations import DESTINATIONS, DestinationSettings
@@ -30,6 +31,32 @@ class CoreSettings(BaseSettings):
     destination_timeout_seconds: float = Field(default=15.0, gt=0)
     destination_max_attempts: int = Field(default=4, ge=1, le=10)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    orders_retry_queue: str = Field(
+        default="orders-retry",
+        description="queue for scheduled retry copies (%ORDERS_RETRY_QUEUE%)",
+    )
+    orders_sessions_enabled: bool = Field(
+        default=False, description="the subscription requires sessions (SessionId = orderId)"
+    )
+    retry_window_minutes: float = Field(default=180.0, gt=0)
+    retry_min_attempts: int = Field(default=3, ge=1, le=100)
+    retry_backoff_minutes: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=(1.0, 5.0, 15.0, 30.0, 60.0), min_length=1
+    )
+
+    @field_validator("retry_backoff_minutes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("retry_backoff_minutes")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(step <= 0 for step in value):
+            raise ValueError("every step must be a positive number of minutes, e.g. 1,5,15,30,60")
+        return value
 
     @property
     def destination_timeouts(self) -> Timeouts:
@@ -38,6 +65,85 @@ class CoreSettings(BaseSettings):
             read=self.destination_read_timeout_seconds,
             total=self.destination_timeout_seconds,
         )
+
+    @property
+    def ledger_lease(self) -> timedelta:
+        """How long a claim keeps other copies away: the whole retry budget plus one more
+        request, after which the holder is presumed dead and its claim may be taken over."""
+        return timedelta(seconds=self.retry_budget_seconds + self.destination_timeout_seconds)
+
+
+class LedgerSettings(BaseSettings):
+    """Where the delivery ledger lives: a connection string, or a table endpoint reached with the
+    app's managed identity. Defaults to the Functions storage account (AzureWebJobsStorage)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DELIVERY_LEDGER_",
+        extra="ignore",
+        frozen=True,
+        env_ignore_empty=True,
+        populate_by_name=True,
+    )
+
+    enabled: bool = True
+    table: str = Field(default="orderdeliveries", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+    connection: SecretStr | None = None
+    connection_table_service_uri: str | None = Field(
+        default=None, validation_alias="DELIVERY_LEDGER_CONNECTION__tableServiceUri"
+    )
+    connection_account_name: str | None = Field(
+        default=None, validation_alias="DELIVERY_LEDGER_CONNECTION__accountName"
+    )
+    web_jobs_storage: SecretStr | None = Field(default=None, validation_alias="AzureWebJobsStorage")
+
+    @model_validator(mode="after")
+    def _somewhere_when_enabled(self) -> Self:
+        if self.enabled and not (self.connection_string or self.table_service_uri):
+            raise ValueError(
+                "missing setting DELIVERY_LEDGER_CONNECTION (or "
+                "DELIVERY_LEDGER_CONNECTION__tableServiceUri / __accountName, or "
+                "AzureWebJobsStorage); DELIVERY_LEDGER_ENABLED=false only for local runs (unsafe)"
+            )
+        return self
+
+    @property
+    def connection_string(self) -> str | None:
+        chosen = self.connection or (None if self.table_service_uri else self.web_jobs_storage)
+        return chosen.get_secret_value() if chosen else None
+
+    @property
+    def table_service_uri(self) -> str | None:
+        if self.connection_table_service_uri:
+            return self.connection_table_service_uri
+        if self.connection_account_name:
+            return f"https://{self.connection_account_name}.table.core.windows.net"
+        return None
+
+
+class ServiceBusSettings(BaseSettings):
+    """The connection the trigger uses (`ServiceBusConnection`), reused to send retry copies."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, env_ignore_empty=True, populate_by_name=True
+    )
+
+    connection: SecretStr | None = Field(default=None, validation_alias="ServiceBusConnection")
+    fully_qualified_namespace: str | None = Field(
+        default=None, validation_alias="ServiceBusConnection__fullyQualifiedNamespace"
+    )
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.connection or self.fully_qualified_namespace)
+
+    def require(self) -> None:
+        if not self.configured:
+            raise SettingsError(
+                [
+                    "missing setting ServiceBusConnection "
+                    "(or ServiceBusConnection__fullyQualifiedNamespace for a managed identity)"
+                ]
+            )
 
 
 class SettingsError(Exception):
@@ -53,27 +159,32 @@ class AppSettings:
     core: CoreSettings
     loyalty: LoyaltySettings
     destinations: Mapping[str, DestinationSettings]
+    ledger: LedgerSettings
+    service_bus: ServiceBusSettings
 
     @property
     def enabled(self) -> list[str]:
         return [name for name, s in self.destinations.items() if s.enabled]
 
 
-def _problems(error: ValidationError, prefix: str) -> list[str]:
+def _problems(error: ValidationError, cls: type[BaseSettings]) -> list[str]:
     problems = []
     for item in error.errors(include_url=False, include_input=False):
-        field = "_".join(str(part) for part in item["loc"]).upper()
+        loc = [str(part) for part in item["loc"]]
+        if loc and loc[0] not in cls.model_fields:  # an alias: already the environment name
+            field, prefix = "_".join(loc), ""
+        else:
+            field, prefix = "_".join(loc).upper(), str(cls.model_config.get("env_prefix", ""))
         message = str(item["msg"]).removeprefix("Value error, ")
         problems.append(f"{prefix}{field}: {message}" if field else message)
     return problems
 
 
 def _load(cls: type[BaseSettings], overrides: Mapping[str, Any]) -> tuple[Any, list[str]]:
-    prefix = str(cls.model_config.get("env_prefix", ""))
     try:
         return cls(**overrides), []
     except ValidationError as exc:
-        return None, _problems(exc, prefix)
+        return None, _problems(exc, cls)
 
 
 def load_settings(*, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> AppSettings:
@@ -93,20 +204,34 @@ def load_settings(*, overrides: Mapping[str, Mapping[str, Any]] | None = None) -
         problems += found
         if block is not None:
             destinations[name] = block
+    ledger, found = _load(LedgerSettings, overrides.get("ledger", {}))
+    problems += found
+    service_bus, found = _load(ServiceBusSettings, overrides.get("service_bus", {}))
+    problems += found
     if problems:
         raise SettingsError(problems)
-    return AppSettings(core=core, loyalty=loyalty, destinations=destinations)
+    return AppSettings(
+        core=core,
+        loyalty=loyalty,
+        destinations=destinations,
+        ledger=ledger,
+        service_bus=service_bus,
+    )
 
 
 def setting_names() -> list[str]:
     """Every environment name this app reads, block by block (for docs and their tests)."""
     blocks: list[type[BaseSettings]] = [
         CoreSettings,
+        LedgerSettings,
+        ServiceBusSettings,
         LoyaltySettings,
         *(cls.settings_class for cls in DESTINATIONS.values()),
     ]
-    return [
-        f"{block.model_config.get('env_prefix', '')}{field}".upper()
-        for block in blocks
-        for field in block.model_fields
-    ]
+    names = []
+    for block in blocks:
+        prefix = block.model_config.get("env_prefix", "")
+        for field, info in block.model_fields.items():
+            alias = info.validation_alias
+            names.append(alias if isinstance(alias, str) else f"{prefix}{field}".upper())
+    return names

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,22 @@ BASELINE_ENV = {
     "LOYALTY_FILE": str(
         Path(__file__).resolve().parent.parent / "samples" / "loyalty" / "customers.json"
     ),
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "ServiceBusConnection": "Endpoint=sb://127.0.0.1:9;SharedAccessKeyName=RootManageSharedAccessKey;"
+    "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true",
 }
 for _name, _value in BASELINE_ENV.items():
     os.environ.setdefault(_name, _value)
 
+from order_processor.handler import OrderHandler  # noqa: E402
+from order_processor.ledger import MemoryLedger  # noqa: E402
 from order_processor.model import MessageMetadata  # noqa: E402
 from order_processor.processor import Processor  # noqa: E402
+from order_processor.redelivery import RecordingRetryQueue, RetrySchedule  # noqa: E402
 from order_processor.retry import RetryPolicy  # noqa: E402
 from order_processor.settings import load_settings  # noqa: E402
+from tests.azurite import AzuriteMissing, azurite_tables  # noqa: E402
+from tests.azurite import required as azurite_required  # noqa: E402
 from tests.fakes import esputnik as esputnik_fake  # noqa: E402
 from tests.fakes import product_recs as product_recs_fake  # noqa: E402
 from tests.fakes import richrelevance as richrelevance_fake  # noqa: E402
@@ -55,6 +64,7 @@ def _no_baseline_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 SAMPLES = ROOT / "samples" / "orders"
+EPOCH = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 class FakeClock:
@@ -66,6 +76,10 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+    def utc(self) -> datetime:
+        """The same time as a wall clock (ledger rows, retry schedules)."""
+        return EPOCH + timedelta(seconds=self.now)
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -148,7 +162,8 @@ def settings_for(
         {"api_base_url": loyalty_url, "api_key": LOYALTY_KEY} if loyalty_url else {}
     )
     urls = {"profile_store": profile_store_url, **(others or {})}
-    overrides: dict[str, dict[str, Any]] = {"loyalty": loyalty}
+    # Tests pass a MemoryLedger (or Azurite's) to the processor; the settings need no storage.
+    overrides: dict[str, dict[str, Any]] = {"loyalty": loyalty, "ledger": {"enabled": False}}
     for name in ("profile_store", "product_recs", "richrelevance", "esputnik"):
         overrides[name] = (
             destination_overrides(name, urls[name]) if name in urls else {"enabled": False}
@@ -167,6 +182,7 @@ async def processor(
     loyalty: FakeServer,
     retry: RetryPolicy,
     clock: FakeClock,
+    ledger: MemoryLedger,
 ) -> AsyncIterator[Processor]:
     """The real core wired to all four fake destinations and the fake loyalty provider."""
     others = {
@@ -175,9 +191,67 @@ async def processor(
         "esputnik": esputnik[0].url,
     }
     settings = settings_for(profile_store[0].url, loyalty.url, others=others)
-    built = Processor.from_settings(settings, retry=retry, clock=clock)
+    built = Processor.from_settings(
+        settings, retry=retry, clock=clock, now=clock.utc, ledger=ledger
+    )
     yield built
     await built.aclose()
+
+
+@pytest.fixture
+def fakes(
+    profile_store: tuple[FakeServer, Any],
+    product_recs: tuple[FakeServer, Any],
+    richrelevance: tuple[FakeServer, Any],
+    esputnik: tuple[FakeServer, Any],
+) -> dict[str, FakeServer]:
+    """The four destination fakes by destination name."""
+    return {
+        "profile_store": profile_store[0],
+        "product_recs": product_recs[0],
+        "richrelevance": richrelevance[0],
+        "esputnik": esputnik[0],
+    }
+
+
+def business_requests(server: FakeServer) -> list[str]:
+    """What a destination fake received, token requests aside."""
+    return [r.path for r in server.requests if not r.path.endswith("/oauth2/token")]
+
+
+@pytest.fixture
+def ledger() -> MemoryLedger:
+    return MemoryLedger()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[str]:
+    """A real Azurite Table service's connection string (skipped locally if absent, never in CI)."""
+    try:
+        with azurite_tables() as connection:
+            yield connection
+    except AzuriteMissing as exc:
+        if azurite_required():
+            raise
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def retry_queue() -> RecordingRetryQueue:
+    return RecordingRetryQueue()
+
+
+@pytest.fixture
+def handler(
+    processor: Processor, retry_queue: RecordingRetryQueue, clock: FakeClock
+) -> OrderHandler:
+    """The processor plus retry-later: scheduled copies land in `retry_queue`."""
+    return OrderHandler(
+        processor=processor,
+        retry_queue=retry_queue,
+        schedule=RetrySchedule.from_settings(processor.settings.core),
+        now=clock.utc,
+    )
 
 
 def sample(name: str) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +12,7 @@ from order_processor.contract import EventType, parse_order
 from order_processor.model import DeliveryStatus, Outcome, Settlement
 from order_processor.processor import Processor
 from order_processor.routing import ROUTES, route
-from tests.conftest import FakeClock, metadata, sample, settings_for
+from tests.conftest import FakeClock, business_requests, metadata, sample, settings_for
 from tests.fakes.base import FakeServer, Reply
 
 SAMPLE_FOR = {
@@ -37,25 +36,6 @@ def test_routing_table_matches_the_design() -> None:
         assert {name for name in ROUTES if route(name, event_type)} == destinations
 
 
-@pytest.fixture
-def fakes(
-    profile_store: tuple[FakeServer, Any],
-    product_recs: tuple[FakeServer, Any],
-    richrelevance: tuple[FakeServer, Any],
-    esputnik: tuple[FakeServer, Any],
-) -> dict[str, FakeServer]:
-    return {
-        "profile_store": profile_store[0],
-        "product_recs": product_recs[0],
-        "richrelevance": richrelevance[0],
-        "esputnik": esputnik[0],
-    }
-
-
-def _business_requests(server: FakeServer) -> list[str]:
-    return [r.path for r in server.requests if not r.path.endswith("/oauth2/token")]
-
-
 @pytest.mark.parametrize("event_type", list(EventType), ids=lambda e: e.value)
 async def test_every_event_type_reaches_exactly_its_routed_destinations(
     processor: Processor, fakes: dict[str, FakeServer], event_type: EventType
@@ -69,7 +49,7 @@ async def test_every_event_type_reaches_exactly_its_routed_destinations(
         assert result.status is (DeliveryStatus.DELIVERED if routed else DeliveryStatus.SKIPPED), (
             name
         )
-        assert len(_business_requests(server)) == (1 if routed else 0), name
+        assert len(business_requests(server)) == (1 if routed else 0), name
 
 
 async def test_a_permanent_failure_does_not_stop_the_others(

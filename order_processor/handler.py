@@ -1,0 +1,155 @@
+"""One message in, one settlement out: the processor's outcome plus the retry-later decision.
+
+Shared by the topic trigger, the retry-queue trigger, the DLQ replay tool and the tests. It
+returns an Outcome whose settlement the caller carries out on the message:
+complete (delivered, skipped, or a retry copy is scheduled), dead-letter (with reason), or retry
+(abandon: only when even the retry copy could not be scheduled; the ledger makes the resulting
+redelivery safe).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from order_processor.model import (
+    DeadLetterReason,
+    DeliveryStatus,
+    MessageMetadata,
+    Outcome,
+    Settlement,
+)
+from order_processor.processor import Processor
+from order_processor.redelivery import (
+    FIRST_SEEN,
+    ORIGINAL_MESSAGE_ID,
+    OWED,
+    RETRY_ATTEMPT,
+    RetryCopy,
+    RetryQueue,
+    RetrySchedule,
+    RetryState,
+)
+
+log = logging.getLogger("order_processor")
+
+_OWED = frozenset({DeliveryStatus.TRANSIENT_ERROR, DeliveryStatus.PERMANENT_ERROR})
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OrderHandler:
+    def __init__(
+        self,
+        *,
+        processor: Processor,
+        retry_queue: RetryQueue,
+        schedule: RetrySchedule,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.processor = processor
+        self.retry_queue = retry_queue
+        self.schedule = schedule
+        self._now = now
+
+    async def aclose(self) -> None:
+        await self.processor.aclose()
+        await self.retry_queue.aclose()
+
+    async def handle(self, body: bytes, metadata: MessageMetadata) -> Outcome:
+        outcome = await self.processor.process(body, metadata)
+        if outcome.settlement is not Settlement.RETRY:
+            return outcome
+        return await self._retry_later(body, metadata, outcome)
+
+    async def _retry_later(
+        self, body: bytes, metadata: MessageMetadata, outcome: Outcome
+    ) -> Outcome:
+        now = self._now()
+        state = RetryState.of(metadata.application_properties)
+        first_seen = state.first_seen or metadata.enqueued_time or now
+        owed_results = [r for r in outcome.results if r.status in _OWED]
+        owed = (
+            sorted(r.destination for r in owed_results)
+            if owed_results
+            else sorted(state.owed or ())  # nothing was tried (loyalty/ledger down): same debt
+        )
+        if self.schedule.exhausted(retries_done=state.attempt, first_seen=first_seen, now=now):
+            errors = "; ".join(r.describe() for r in owed_results) or outcome.description or ""
+            return self._final(
+                replace(
+                    outcome,
+                    settlement=Settlement.DEAD_LETTER,
+                    reason=DeadLetterReason.RETRIES_EXHAUSTED,
+                    description=(
+                        f"still failing after {state.attempt + 1} attempts over "
+                        f"{(now - first_seen).total_seconds() // 60:.0f} min ({outcome.reason}): "
+                        f"{errors}. "
+                        "Fix the destination, then replay: only owed destinations are called."
+                    ),
+                ),
+                metadata,
+            )
+        attempt = state.attempt + 1
+        at = now + self.schedule.delay(attempt)
+        properties: dict[str, str | int] = {
+            **metadata.application_properties,
+            RETRY_ATTEMPT: attempt,
+            FIRST_SEEN: first_seen.isoformat(),
+        }
+        if owed:
+            properties[OWED] = ",".join(owed)
+        original = metadata.application_properties.get(ORIGINAL_MESSAGE_ID) or metadata.message_id
+        if original:
+            properties[ORIGINAL_MESSAGE_ID] = original
+        copy = RetryCopy(
+            body=body,
+            # Deterministic: a re-sent copy of the same attempt is a duplicate the queue can drop.
+            message_id=f"{original or outcome.event_key}:retry-{attempt}",
+            scheduled_at=at,
+            application_properties=properties,
+            session_id=metadata.session_id,
+        )
+        try:
+            await self.retry_queue.schedule(copy)
+        except Exception as exc:  # any failure here means "abandon"; said in the description
+            return self._final(
+                replace(
+                    outcome,
+                    description=f"{outcome.description}; scheduling the retry copy failed "
+                    f"({type(exc).__name__}), abandoned for redelivery",
+                ),
+                metadata,
+            )
+        return self._final(
+            replace(
+                outcome,
+                settlement=Settlement.COMPLETE,
+                retry_at=at,
+                description=f"retry {attempt} scheduled for {at.isoformat()} "
+                f"(owed: {', '.join(owed) or 'all'}); {outcome.description}",
+            ),
+            metadata,
+        )
+
+    @staticmethod
+    def _final(outcome: Outcome, metadata: MessageMetadata) -> Outcome:
+        log.info(
+            "message %s: %s%s",
+            metadata.message_id or "-",
+            "retry scheduled" if outcome.retry_at else outcome.settlement.value,
+            f" ({outcome.reason})" if outcome.reason else "",
+            extra={
+                "message_id": metadata.message_id,
+                "order_id": outcome.order_id,
+                "event_key": outcome.event_key,
+                "outcome": outcome.settlement.value,
+                "reason": outcome.reason,
+                "description": outcome.description,
+            },
+        )
+        return outcome

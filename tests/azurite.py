@@ -1,0 +1,89 @@
+"""A real Azurite Table service for the ledger tests, started once per test session.
+
+CI installs it with `npm ci` (package.json); on a developer machine without it the tests that need
+it are skipped, but under CI=true a missing Azurite is an error, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / "node_modules" / ".bin" / "azurite-table"
+#: Azurite's documented, public development account (not a secret).
+ACCOUNT = "devstoreaccount1"
+ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+class AzuriteMissing(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def connection_string(port: int) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"TableEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
+    )
+
+
+@contextmanager
+def azurite_tables() -> Iterator[str]:
+    """Start azurite-table on a free loopback port; yield its connection string."""
+    if not BINARY.exists():
+        raise AzuriteMissing(f"{BINARY} not found: run `npm ci` (package.json) first")
+    port = _free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own node_modules binary
+        [
+            str(BINARY),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for(port, process)
+        yield connection_string(port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            error = process.stderr.read().decode() if process.stderr else ""
+            raise AzuriteMissing(f"azurite-table exited: {error.strip()[:500]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AzuriteMissing(f"azurite-table did not listen on {port} within {timeout:.0f} s")
+
+
+def required() -> bool:
+    return os.environ.get("CI", "").lower() == "true"

@@ -1,0 +1,164 @@
+"""The ledger's claim/record rules, on the in-memory store and on a real Azurite table.
+
+The same cases run on both, so MemoryLedger (used by the chaos test and the bench) is held to the
+ETag semantics of the real store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.data.tables.aio import TableClient
+
+from order_processor.ledger import (
+    Claimed,
+    Held,
+    Ledger,
+    LedgerStatus,
+    LedgerUnavailable,
+    MemoryLedger,
+    Settled,
+    TableLedger,
+    build_ledger,
+)
+from order_processor.model import DeliveryStatus, DestinationResult
+from order_processor.settings import LedgerSettings
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=45)
+KEY = "100245:OrderCreated:0123456789abcdef"
+
+
+@pytest.fixture(params=["memory", "azurite"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
+    if request.param == "memory":
+        yield MemoryLedger()
+        return
+    connection = request.getfixturevalue("azurite")
+    table = f"t{uuid.uuid4().hex[:12]}"
+    built = build_ledger(LedgerSettings(connection=connection, table=table))
+    yield built
+    await built.aclose()
+
+
+def delivered(attempts: int = 1) -> DestinationResult:
+    return DestinationResult(
+        destination="esputnik",
+        status=DeliveryStatus.DELIVERED,
+        attempts=attempts,
+        response_id="r-1",
+    )
+
+
+async def claim(store: Ledger, *, at: datetime = NOW, message_id: str = "m-1") -> object:
+    return await store.claim(KEY, "esputnik", message_id=message_id, now=at, lease=LEASE)
+
+
+async def test_first_claim_wins_and_the_row_says_in_flight(store: Ledger) -> None:
+    gate = await claim(store)
+    assert isinstance(gate, Claimed)
+    row = await store.read(KEY, "esputnik")
+    assert row is not None
+    assert row.status is LedgerStatus.IN_FLIGHT
+    assert row.message_id == "m-1"
+    assert row.lease_until == NOW + LEASE
+
+
+async def test_a_delivered_row_is_never_claimed_again(store: Ledger) -> None:
+    gate = await claim(store)
+    assert isinstance(gate, Claimed)
+    await store.record(gate, delivered(attempts=2), now=NOW)
+    again = await claim(store, at=NOW + timedelta(days=3), message_id="m-2")
+    assert isinstance(again, Settled)
+    assert again.entry.status is LedgerStatus.DELIVERED
+    assert again.entry.attempts == 2
+    assert again.entry.response_id == "r-1"
+    assert again.entry.message_id == "m-1"
+
+
+async def test_a_held_claim_makes_other_copies_back_off_until_its_lease_ends(store: Ledger) -> None:
+    assert isinstance(await claim(store), Claimed)
+    assert isinstance(await claim(store, at=NOW + LEASE / 2, message_id="m-2"), Held)
+    taken = await claim(store, at=NOW + LEASE + timedelta(seconds=1), message_id="m-3")
+    assert isinstance(taken, Claimed)
+    assert taken.entry.message_id == "m-3"
+
+
+async def test_a_transient_failure_frees_the_row_for_the_next_copy(store: Ledger) -> None:
+    gate = await claim(store)
+    assert isinstance(gate, Claimed)
+    failed = DestinationResult(
+        destination="esputnik",
+        status=DeliveryStatus.TRANSIENT_ERROR,
+        detail="esputnik HTTP 503: busy",
+        http_status=503,
+        attempts=4,
+    )
+    await store.record(gate, failed, now=NOW)
+    row = await store.read(KEY, "esputnik")
+    assert row is not None
+    assert (row.status, row.last_error, row.http_status) == (
+        LedgerStatus.FAILED,
+        "esputnik HTTP 503: busy",
+        503,
+    )
+    again = await claim(store, at=NOW + timedelta(seconds=1), message_id="m-2")
+    assert isinstance(again, Claimed)
+    await store.record(again, delivered(), now=NOW)
+    row = await store.read(KEY, "esputnik")
+    assert row is not None
+    assert (row.attempts, row.first_attempt) == (5, NOW)
+
+
+async def test_two_racing_copies_cannot_both_claim(store: Ledger) -> None:
+    gates = await asyncio.gather(*(claim(store, message_id=f"m-{i}") for i in range(8)))
+    assert sum(isinstance(g, Claimed) for g in gates) == 1
+
+
+async def test_two_copies_taking_over_an_expired_claim_cannot_both_win(store: Ledger) -> None:
+    assert isinstance(await claim(store), Claimed)
+    later = NOW + LEASE * 2
+    gates = await asyncio.gather(*(claim(store, at=later, message_id=f"m-{i}") for i in range(8)))
+    assert sum(isinstance(g, Claimed) for g in gates) == 1
+
+
+async def test_a_stale_holder_cannot_overwrite_the_new_holders_row(store: Ledger) -> None:
+    stale = await claim(store)
+    assert isinstance(stale, Claimed)
+    fresh = await claim(store, at=NOW + LEASE * 2, message_id="m-2")
+    assert isinstance(fresh, Claimed)
+    await store.record(stale, delivered(), now=NOW + LEASE * 2)
+    row = await store.read(KEY, "esputnik")
+    assert row is not None
+    assert (row.status, row.message_id) == (LedgerStatus.IN_FLIGHT, "m-2")
+
+
+async def test_an_unreachable_table_is_ledger_unavailable() -> None:
+    table = TableClient.from_connection_string(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+        table_name="orderdeliveries",
+        retry_total=0,
+    )
+    ledger = TableLedger(table)
+    with pytest.raises(LedgerUnavailable):
+        await ledger.claim(KEY, "esputnik", message_id="m-1", now=NOW, lease=LEASE)
+    await ledger.aclose()
+
+
+def test_the_ledger_defaults_to_the_functions_storage_account() -> None:
+    settings = LedgerSettings(web_jobs_storage="UseDevelopmentStorage=true")
+    assert settings.connection_string == "UseDevelopmentStorage=true"
+    identity = LedgerSettings(connection_account_name="retailsync")
+    assert identity.connection_string is None
+    assert identity.table_service_uri == "https://retailsync.table.core.windows.net"
+
+
+def test_a_ledger_with_nowhere_to_live_fails_at_start_up_naming_the_setting() -> None:
+    with pytest.raises(ValueError, match="missing setting DELIVERY_LEDGER_CONNECTION"):
+        LedgerSettings()
+    assert LedgerSettings(enabled=False).enabled is False
