@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     #: close the connection without answering (a reset, as the client sees it)
     drop: bool = False
+    #: answer only after this many seconds (a timeout, when above the client's)
+    delay: float = 0.0
 
     def encoded(self) -> bytes:
         if self.body is None:
@@ -53,6 +56,16 @@ class Reply:
 
 
 Handler = Callable[[Recorded], Reply]
+#: decides a fault for a request, or None to let the vendor rules answer
+Chaos = Callable[[Recorded], Reply | None]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    # The default backlog (5) drops connection bursts: clients then wait a 1 s SYN retransmit.
+    request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out or reset (as the chaos tests make it) is not an error here."""
 
 
 class FakeServer:
@@ -61,6 +74,10 @@ class FakeServer:
         self.requests: list[Recorded] = []
         self._injected: deque[Reply] = deque()
         self._lock = threading.Lock()
+        #: testing hooks: `chaos` injects faults by rule; `accepted` keeps the requests the vendor
+        #: rules accepted (2xx and no failure body)
+        self.chaos: Chaos | None = None
+        self.accepted: list[Recorded] = []
         fake = self
 
         class _RequestHandler(BaseHTTPRequestHandler):
@@ -80,6 +97,8 @@ class FakeServer:
                     body=self.rfile.read(length) if length else b"",
                 )
                 reply = fake._next(recorded)
+                if reply.delay:
+                    time.sleep(reply.delay)
                 if reply.drop:
                     self.close_connection = True
                     self.connection.shutdown(2)
@@ -96,7 +115,7 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _RequestHandler)
+        self._server = _QuietServer(("127.0.0.1", 0), _RequestHandler)
         self._server.daemon_threads = True
         # A short poll keeps shutdown (once per test) fast.
         self._thread = threading.Thread(
@@ -106,8 +125,17 @@ class FakeServer:
     def _next(self, recorded: Recorded) -> Reply:
         with self._lock:
             self.requests.append(recorded)
-            injected = self._injected.popleft() if self._injected else None
-        return injected or self._handler(recorded)
+            fault = self._injected.popleft() if self._injected else None
+        if fault is None and self.chaos is not None:
+            fault = self.chaos(recorded)
+        if fault is not None:
+            return fault
+        reply = self._handler(recorded)
+        failed_body = isinstance(reply.body, dict) and reply.body.get("status") == "fail"
+        if 200 <= reply.status < 300 and not failed_body:
+            with self._lock:
+                self.accepted.append(recorded)
+        return reply
 
     def inject(self, *replies: Reply) -> None:
         with self._lock:
