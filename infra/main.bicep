@@ -1,0 +1,991 @@
+// In-store order sync: everything the Functions app needs, in one resource group.
+//
+// Service Bus (topic `orders` + subscription `order-sync`, retry queue `orders-retry`), storage
+// (host storage, Flex deployment container, delivery ledger table), Key Vault (RBAC) for the
+// destination and loyalty secrets, Log Analytics + Application Insights, the Function App (Linux,
+// Python 3.11, Flex Consumption FC1 or Elastic Premium EP1) with a system-assigned identity and
+// least-privilege role assignments, and alerts on dead letters and exhausted retries.
+//
+// infra/main.json is the same template written as ARM JSON (kept in step by tests/test_infra.py);
+// see infra/README.md.
+
+targetScope = 'resourceGroup'
+
+// ---------------------------------------------------------------------------------------------
+// Naming and placement
+// ---------------------------------------------------------------------------------------------
+
+@description('Short name used in every resource name: lowercase letters and digits, 3-12 chars.')
+@minLength(3)
+@maxLength(12)
+param baseName string = 'ordersync'
+
+@description('Region of every resource. Flex Consumption is not offered in every region.')
+param location string = resourceGroup().location
+
+@description('Tags applied to every resource.')
+param tags object = {}
+
+// ---------------------------------------------------------------------------------------------
+// Hosting
+// ---------------------------------------------------------------------------------------------
+
+@description('FC1 = Flex Consumption (default, scales to zero), EP1 = Elastic Premium (always warm, VNet, slots). See infra/README.md.')
+@allowed([
+  'FC1'
+  'EP1'
+])
+param hostingPlan string = 'FC1'
+
+@description('Flex Consumption: upper bound on instances.')
+@minValue(40)
+@maxValue(1000)
+param flexMaximumInstanceCount int = 40
+
+@description('Flex Consumption: memory per instance (MB).')
+@allowed([
+  512
+  2048
+  4096
+])
+param flexInstanceMemoryMB int = 2048
+
+@description('Elastic Premium: always-ready instances.')
+@minValue(1)
+@maxValue(20)
+param premiumMinimumInstances int = 1
+
+@description('Elastic Premium: maximum burst instances.')
+@minValue(1)
+@maxValue(100)
+param premiumMaximumInstances int = 5
+
+@description('Storage redundancy of the host/ledger account.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+])
+param storageSku string = 'Standard_LRS'
+
+// ---------------------------------------------------------------------------------------------
+// Service Bus
+// ---------------------------------------------------------------------------------------------
+
+@description('Service Bus tier. Standard covers duplicate detection and sessions; Premium adds isolation, VNet and larger messages.')
+@allowed([
+  'Standard'
+  'Premium'
+])
+param serviceBusSku string = 'Standard'
+
+@description('Disable SAS keys on the namespace (Entra ID only). Set false only if the ERP publisher still needs a SAS connection string.')
+param serviceBusDisableLocalAuth bool = true
+
+@description('The order-sync subscription requires sessions (SessionId = orderId). Fixed once created: changing it means recreating the subscription.')
+param ordersSessionsEnabled bool = false
+
+@description('Duplicate detection window of the topic and the retry queue (ISO 8601).')
+param duplicateDetectionWindow string = 'PT1H'
+
+@description('Default message time to live of the subscription and the retry queue; expired messages are dead-lettered.')
+param messageTimeToLive string = 'P14D'
+
+// ---------------------------------------------------------------------------------------------
+// Application settings (non-secret). Secrets are Key Vault references, never parameters.
+// ---------------------------------------------------------------------------------------------
+
+@allowed([
+  'DEBUG'
+  'INFO'
+  'WARNING'
+  'ERROR'
+])
+param logLevel string = 'INFO'
+
+@description('Seconds of immediate retries per message (loyalty + destinations).')
+@minValue(1)
+@maxValue(240)
+param retryBudgetSeconds int = 30
+
+@description('Minutes a message keeps being retried through the retry queue before RetriesExhausted.')
+@minValue(1)
+param retryWindowMinutes int = 180
+
+@minValue(1)
+@maxValue(100)
+param retryMinAttempts int = 3
+
+@description('Backoff steps of the retry queue, minutes, comma-separated.')
+param retryBackoffMinutes string = '1,5,15,30,60'
+
+@description('Loyalty provider base URL (required in Azure: LOYALTY_FILE is for local runs only).')
+@minLength(1)
+param loyaltyApiBaseUrl string
+
+param loyaltyLookupPath string = '/cards/{card}'
+
+@allowed([
+  'header'
+  'basic'
+  'oauth2'
+  'none'
+])
+param loyaltyAuth string = 'header'
+
+param loyaltyApiKeyHeader string = 'Ocp-Apim-Subscription-Key'
+param loyaltyApiKeyPrefix string = ''
+param loyaltyUsername string = ''
+param loyaltyTokenUrl string = ''
+param loyaltyClientId string = ''
+param loyaltyScope string = ''
+
+param profileStoreEnabled bool = true
+param profileStoreBaseUrl string = ''
+
+@allowed([
+  'subscription-key'
+  'epi-single'
+])
+param profileStoreAuthStyle string = 'subscription-key'
+
+param profileStoreScope string = ''
+param profileStoreDeviceId string = 'InStoreDevice'
+
+param productRecsEnabled bool = true
+param productRecsUrl string = ''
+param productRecsSite string = ''
+param productRecsChannel string = 'store'
+
+param richRelevanceEnabled bool = true
+param richRelevanceBaseUrl string = 'https://gateway.richrelevance.com'
+param richRelevanceClientId string = ''
+
+@allowed([
+  'offline'
+  'online'
+])
+param richRelevanceMode string = 'offline'
+
+param richRelevanceChannel string = 'store'
+
+@allowed([
+  'sha256'
+  'md5'
+  'off'
+])
+param richRelevanceEmailHash string = 'sha256'
+
+param esputnikEnabled bool = true
+param esputnikBaseUrl string = 'https://esputnik.com'
+
+@allowed([
+  'orders'
+  'events'
+])
+param esputnikMode string = 'orders'
+
+param esputnikUserName string = 'instore-order-sync'
+
+@description('Extra or overriding non-secret app settings (e.g. LOYALTY_CACHE_TTL_SECONDS). Cannot override the identity connections or the Key Vault references.')
+param appSettingsOverrides object = {}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+// ---------------------------------------------------------------------------------------------
+
+@description('Email for alert notifications; empty = alerts without an action group.')
+param alertEmail string = ''
+
+@description('RetriesExhausted dead letters per hour that raise the alert (alert when above).')
+@minValue(0)
+param retriesExhaustedThreshold int = 0
+
+@description('Object id of the operators (user or group): Key Vault Secrets Officer, DLQ tools and publish. Empty = none.')
+param operatorPrincipalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param operatorPrincipalType string = 'Group'
+
+@description('Key Vault purge protection (cannot be turned off once on; leave true outside throwaway environments).')
+param keyVaultPurgeProtection bool = true
+
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+// ---------------------------------------------------------------------------------------------
+// Names and constants
+// ---------------------------------------------------------------------------------------------
+
+var isFlex = hostingPlan == 'FC1'
+var token = uniqueString(resourceGroup().id, baseName)
+var serviceBusName = 'sb-${baseName}-${token}'
+var storageName = 'st${take(toLower(replace(baseName, '-', '')), 9)}${token}'
+var keyVaultName = 'kv-${take(baseName, 8)}-${take(token, 10)}'
+var workspaceName = 'log-${baseName}-${token}'
+var appInsightsName = 'appi-${baseName}-${token}'
+var planName = 'plan-${baseName}-${token}'
+var functionAppName = 'func-${baseName}-${token}'
+var actionGroupName = 'ag-${baseName}-${token}'
+
+var ordersTopic = 'orders'
+var ordersSubscription = 'order-sync'
+var ordersRetryQueue = 'orders-retry'
+var deliveryLedgerTable = 'orderdeliveries'
+var deploymentContainer = 'app-package'
+var contentShare = take(toLower(functionAppName), 63)
+var contentShareSecretName = 'content-share-connection-string'
+
+var keyVaultUri = 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/'
+var tableServiceUri = 'https://${storageName}.table.${environment().suffixes.storage}'
+
+// Built-in role definition ids (identical in every subscription).
+var roles = {
+  serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+  serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+// Secret app setting -> Key Vault secret name. Set the values with `az keyvault secret set`.
+var secretSettings = {
+  PROFILE_STORE_API_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/profile-store-api-key/)'
+  PRODUCT_RECS_SITE_TOKEN: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/product-recs-site-token/)'
+  RICHRELEVANCE_API_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/richrelevance-api-key/)'
+  RICHRELEVANCE_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/richrelevance-client-secret/)'
+  ESPUTNIK_API_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/esputnik-api-key/)'
+  LOYALTY_API_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/loyalty-api-key/)'
+  LOYALTY_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/loyalty-client-secret/)'
+  LOYALTY_PASSWORD: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/loyalty-password/)'
+}
+
+// Defaults of the tunables (README "Settings"); appSettingsOverrides can change them.
+var tunableSettings = {
+  DESTINATION_CONNECT_TIMEOUT_SECONDS: '5'
+  DESTINATION_READ_TIMEOUT_SECONDS: '10'
+  DESTINATION_TIMEOUT_SECONDS: '15'
+  DESTINATION_MAX_ATTEMPTS: '4'
+  LOYALTY_EMAIL_FIELD: 'email'
+  LOYALTY_CUSTOMER_ID_FIELD: 'customerId'
+  LOYALTY_FIRST_NAME_FIELD: 'firstName'
+  LOYALTY_LAST_NAME_FIELD: 'lastName'
+  LOYALTY_PHONE_FIELD: 'phone'
+  LOYALTY_NOT_FOUND_STATUSES: '404'
+  LOYALTY_CONNECT_TIMEOUT_SECONDS: '3'
+  LOYALTY_READ_TIMEOUT_SECONDS: '5'
+  LOYALTY_TIMEOUT_SECONDS: '8'
+  LOYALTY_MAX_ATTEMPTS: '3'
+  LOYALTY_CACHE_TTL_SECONDS: '3600'
+  LOYALTY_NEGATIVE_CACHE_TTL_SECONDS: '300'
+  LOYALTY_CACHE_MAX_ENTRIES: '100000'
+}
+
+var appSettings = {
+  ORDERS_TOPIC: ordersTopic
+  ORDERS_SUBSCRIPTION: ordersSubscription
+  ORDERS_RETRY_QUEUE: ordersRetryQueue
+  ORDERS_SESSIONS_ENABLED: ordersSessionsEnabled ? 'true' : 'false'
+  RETRY_BUDGET_SECONDS: string(retryBudgetSeconds)
+  RETRY_WINDOW_MINUTES: string(retryWindowMinutes)
+  RETRY_MIN_ATTEMPTS: string(retryMinAttempts)
+  RETRY_BACKOFF_MINUTES: retryBackoffMinutes
+  DELIVERY_LEDGER_ENABLED: 'true'
+  DELIVERY_LEDGER_TABLE: deliveryLedgerTable
+  LOG_LEVEL: logLevel
+  ALLOW_INSECURE_HTTP: 'false'
+  LOYALTY_API_BASE_URL: loyaltyApiBaseUrl
+  LOYALTY_LOOKUP_PATH: loyaltyLookupPath
+  LOYALTY_AUTH: loyaltyAuth
+  LOYALTY_API_KEY_HEADER: loyaltyApiKeyHeader
+  LOYALTY_API_KEY_PREFIX: loyaltyApiKeyPrefix
+  LOYALTY_USERNAME: loyaltyUsername
+  LOYALTY_TOKEN_URL: loyaltyTokenUrl
+  LOYALTY_CLIENT_ID: loyaltyClientId
+  LOYALTY_SCOPE: loyaltyScope
+  PROFILE_STORE_ENABLED: profileStoreEnabled ? 'true' : 'false'
+  PROFILE_STORE_BASE_URL: profileStoreBaseUrl
+  PROFILE_STORE_AUTH_STYLE: profileStoreAuthStyle
+  PROFILE_STORE_SCOPE: profileStoreScope
+  PROFILE_STORE_DEVICE_ID: profileStoreDeviceId
+  PRODUCT_RECS_ENABLED: productRecsEnabled ? 'true' : 'false'
+  PRODUCT_RECS_URL: productRecsUrl
+  PRODUCT_RECS_SITE: productRecsSite
+  PRODUCT_RECS_CHANNEL: productRecsChannel
+  RICHRELEVANCE_ENABLED: richRelevanceEnabled ? 'true' : 'false'
+  RICHRELEVANCE_BASE_URL: richRelevanceBaseUrl
+  RICHRELEVANCE_CLIENT_ID: richRelevanceClientId
+  RICHRELEVANCE_MODE: richRelevanceMode
+  RICHRELEVANCE_CHANNEL: richRelevanceChannel
+  RICHRELEVANCE_EMAIL_HASH: richRelevanceEmailHash
+  ESPUTNIK_ENABLED: esputnikEnabled ? 'true' : 'false'
+  ESPUTNIK_BASE_URL: esputnikBaseUrl
+  ESPUTNIK_MODE: esputnikMode
+  ESPUTNIK_USER_NAME: esputnikUserName
+}
+
+// Identity-based connections: no connection string with a key anywhere in the app settings.
+var connectionSettings = {
+  AzureWebJobsStorage__accountName: storageName
+  AzureWebJobsStorage__credential: 'managedidentity'
+  ServiceBusConnection__fullyQualifiedNamespace: '${serviceBusName}.servicebus.windows.net'
+  ServiceBusConnection__credential: 'managedidentity'
+  DELIVERY_LEDGER_CONNECTION__tableServiceUri: tableServiceUri
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+}
+
+// Elastic Premium only: Flex Consumption rejects these (runtime and content live in
+// functionAppConfig there). The Azure Files share needs a key, so it is a Key Vault reference.
+var premiumSettings = {
+  FUNCTIONS_EXTENSION_VERSION: '~4'
+  FUNCTIONS_WORKER_RUNTIME: 'python'
+  WEBSITE_CONTENTAZUREFILECONNECTIONSTRING: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${contentShareSecretName}/)'
+  WEBSITE_CONTENTSHARE: contentShare
+  WEBSITE_SKIP_CONTENTSHARE_VALIDATION: '1'
+}
+
+var siteConfigFlex = {
+  minTlsVersion: '1.2'
+  scmMinTlsVersion: '1.2'
+  http20Enabled: true
+}
+
+var siteConfigPremium = {
+  linuxFxVersion: 'Python|3.11'
+  minTlsVersion: '1.2'
+  scmMinTlsVersion: '1.2'
+  http20Enabled: true
+  ftpsState: 'Disabled'
+  use32BitWorkerProcess: false
+  minimumElasticInstanceCount: premiumMinimumInstances
+}
+
+var serviceBusStandardSku = {
+  name: 'Standard'
+  tier: 'Standard'
+}
+
+var serviceBusPremiumSku = {
+  name: 'Premium'
+  tier: 'Premium'
+  capacity: 1
+}
+
+var flexPlanSku = {
+  name: 'FC1'
+  tier: 'FlexConsumption'
+}
+
+var premiumPlanSku = {
+  name: 'EP1'
+  tier: 'ElasticPremium'
+}
+
+var flexPlanProperties = {
+  reserved: true
+}
+
+var premiumPlanProperties = {
+  reserved: true
+  maximumElasticWorkerCount: premiumMaximumInstances
+}
+
+// Flex Consumption: runtime, scale and the deployment package container (reached with the
+// app's identity) replace the app settings and site properties other plans use.
+var flexFunctionAppConfig = {
+  deployment: {
+    storage: {
+      type: 'blobContainer'
+      value: 'https://${storageName}.blob.${environment().suffixes.storage}/${deploymentContainer}'
+      authentication: {
+        type: 'SystemAssignedIdentity'
+      }
+    }
+  }
+  scaleAndConcurrency: {
+    maximumInstanceCount: flexMaximumInstanceCount
+    instanceMemoryMB: flexInstanceMemoryMB
+  }
+  runtime: {
+    name: 'python'
+    version: '3.11'
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring
+// ---------------------------------------------------------------------------------------------
+
+resource workspace 'Microsoft.OperationalInsights/workspaces@2022-10-01' = {
+  name: workspaceName
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: logRetentionDays
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: appInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: workspace.id
+    IngestionMode: 'LogAnalytics'
+    DisableLocalAuth: true
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service Bus
+// ---------------------------------------------------------------------------------------------
+
+resource serviceBus 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
+  name: serviceBusName
+  location: location
+  tags: tags
+  sku: serviceBusSku == 'Premium' ? serviceBusPremiumSku : serviceBusStandardSku
+  properties: {
+    minimumTlsVersion: '1.2'
+    disableLocalAuth: serviceBusDisableLocalAuth
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource topic 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' = {
+  parent: serviceBus
+  name: ordersTopic
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: duplicateDetectionWindow
+    defaultMessageTimeToLive: messageTimeToLive
+    enableBatchedOperations: true
+    supportOrdering: true
+  }
+}
+
+resource orderSyncSubscription 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2024-01-01' = {
+  parent: topic
+  name: ordersSubscription
+  properties: {
+    lockDuration: 'PT1M'
+    maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
+    deadLetteringOnFilterEvaluationExceptions: true
+    requiresSession: ordersSessionsEnabled
+    defaultMessageTimeToLive: messageTimeToLive
+    enableBatchedOperations: true
+  }
+}
+
+resource retryQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
+  parent: serviceBus
+  name: ordersRetryQueue
+  properties: {
+    lockDuration: 'PT1M'
+    maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: duplicateDetectionWindow
+    requiresSession: false
+    defaultMessageTimeToLive: messageTimeToLive
+    enableBatchedOperations: true
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage: host storage, Flex deployment package, delivery ledger
+// ---------------------------------------------------------------------------------------------
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: storageName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: storageSku
+  }
+  properties: {
+    accessTier: 'Hot'
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    allowBlobPublicAccess: false
+    // Flex uses identities only; the Elastic Premium content share (Azure Files) needs a key.
+    allowSharedKeyAccess: !isFlex
+    defaultToOAuthAuthentication: true
+    allowCrossTenantReplication: false
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource packageContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = if (isFlex) {
+  parent: blobService
+  name: deploymentContainer
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: deliveryLedgerTable
+}
+
+resource fileService 'Microsoft.Storage/storageAccounts/fileServices@2023-05-01' = if (!isFlex) {
+  parent: storage
+  name: 'default'
+}
+
+resource contentFileShare 'Microsoft.Storage/storageAccounts/fileServices/shares@2023-05-01' = if (!isFlex) {
+  parent: fileService
+  name: contentShare
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key Vault (RBAC). Secret values are set by operators, never by this template, except the
+// Elastic Premium content-share connection string, which only the platform reads.
+// ---------------------------------------------------------------------------------------------
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: keyVaultName
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: keyVaultPurgeProtection ? true : null
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource contentShareSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!isFlex) {
+  parent: keyVault
+  name: contentShareSecretName
+  properties: {
+    value: 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}'
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Function App
+// ---------------------------------------------------------------------------------------------
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: isFlex ? 'functionapp' : 'elastic'
+  sku: isFlex ? flexPlanSku : premiumPlanSku
+  properties: isFlex ? flexPlanProperties : premiumPlanProperties
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: functionAppName
+  location: location
+  tags: tags
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: union(
+    {
+      serverFarmId: plan.id
+      httpsOnly: true
+      clientCertEnabled: false
+      publicNetworkAccess: 'Enabled'
+      siteConfig: isFlex ? siteConfigFlex : siteConfigPremium
+    },
+    isFlex ? { functionAppConfig: flexFunctionAppConfig } : {}
+  )
+  dependsOn: [
+    packageContainer
+  ]
+}
+
+// No FTP and no basic-auth deployments: publish with an Entra ID sign-in.
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = if (!isFlex) {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+// App settings are their own resource, written after the role assignments, so the Key Vault
+// references and identity connections resolve on the first start.
+resource functionAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'appsettings'
+  properties: union(
+    appSettings,
+    tunableSettings,
+    appSettingsOverrides,
+    connectionSettings,
+    {
+      APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+    },
+    isFlex ? {} : premiumSettings,
+    secretSettings
+  )
+  dependsOn: [
+    subscriptionReceiver
+    retryQueueReceiver
+    retryQueueSender
+    topicSender
+    storageBlobOwner
+    storageTableContributor
+    keyVaultSecretsUser
+    appInsightsPublisher
+    contentShareSecret
+    contentFileShare
+    ledgerTable
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Role assignments: the Function App identity
+// ---------------------------------------------------------------------------------------------
+
+resource subscriptionReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: orderSyncSubscription
+  name: guid(orderSyncSubscription.id, functionApp.id, roles.serviceBusDataReceiver)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource retryQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: retryQueue
+  name: guid(retryQueue.id, functionApp.id, roles.serviceBusDataReceiver)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource retryQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: retryQueue
+  name: guid(retryQueue.id, functionApp.id, roles.serviceBusDataSender)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource topicSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: topic
+  name: guid(topic.id, functionApp.id, roles.serviceBusDataSender)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Host storage with an identity: Blob Data Owner covers the host (and the Flex package); Table
+// Data Contributor covers the delivery ledger and the host's diagnostic events. No queue role:
+// the app has no blob trigger.
+resource storageBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: storage
+  name: guid(storage.id, functionApp.id, roles.storageBlobDataOwner)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource storageTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: storage
+  name: guid(storage.id, functionApp.id, roles.storageTableDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource keyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: keyVault
+  name: guid(keyVault.id, functionApp.id, roles.keyVaultSecretsUser)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Application Insights ingestion with Entra ID (local auth is disabled on the component).
+resource appInsightsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: appInsights
+  name: guid(appInsights.id, functionApp.id, roles.monitoringMetricsPublisher)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Role assignments: operators (optional)
+// ---------------------------------------------------------------------------------------------
+
+var hasOperator = !empty(operatorPrincipalId)
+
+resource operatorSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperator) {
+  scope: keyVault
+  name: guid(keyVault.id, operatorPrincipalId, roles.keyVaultSecretsOfficer)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorSubscriptionReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperator) {
+  scope: orderSyncSubscription
+  name: guid(orderSyncSubscription.id, operatorPrincipalId, roles.serviceBusDataReceiver)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorRetryQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperator) {
+  scope: retryQueue
+  name: guid(retryQueue.id, operatorPrincipalId, roles.serviceBusDataReceiver)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorTopicSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperator) {
+  scope: topic
+  name: guid(topic.id, operatorPrincipalId, roles.serviceBusDataSender)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alerts
+// ---------------------------------------------------------------------------------------------
+
+var hasActionGroup = !empty(alertEmail)
+
+var metricAlertActions = [
+  {
+    actionGroupId: actionGroup.id
+  }
+]
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (hasActionGroup) {
+  name: actionGroupName
+  location: 'Global'
+  tags: tags
+  properties: {
+    groupShortName: 'ordersync'
+    enabled: true
+    emailReceivers: [
+      {
+        name: 'operators'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+// DeadletteredMessages is reported per queue/topic (EntityName): for the topic it covers every
+// subscription of `orders`, which today is only order-sync.
+resource subscriptionDlqAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${baseName}-dlq-${ordersSubscription}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Dead letters waiting in ${ordersTopic}/${ordersSubscription}: read them with `python -m order_processor dlq peek --entity subscription`.'
+    severity: 2
+    enabled: true
+    scopes: [
+      serviceBus.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'DeadLetters'
+          metricNamespace: 'Microsoft.ServiceBus/namespaces'
+          metricName: 'DeadletteredMessages'
+          dimensions: [
+            {
+              name: 'EntityName'
+              operator: 'Include'
+              values: [
+                ordersTopic
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Maximum'
+        }
+      ]
+    }
+    actions: hasActionGroup ? metricAlertActions : []
+  }
+}
+
+resource retryQueueDlqAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${baseName}-dlq-${ordersRetryQueue}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Dead letters waiting in ${ordersRetryQueue}: read them with `python -m order_processor dlq peek --entity retry`.'
+    severity: 2
+    enabled: true
+    scopes: [
+      serviceBus.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'DeadLetters'
+          metricNamespace: 'Microsoft.ServiceBus/namespaces'
+          metricName: 'DeadletteredMessages'
+          dimensions: [
+            {
+              name: 'EntityName'
+              operator: 'Include'
+              values: [
+                ordersRetryQueue
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Maximum'
+        }
+      ]
+    }
+    actions: hasActionGroup ? metricAlertActions : []
+  }
+}
+
+// The handler logs "message <id>: dead-letter (RetriesExhausted)"; a custom metric of the same
+// name is counted too if the app ever emits one.
+resource retriesExhaustedAlert 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
+  name: '${baseName}-retries-exhausted'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: '${baseName}: orders dead-lettered RetriesExhausted'
+    description: 'Orders still failing after the retry window. Fix the destination, then `python -m order_processor dlq replay --reason RetriesExhausted`.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT1H'
+    autoMitigate: true
+    criteria: {
+      allOf: [
+        {
+          query: 'union isfuzzy=true (traces | where message has "RetriesExhausted" | project timestamp), (customMetrics | where name == "RetriesExhausted" | project timestamp)'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: retriesExhaustedThreshold
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: hasActionGroup ? [actionGroup.id] : []
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs
+// ---------------------------------------------------------------------------------------------
+
+output functionAppName string = functionApp.name
+output functionAppPrincipalId string = functionApp.identity.principalId
+output serviceBusNamespace string = serviceBus.name
+output serviceBusFullyQualifiedNamespace string = connectionSettings.ServiceBusConnection__fullyQualifiedNamespace
+output storageAccountName string = storage.name
+output keyVaultName string = keyVault.name
+output keyVaultUri string = keyVaultUri
+output appInsightsName string = appInsights.name

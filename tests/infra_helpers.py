@@ -1,0 +1,508 @@
+"""Helpers for tests/test_infra.py.
+
+- `Evaluator`: a small evaluator of ARM template expressions (the functions infra/main.json and
+  the Bicep compiler's output use), so tests assert on concrete names, scopes and settings rather
+  than on expression text. Values known only at deployment (`reference()`, `listKeys()`) become
+  `Runtime` strings. An unknown function is an error: a typo in main.json fails the tests.
+- `BicepOutline`: the declarations of a .bicep file (params, vars, resources), read line by line.
+- `read_bicepparam`: the `param x = literal` lines of a .bicepparam file.
+- `offline_commands`: the shell commands of the docs that CI runs (see test_infra.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infra"
+
+SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
+TENANT_ID = "11111111-1111-1111-1111-111111111111"
+RESOURCE_GROUP = "rg-ordersync-test"
+RG_ID = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{RESOURCE_GROUP}"
+ENVIRONMENT: dict[str, Any] = {
+    "name": "AzureCloud",
+    "suffixes": {"storage": "core.windows.net", "keyvaultDns": ".vault.azure.net"},
+}
+
+
+class ArmError(Exception):
+    """The template uses something this evaluator (or ARM) does not accept."""
+
+
+class Runtime(str):
+    """A value ARM knows only while deploying, e.g. `reference(<id>).ConnectionString`."""
+
+    __slots__ = ()
+
+
+# ------------------------------------------------------------------------------------------
+# Expression parsing
+# ------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<punct>[(),.\[\]]))"
+)
+
+
+@dataclass(frozen=True)
+class _Node:
+    kind: str  # "lit" | "call" | "prop" | "index"
+    value: Any = None
+    args: tuple[_Node, ...] = ()
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TOKEN.match(text, pos)
+        if not match:
+            raise ArmError(f"cannot parse expression at {text[pos:]!r} in {text!r}")
+        kind = match.lastgroup
+        assert kind is not None
+        tokens.append((kind, match.group(kind)))
+        pos = match.end()
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokens(text)
+        self.pos = 0
+
+    def parse(self) -> _Node:
+        node = self._expr()
+        if self.pos != len(self.tokens):
+            raise ArmError(f"unexpected {self.tokens[self.pos][1]!r} in {self.text!r}")
+        return node
+
+    def _peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _take(self, value: str | None = None) -> tuple[str, str]:
+        token = self._peek()
+        if token is None or (value is not None and token[1] != value):
+            raise ArmError(f"expected {value or 'a token'} in {self.text!r}")
+        self.pos += 1
+        return token
+
+    def _expr(self) -> _Node:
+        kind, value = self._take()
+        if kind == "str":
+            node = _Node("lit", value[1:-1].replace("''", "'"))
+        elif kind == "num":
+            node = _Node("lit", int(value))
+        elif kind == "name":
+            self._take("(")
+            args: list[_Node] = []
+            if self._peek() != ("punct", ")"):
+                args.append(self._expr())
+                while self._peek() == ("punct", ","):
+                    self._take(",")
+                    args.append(self._expr())
+            self._take(")")
+            node = _Node("call", value, tuple(args))
+        else:
+            raise ArmError(f"unexpected {value!r} in {self.text!r}")
+        while self._peek() in (("punct", "."), ("punct", "[")):
+            if self._take()[1] == ".":
+                node = _Node("prop", self._take()[1], (node,))
+            else:
+                node = _Node("index", None, (node, self._expr()))
+                self._take("]")
+        return node
+
+
+def is_expression(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("[") and not value.startswith("[[")
+
+
+def parse(text: str) -> _Node:
+    """Parse one ARM expression (the text between the outer brackets)."""
+    return _Parser(text).parse()
+
+
+def calls(node: _Node) -> Iterator[str]:
+    """Every function name called in `node`."""
+    if node.kind == "call":
+        yield node.value
+    for arg in node.args:
+        yield from calls(arg)
+
+
+def strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield str(key)
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------
+
+
+def _unique_string(*parts: str) -> str:
+    digest = hashlib.sha256("|".join(parts).encode()).digest()
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    return "".join(alphabet[b % 32] for b in digest[:13])
+
+
+def _to_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, Mapping | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _format(template: str, *args: Any) -> str:
+    def repl(match: re.Match[str]) -> str:
+        return _to_string(args[int(match.group(1))])
+
+    return re.sub(r"\{(\d+)\}", repl, template)
+
+
+def _union(*items: Any) -> Any:
+    if all(isinstance(i, Mapping) for i in items):
+        merged: dict[str, Any] = {}
+        for item in items:
+            merged.update(item)
+        return merged
+    if all(isinstance(i, list) for i in items):
+        out: list[Any] = []
+        for item in items:
+            out += [x for x in item if x not in out]
+        return out
+    raise ArmError(f"union of mixed types: {items!r}")
+
+
+def _resource_id(scope: str, type_: str, *names: str) -> str:
+    namespace, *types = type_.split("/")
+    if len(types) != len(names):
+        raise ArmError(f"resourceId({type_!r}, {names!r}): one name per type segment")
+    path = "/".join(f"{t}/{n}" for t, n in zip(types, names, strict=True))
+    return f"{scope}/providers/{namespace}/{path}"
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | Mapping) and len(value) == 0)
+
+
+class Evaluator:
+    """Evaluate a template for given parameter values (defaults fill the rest)."""
+
+    def __init__(self, template: Mapping[str, Any], parameters: Mapping[str, Any]) -> None:
+        self.template = template
+        self._given = dict(parameters)
+        unknown = set(self._given) - set(template.get("parameters", {}))
+        if unknown:
+            raise ArmError(f"unknown parameters {sorted(unknown)}")
+        self._params: dict[str, Any] = {}
+        self._vars: dict[str, Any] = {}
+        self._functions: dict[str, Callable[..., Any]] = {
+            "parameters": self._parameter,
+            "variables": self._variable,
+            "concat": lambda *a: (
+                [x for part in a for x in part]
+                if a and isinstance(a[0], list)
+                else "".join(_to_string(x) for x in a)
+            ),
+            "format": _format,
+            "string": _to_string,
+            "int": int,
+            "bool": lambda v: v if isinstance(v, bool) else str(v).lower() == "true",
+            "tolower": lambda s: s.lower(),
+            "toupper": lambda s: s.upper(),
+            "trim": lambda s: s.strip(),
+            "take": lambda v, n: v[: max(int(n), 0)],
+            "skip": lambda v, n: v[max(int(n), 0) :],
+            "replace": lambda s, old, new: s.replace(old, new),
+            "split": lambda s, sep: s.split(sep),
+            "first": lambda v: v[0],
+            "last": lambda v: v[-1],
+            "length": len,
+            "contains": lambda c, item: item in c,
+            "startswith": lambda s, p: s.lower().startswith(p.lower()),
+            "endswith": lambda s, p: s.lower().endswith(p.lower()),
+            "uniquestring": lambda *a: _unique_string(*map(str, a)),
+            "guid": lambda *a: str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(map(str, a)))),
+            "equals": lambda a, b: a == b,
+            "not": lambda a: not a,
+            "empty": _empty,
+            "coalesce": lambda *a: next((x for x in a if x is not None), None),
+            "union": _union,
+            "createobject": lambda *a: {a[i]: a[i + 1] for i in range(0, len(a), 2)},
+            "createarray": lambda *a: list(a),
+            "true": lambda: True,
+            "false": lambda: False,
+            "null": lambda: None,
+            "resourcegroup": lambda: {
+                "id": RG_ID,
+                "name": RESOURCE_GROUP,
+                "location": "westeurope",
+                "type": "Microsoft.Resources/resourceGroups",
+            },
+            "subscription": lambda: {
+                "id": f"/subscriptions/{SUBSCRIPTION_ID}",
+                "subscriptionId": SUBSCRIPTION_ID,
+                "tenantId": TENANT_ID,
+            },
+            "tenant": lambda: {"tenantId": TENANT_ID},
+            "environment": lambda: ENVIRONMENT,
+            "resourceid": lambda t, *n: _resource_id(RG_ID, t, *n),
+            "subscriptionresourceid": lambda t, *n: _resource_id(
+                f"/subscriptions/{SUBSCRIPTION_ID}", t, *n
+            ),
+            "extensionresourceid": lambda scope, t, *n: _resource_id(scope, t, *n),
+            "reference": lambda target, *_: Runtime(f"reference({target})"),
+            "listkeys": lambda target, *_: Runtime(f"listKeys({target})"),
+        }
+
+    # -- public --------------------------------------------------------------------------
+
+    def value(self, node: Any) -> Any:
+        """Evaluate a template value: expressions in strings, recursively in objects/arrays."""
+        if isinstance(node, str):
+            if is_expression(node):
+                if not node.endswith("]"):
+                    raise ArmError(f"unterminated expression {node!r}")
+                return self._eval(parse(node[1:-1]))
+            return node[1:] if node.startswith("[[") else node
+        if isinstance(node, Mapping):
+            return {key: self.value(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [self.value(item) for item in node]
+        return node
+
+    def resources(self) -> list[Resource]:
+        found = []
+        for raw in self.template["resources"]:
+            deployed = bool(self.value(raw.get("condition", True)))
+            scope = self.value(raw["scope"]) if "scope" in raw else None
+            found.append(
+                Resource(
+                    type=raw["type"],
+                    api_version=raw["apiVersion"],
+                    name=self.value(raw["name"]),
+                    deployed=deployed,
+                    scope=_full_scope(scope) if scope else RG_ID,
+                    raw=raw,
+                    evaluator=self,
+                )
+            )
+        return found
+
+    def deployed(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources() if r.deployed and r.type.lower() == type_.lower()]
+
+    def one(self, type_: str, name_suffix: str = "") -> Resource:
+        matches = [r for r in self.deployed(type_) if r.name.endswith(name_suffix)]
+        if len(matches) != 1:
+            raise AssertionError(f"{len(matches)} deployed {type_} named *{name_suffix}")
+        return matches[0]
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _parameter(self, name: str) -> Any:
+        if name not in self._params:
+            declared = self.template["parameters"].get(name)
+            if declared is None:
+                raise ArmError(f"parameters({name!r}) is not declared")
+            if name in self._given:
+                self._params[name] = self._given[name]
+            elif "defaultValue" in declared:
+                self._params[name] = self.value(declared["defaultValue"])
+            else:
+                raise ArmError(f"parameter {name!r} has no value and no default")
+        return self._params[name]
+
+    def _variable(self, name: str) -> Any:
+        if name not in self._vars:
+            declared = self.template.get("variables", {})
+            if name not in declared:
+                raise ArmError(f"variables({name!r}) is not declared")
+            self._vars[name] = self.value(declared[name])
+        return self._vars[name]
+
+    def _eval(self, node: _Node) -> Any:
+        if node.kind == "lit":
+            return node.value
+        if node.kind == "prop":
+            return _member(self._eval(node.args[0]), node.value)
+        if node.kind == "index":
+            return _member(self._eval(node.args[0]), self._eval(node.args[1]))
+        name = node.value.lower()
+        if name == "if":  # lazy, as in ARM
+            condition, then, other = node.args
+            return self._eval(then) if self._eval(condition) else self._eval(other)
+        if name in ("and", "or"):
+            values = (bool(self._eval(arg)) for arg in node.args)
+            return all(values) if name == "and" else any(values)
+        function = self._functions.get(name)
+        if function is None:
+            raise ArmError(f"unknown template function {node.value!r}")
+        return function(*(self._eval(arg) for arg in node.args))
+
+
+def _member(base: Any, key: Any) -> Any:
+    if isinstance(base, Runtime):
+        return Runtime(f"{base}.{key}" if isinstance(key, str) else f"{base}[{key}]")
+    if isinstance(base, Mapping):
+        if key in base:
+            return base[key]
+        folded = {str(k).lower(): v for k, v in base.items()}
+        if str(key).lower() in folded:  # ARM property names are case-insensitive
+            return folded[str(key).lower()]
+        raise ArmError(f"no property {key!r} in {sorted(base)}")
+    if isinstance(base, list) and isinstance(key, int):
+        return base[key]
+    raise ArmError(f"cannot read {key!r} of {base!r}")
+
+
+def _full_scope(scope: str) -> str:
+    return scope if scope.startswith("/") else f"{RG_ID}/providers/{scope}"
+
+
+@dataclass
+class Resource:
+    type: str
+    api_version: str
+    name: str
+    deployed: bool
+    scope: str
+    raw: Mapping[str, Any]
+    evaluator: Evaluator = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        if self.type.lower() == "microsoft.authorization/roleassignments":
+            return f"{self.scope}/providers/{self.type}/{self.name}"
+        return _resource_id(RG_ID, self.type, *self.name.split("/"))
+
+    def get(self, key: str) -> Any:
+        return self.evaluator.value(self.raw.get(key))
+
+    @property
+    def properties(self) -> Any:
+        return self.get("properties")
+
+    def depends_on(self) -> list[str]:
+        return [self.evaluator.value(d) for d in self.raw.get("dependsOn", [])]
+
+
+# ------------------------------------------------------------------------------------------
+# Bicep and .bicepparam
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BicepOutline:
+    params: dict[str, tuple[str, str | None]]  # name -> (type, default text or None)
+    variables: dict[str, list[str]]  # name -> its lines (for object literals)
+    resources: dict[str, str]  # symbol -> "Type@apiVersion"
+    outputs: list[str]
+
+    @classmethod
+    def read(cls, path: Path) -> BicepOutline:
+        lines = path.read_text().splitlines()
+        params: dict[str, tuple[str, str | None]] = {}
+        variables: dict[str, list[str]] = {}
+        resources: dict[str, str] = {}
+        outputs: list[str] = []
+        for index, line in enumerate(lines):
+            if match := re.match(r"param (\w+) (\w+)(?: = (.+))?$", line):
+                params[match[1]] = (match[2], match[3])
+            elif match := re.match(r"var (\w+) = (.*)$", line):
+                body = [match[2]]
+                if match[2] == "{":
+                    for inner in lines[index + 1 :]:
+                        if inner == "}":
+                            break
+                        body.append(inner)
+                variables[match[1]] = body
+            elif match := re.match(r"resource (\w+) '([^']+)'", line):
+                resources[match[1]] = match[2]
+            elif match := re.match(r"output (\w+) ", line):
+                outputs.append(match[1])
+        return cls(params, variables, resources, outputs)
+
+    def object_keys(self, variable: str) -> list[str]:
+        """Top-level keys of a `var x = { ... }` object literal."""
+        return [
+            m[1] for line in self.variables[variable][1:] if (m := re.match(r"  (['\w.-]+):", line))
+        ]
+
+    def object_values(self, variable: str) -> dict[str, str]:
+        return {
+            m[1]: m[2]
+            for line in self.variables[variable][1:]
+            if (m := re.match(r"  (['\w.-]+): (.+)$", line))
+        }
+
+
+def _literal(text: str) -> Any:
+    text = text.strip()
+    if text.startswith("'") and text.endswith("'"):
+        return text[1:-1].replace("\\'", "'")
+    if text in ("true", "false"):
+        return text == "true"
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if text in ("{}", "[]"):
+        return {} if text == "{}" else []
+    raise ValueError(f"not a simple literal: {text}")
+
+
+def read_bicepparam(path: Path) -> tuple[str, dict[str, Any]]:
+    """(the `using` target, {param: value}) of a .bicepparam with one-line literal values."""
+    using = ""
+    values: dict[str, Any] = {}
+    for line in path.read_text().splitlines():
+        if match := re.match(r"using '([^']+)'", line):
+            using = match[1]
+        elif match := re.match(r"param (\w+) = (.+)$", line):
+            values[match[1]] = _literal(match[2])
+    return using, values
+
+
+# ------------------------------------------------------------------------------------------
+# Documentation commands
+# ------------------------------------------------------------------------------------------
+
+OFFLINE_MARKER = "# offline"
+
+
+def offline_commands(markdown: str) -> list[str]:
+    """Commands of the ```bash blocks whose first line is `# offline`: one command per line,
+    comments and blank lines skipped."""
+    commands: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", markdown, re.S):
+        lines = block.splitlines()
+        if not lines or lines[0].strip() != OFFLINE_MARKER:
+            continue
+        commands += [
+            line.strip() for line in lines[1:] if line.strip() and not line.strip().startswith("#")
+        ]
+    return commands
+
+
+def bash_blocks(markdown: str) -> Sequence[str]:
+    return list(re.findall(r"```bash\n(.*?)```", markdown, re.S))

@@ -1,0 +1,764 @@
+"""Infrastructure and developer-kit checks, all offline.
+
+Templates. No Bicep CLI can be installed on the CI machines (it ships as a GitHub/NuGet download,
+neither reachable), so infra/main.json, the ARM twin of infra/main.bicep, is what these tests
+evaluate: `Evaluator` resolves its expressions for the example parameters (infra/main.bicepparam)
+and the tests assert on the concrete resources, scopes, role ids and app settings. main.bicep is
+kept in step by comparing its declarations (parameters, variables, resource types and API
+versions, app-setting keys, role ids) with main.json. Where a `bicep` binary exists (on PATH, or
+`BICEP=/path/to/bicep`; infra/validate.sh finds the one `az bicep install` put in ~/.azure/bin),
+main.bicep is also compiled and every template test runs on the compiled output too.
+
+Docs. In docs/local-dev.md and docs/deploy.md, a ```bash block whose first line is `# offline`
+holds commands that need neither Azure, Docker nor Core Tools. Each line of such a block is run
+here from the repository root (`python` means this interpreter) and must exit 0, on a clean
+environment (no app settings inherited from the caller).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import pytest
+
+from order_processor.settings import load_settings, setting_names
+from tests.infra_helpers import (
+    INFRA,
+    RG_ID,
+    ROOT,
+    BicepOutline,
+    Evaluator,
+    Resource,
+    bash_blocks,
+    calls,
+    is_expression,
+    offline_commands,
+    parse,
+    read_bicepparam,
+    strings,
+)
+
+MAIN_JSON = INFRA / "main.json"
+MAIN_BICEP = INFRA / "main.bicep"
+MAIN_PARAMS = INFRA / "main.bicepparam"
+DOCS = {name: ROOT / "docs" / name for name in ("local-dev.md", "deploy.md")}
+EMULATOR_CONFIG = ROOT / "devkit" / "servicebus-emulator" / "Config.json"
+COMPOSE = ROOT / "devkit" / "docker-compose.yml"
+BASH = shutil.which("bash") or "/bin/bash"
+EXAMPLE_SETTINGS = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+
+ROLE = {
+    "Azure Service Bus Data Receiver": "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0",
+    "Azure Service Bus Data Sender": "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39",
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+}
+BROAD_ROLES = {
+    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",  # Owner
+    "b24988ac-6180-42a0-ab88-20f7382dd24c",  # Contributor
+    "090c5cfd-751d-490a-894a-3ce6f1109419",  # Azure Service Bus Data Owner
+    "17d1049b-9a84-46fb-8f53-869881c3d3ab",  # Storage Account Contributor
+    "00482a5a-887f-4fb3-b363-3b7fe8e74483",  # Key Vault Administrator
+}
+SECRET_SETTINGS = {
+    "PROFILE_STORE_API_KEY": "profile-store-api-key",
+    "PRODUCT_RECS_SITE_TOKEN": "product-recs-site-token",
+    "RICHRELEVANCE_API_KEY": "richrelevance-api-key",
+    "RICHRELEVANCE_CLIENT_SECRET": "richrelevance-client-secret",
+    "ESPUTNIK_API_KEY": "esputnik-api-key",
+    "LOYALTY_API_KEY": "loyalty-api-key",
+    "LOYALTY_CLIENT_SECRET": "loyalty-client-secret",
+    "LOYALTY_PASSWORD": "loyalty-password",
+}
+# Settings the app reads that Azure deliberately leaves unset, and why.
+UNSET_IN_AZURE = {
+    "AzureWebJobsStorage": "identity connection AzureWebJobsStorage__accountName instead",
+    "ServiceBusConnection": "identity connection ServiceBusConnection__fullyQualifiedNamespace",
+    "DELIVERY_LEDGER_CONNECTION": "identity connection DELIVERY_LEDGER_CONNECTION__tableServiceUri",
+    "DELIVERY_LEDGER_CONNECTION__accountName": "alternative to __tableServiceUri",
+    "LOYALTY_FILE": "local runs only; Azure uses LOYALTY_API_BASE_URL",
+}
+# Settings in Azure that the app's settings model does not read (host, platform, upcoming).
+PLATFORM_SETTINGS = {
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__credential",
+    "ServiceBusConnection__credential",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
+    "ALLOW_INSECURE_HTTP",
+}
+FLEX_REJECTED_SETTINGS = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_NODE_DEFAULT_VERSION",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Templates
+# ------------------------------------------------------------------------------------------
+
+
+def _bicep_binary() -> str | None:
+    return os.environ.get("BICEP") or shutil.which("bicep")
+
+
+@cache
+def _compiled_bicep() -> dict[str, Any]:
+    binary = _bicep_binary()
+    assert binary
+    done = subprocess.run(  # noqa: S603 - the developer's own bicep binary
+        [binary, "build", str(MAIN_BICEP), "--stdout"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(
+    params=[
+        "main.json",
+        pytest.param(
+            "main.bicep",
+            marks=pytest.mark.skipif(
+                _bicep_binary() is None,
+                reason="no bicep CLI here (not installable from PyPI/npm); main.json is tested",
+            ),
+        ),
+    ]
+)
+def template(request: pytest.FixtureRequest) -> dict[str, Any]:
+    if request.param == "main.bicep":
+        return _compiled_bicep()
+    return json.loads(MAIN_JSON.read_text())  # type: ignore[no-any-return]
+
+
+def _params(**overrides: Any) -> dict[str, Any]:
+    return {**read_bicepparam(MAIN_PARAMS)[1], **overrides}
+
+
+def _evaluate(template: dict[str, Any], **overrides: Any) -> Evaluator:
+    return Evaluator(template, _params(**overrides))
+
+
+def _app_settings(evaluator: Evaluator) -> dict[str, Any]:
+    settings = evaluator.one("Microsoft.Web/sites/config", "/appsettings").properties
+    assert isinstance(settings, dict)
+    return settings
+
+
+def _role_assignments(evaluator: Evaluator) -> list[tuple[str, str, str]]:
+    """(principal, role definition guid, scope) of every deployed role assignment."""
+    found = []
+    for resource in evaluator.deployed("Microsoft.Authorization/roleAssignments"):
+        props = resource.properties
+        found.append(
+            (str(props["principalId"]), props["roleDefinitionId"].rsplit("/", 1)[1], resource.scope)
+        )
+    return found
+
+
+def _ids(evaluator: Evaluator) -> dict[str, str]:
+    sb = evaluator.one("Microsoft.ServiceBus/namespaces")
+    return {
+        "namespace": sb.id,
+        "topic": evaluator.one("Microsoft.ServiceBus/namespaces/topics", "/orders").id,
+        "subscription": evaluator.one(
+            "Microsoft.ServiceBus/namespaces/topics/subscriptions", "/orders/order-sync"
+        ).id,
+        "retry": evaluator.one("Microsoft.ServiceBus/namespaces/queues", "/orders-retry").id,
+        "storage": evaluator.one("Microsoft.Storage/storageAccounts").id,
+        "vault": evaluator.one("Microsoft.KeyVault/vaults").id,
+        "insights": evaluator.one("Microsoft.Insights/components").id,
+        "site": evaluator.one("Microsoft.Web/sites").id,
+    }
+
+
+def test_main_json_is_an_arm_template_with_known_functions() -> None:
+    template = json.loads(MAIN_JSON.read_text())
+    assert template["$schema"].endswith("/2019-04-01/deploymentTemplate.json#")
+    assert template["contentVersion"] == "1.0.0.0"
+    used: set[str] = set()
+    for text in strings(template):
+        if is_expression(text):
+            used |= set(calls(parse(text[1:-1])))
+    # Every function is one the evaluator implements (it rejects unknown names when used).
+    for plan in ("FC1", "EP1"):
+        evaluator = _evaluate(template, hostingPlan=plan, operatorPrincipalId="op-id")
+        for resource in evaluator.resources():
+            evaluator.value(dict(resource.raw))
+        for output in template["outputs"].values():
+            evaluator.value(output["value"])
+    assert {"reference", "listKeys", "guid", "format"} <= used
+
+
+def test_variables_never_call_reference_or_list_functions() -> None:
+    # ARM rejects reference()/list*() in the variables section.
+    template = json.loads(MAIN_JSON.read_text())
+    for text in strings(template["variables"]):
+        if is_expression(text):
+            called = {name.lower() for name in calls(parse(text[1:-1]))}
+            assert not {"reference", "listkeys"} & called, text
+
+
+def test_bicep_and_json_declare_the_same_parameters() -> None:
+    bicep = BicepOutline.read(MAIN_BICEP)
+    declared = json.loads(MAIN_JSON.read_text())["parameters"]
+    assert list(bicep.params) == list(declared)
+    for name, (type_, default) in bicep.params.items():
+        assert declared[name]["type"] == type_, name
+        assert (default is None) == ("defaultValue" not in declared[name]), name
+
+
+def test_bicep_and_json_declare_the_same_variables_and_resources() -> None:
+    bicep = BicepOutline.read(MAIN_BICEP)
+    template = json.loads(MAIN_JSON.read_text())
+    assert set(bicep.variables) == set(template["variables"])
+    assert sorted(bicep.resources.values()) == sorted(
+        f"{r['type']}@{r['apiVersion']}" for r in template["resources"]
+    )
+    assert set(bicep.outputs) == set(template["outputs"])
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["appSettings", "tunableSettings", "connectionSettings", "premiumSettings", "secretSettings"],
+)
+def test_bicep_and_json_set_the_same_app_settings(variable: str) -> None:
+    bicep = BicepOutline.read(MAIN_BICEP)
+    template = json.loads(MAIN_JSON.read_text())
+    assert bicep.object_keys(variable) == list(template["variables"][variable])
+
+
+def test_bicep_and_json_use_the_same_role_ids_and_secret_names() -> None:
+    bicep = BicepOutline.read(MAIN_BICEP)
+    template = json.loads(MAIN_JSON.read_text())
+    roles = {k: v.strip("'") for k, v in bicep.object_values("roles").items()}
+    assert roles == template["variables"]["roles"]
+    assert set(roles.values()) <= set(ROLE.values())
+    for setting, secret in SECRET_SETTINGS.items():
+        assert f"secrets/{secret}/" in bicep.object_values("secretSettings")[setting]
+        assert f"secrets/{secret}/" in template["variables"]["secretSettings"][setting]
+
+
+def test_bicepparam_matches_the_template() -> None:
+    using, values = read_bicepparam(MAIN_PARAMS)
+    assert (MAIN_PARAMS.parent / using).resolve() == MAIN_BICEP
+    declared = json.loads(MAIN_JSON.read_text())["parameters"]
+    assert set(values) <= set(declared), set(values) - set(declared)
+    required = {name for name, spec in declared.items() if "defaultValue" not in spec}
+    assert required <= set(values), required - set(values)
+    python_type = {"string": str, "int": int, "bool": bool, "object": dict, "array": list}
+    for name, value in values.items():
+        spec = declared[name]
+        assert type(value) is python_type[spec["type"]], name
+        assert value in spec.get("allowedValues", [value]), name
+        assert spec.get("minValue", value) <= value <= spec.get("maxValue", value), name
+        if isinstance(value, str):
+            assert spec.get("minLength", 0) <= len(value) <= spec.get("maxLength", 10**6), name
+
+
+@pytest.mark.parametrize("plan", ["FC1", "EP1"])
+def test_every_resource_is_there(template: dict[str, Any], plan: str) -> None:
+    evaluator = _evaluate(template, hostingPlan=plan)
+    deployed = {r.type for r in evaluator.resources() if r.deployed}
+    assert {
+        "Microsoft.ServiceBus/namespaces",
+        "Microsoft.ServiceBus/namespaces/topics",
+        "Microsoft.ServiceBus/namespaces/topics/subscriptions",
+        "Microsoft.ServiceBus/namespaces/queues",
+        "Microsoft.Storage/storageAccounts",
+        "Microsoft.Storage/storageAccounts/tableServices/tables",
+        "Microsoft.KeyVault/vaults",
+        "Microsoft.OperationalInsights/workspaces",
+        "Microsoft.Insights/components",
+        "Microsoft.Web/serverfarms",
+        "Microsoft.Web/sites",
+        "Microsoft.Web/sites/config",
+        "Microsoft.Authorization/roleAssignments",
+        "Microsoft.Insights/metricAlerts",
+        "Microsoft.Insights/scheduledQueryRules",
+    } <= deployed
+    table = evaluator.one("Microsoft.Storage/storageAccounts/tableServices/tables")
+    assert table.name.endswith("/default/orderdeliveries")
+    assert evaluator.one("Microsoft.Insights/components").properties["WorkspaceResourceId"] == (
+        evaluator.one("Microsoft.OperationalInsights/workspaces").id
+    )
+
+
+def test_service_bus_entities(template: dict[str, Any]) -> None:
+    evaluator = _evaluate(template)
+    namespace = evaluator.one("Microsoft.ServiceBus/namespaces")
+    assert namespace.get("sku")["name"] == "Standard"
+    assert namespace.properties["minimumTlsVersion"] == "1.2"
+    assert namespace.properties["disableLocalAuth"] is True
+    premium = _evaluate(template, serviceBusSku="Premium").one("Microsoft.ServiceBus/namespaces")
+    assert premium.get("sku") == {"name": "Premium", "tier": "Premium", "capacity": 1}
+
+    topic = evaluator.one("Microsoft.ServiceBus/namespaces/topics").properties
+    assert topic["requiresDuplicateDetection"] is True
+    assert topic["duplicateDetectionHistoryTimeWindow"] == "PT1H"
+
+    subscription = evaluator.one("Microsoft.ServiceBus/namespaces/topics/subscriptions")
+    assert subscription.properties == {
+        "lockDuration": "PT1M",
+        "maxDeliveryCount": 10,
+        "deadLetteringOnMessageExpiration": True,
+        "deadLetteringOnFilterEvaluationExceptions": True,
+        "requiresSession": False,
+        "defaultMessageTimeToLive": "P14D",
+        "enableBatchedOperations": True,
+    }
+    sessions = _evaluate(template, ordersSessionsEnabled=True)
+    assert sessions.one("Microsoft.ServiceBus/namespaces/topics/subscriptions").properties[
+        "requiresSession"
+    ]
+    assert _app_settings(sessions)["ORDERS_SESSIONS_ENABLED"] == "true"
+
+    queue = evaluator.one("Microsoft.ServiceBus/namespaces/queues").properties
+    assert queue["maxDeliveryCount"] == 10
+    assert queue["lockDuration"] == "PT1M"
+    assert queue["deadLetteringOnMessageExpiration"] is True
+    assert queue["requiresDuplicateDetection"] is True  # retry copies have deterministic ids
+
+
+def test_app_role_assignments_are_least_privilege(template: dict[str, Any]) -> None:
+    evaluator = _evaluate(template)
+    ids = _ids(evaluator)
+    app = [(role, scope) for who, role, scope in _role_assignments(evaluator) if ids["site"] in who]
+    assert sorted(app) == sorted(
+        [
+            (ROLE["Azure Service Bus Data Receiver"], ids["subscription"]),
+            (ROLE["Azure Service Bus Data Receiver"], ids["retry"]),
+            (ROLE["Azure Service Bus Data Sender"], ids["retry"]),
+            (ROLE["Azure Service Bus Data Sender"], ids["topic"]),
+            (ROLE["Storage Blob Data Owner"], ids["storage"]),
+            (ROLE["Storage Table Data Contributor"], ids["storage"]),
+            (ROLE["Key Vault Secrets User"], ids["vault"]),
+            (ROLE["Monitoring Metrics Publisher"], ids["insights"]),
+        ]
+    )
+    assert ids["subscription"].endswith("/topics/orders/subscriptions/order-sync")
+    for resource in evaluator.deployed("Microsoft.Authorization/roleAssignments"):
+        assert resource.properties["principalType"] == "ServicePrincipal"
+        assert resource.scope != RG_ID  # never the whole resource group
+
+
+def test_operator_roles_only_when_an_operator_is_given(template: dict[str, Any]) -> None:
+    assert all("operator" not in who for who, _, _ in _role_assignments(_evaluate(template)))
+    evaluator = _evaluate(template, operatorPrincipalId="operator-object-id")
+    ids = _ids(evaluator)
+    operator = [(r, s) for who, r, s in _role_assignments(evaluator) if who == "operator-object-id"]
+    assert sorted(operator) == sorted(
+        [
+            (ROLE["Key Vault Secrets Officer"], ids["vault"]),
+            (ROLE["Azure Service Bus Data Receiver"], ids["subscription"]),
+            (ROLE["Azure Service Bus Data Receiver"], ids["retry"]),
+            (ROLE["Azure Service Bus Data Sender"], ids["topic"]),
+        ]
+    )
+
+
+def test_no_broad_role_anywhere(template: dict[str, Any]) -> None:
+    evaluator = _evaluate(template, operatorPrincipalId="operator-object-id")
+    assert not {role for _, role, _ in _role_assignments(evaluator)} & BROAD_ROLES
+
+
+@pytest.mark.parametrize("plan", ["FC1", "EP1"])
+def test_app_settings_use_identities_and_key_vault(template: dict[str, Any], plan: str) -> None:
+    evaluator = _evaluate(template, hostingPlan=plan)
+    settings = _app_settings(evaluator)
+    namespace = evaluator.one("Microsoft.ServiceBus/namespaces").name
+    storage = evaluator.one("Microsoft.Storage/storageAccounts").name
+    vault = evaluator.one("Microsoft.KeyVault/vaults").name
+    assert settings["ServiceBusConnection__fullyQualifiedNamespace"] == (
+        f"{namespace}.servicebus.windows.net"
+    )
+    assert settings["AzureWebJobsStorage__accountName"] == storage
+    assert settings["DELIVERY_LEDGER_CONNECTION__tableServiceUri"] == (
+        f"https://{storage}.table.core.windows.net"
+    )
+    assert "ConnectionString" in settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    assert "ServiceBusConnection" not in settings
+    assert "AzureWebJobsStorage" not in settings
+    for setting, secret in SECRET_SETTINGS.items():
+        assert settings[setting] == (
+            f"@Microsoft.KeyVault(SecretUri=https://{vault}.vault.azure.net/secrets/{secret}/)"
+        )
+    for name, value in settings.items():
+        assert isinstance(value, str), name  # app settings are strings
+        text = value.lower()
+        assert "accountkey=" not in text, name
+        assert "sharedaccesskey" not in text, name
+        assert not value.startswith("listKeys"), name
+    if plan == "FC1":
+        assert not FLEX_REJECTED_SETTINGS & set(settings)
+    else:
+        assert settings["FUNCTIONS_WORKER_RUNTIME"] == "python"
+        assert settings["FUNCTIONS_EXTENSION_VERSION"] == "~4"
+        assert settings["WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"].startswith(
+            f"@Microsoft.KeyVault(SecretUri=https://{vault}.vault.azure.net/secrets/"
+        )
+        share = evaluator.one("Microsoft.Storage/storageAccounts/fileServices/shares")
+        assert share.name.endswith("/" + settings["WEBSITE_CONTENTSHARE"])
+
+
+def test_overrides_cannot_replace_identities_or_secrets(template: dict[str, Any]) -> None:
+    overrides = {
+        "LOYALTY_CACHE_TTL_SECONDS": "60",
+        "ESPUTNIK_API_KEY": "plain",
+        "ORDERS_TOPIC": "x",
+    }
+    settings = _app_settings(_evaluate(template, appSettingsOverrides=overrides))
+    assert settings["LOYALTY_CACHE_TTL_SECONDS"] == "60"
+    assert settings["ESPUTNIK_API_KEY"].startswith("@Microsoft.KeyVault(")
+
+
+def test_every_setting_the_app_reads_is_configured(template: dict[str, Any]) -> None:
+    configured = set(_app_settings(_evaluate(template)))
+    read = set(setting_names())
+    assert read - configured == set(UNSET_IN_AZURE)
+    assert configured - read <= PLATFORM_SETTINGS, configured - read - PLATFORM_SETTINGS
+
+
+def test_trigger_bindings_resolve_from_the_app_settings(template: dict[str, Any]) -> None:
+    settings = _app_settings(_evaluate(template))
+    source = (ROOT / "function_app.py").read_text()
+    expressions = set(re.findall(r'"%(\w+)%"', source))
+    assert {"ORDERS_TOPIC", "ORDERS_SUBSCRIPTION", "ORDERS_RETRY_QUEUE"} <= expressions
+    assert expressions <= set(settings)
+    for connection in set(re.findall(r'connection="(\w+)"', source)):
+        assert f"{connection}__fullyQualifiedNamespace" in settings, connection
+
+
+def test_deployed_settings_pass_the_apps_startup_validation(
+    template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in setting_names():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in _app_settings(_evaluate(template)).items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.enabled == ["profile_store", "product_recs", "richrelevance", "esputnik"]
+    assert settings.core.orders_topic == "orders"
+    assert settings.core.orders_subscription == "order-sync"
+    assert settings.ledger.table_service_uri
+    assert settings.service_bus.fully_qualified_namespace
+
+
+@pytest.mark.parametrize("plan", ["FC1", "EP1"])
+def test_function_app_hosting(template: dict[str, Any], plan: str) -> None:
+    evaluator = _evaluate(template, hostingPlan=plan)
+    site = evaluator.one("Microsoft.Web/sites")
+    assert site.get("kind") == "functionapp,linux"
+    assert site.get("identity") == {"type": "SystemAssigned"}
+    props = site.properties
+    assert props["httpsOnly"] is True
+    assert props["siteConfig"]["minTlsVersion"] == "1.2"
+    assert props["siteConfig"]["scmMinTlsVersion"] == "1.2"
+    policies = {
+        r.name.rsplit("/", 1)[1]: r.properties["allow"]
+        for r in evaluator.deployed("Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    }
+    plan_resource = evaluator.one("Microsoft.Web/serverfarms")
+    if plan == "FC1":
+        assert plan_resource.get("sku") == {"name": "FC1", "tier": "FlexConsumption"}
+        config = props["functionAppConfig"]
+        assert config["runtime"] == {"name": "python", "version": "3.11"}
+        container = evaluator.one("Microsoft.Storage/storageAccounts/blobServices/containers")
+        storage, _, name = container.name.split("/")
+        assert config["deployment"]["storage"] == {
+            "type": "blobContainer",
+            "value": f"https://{storage}.blob.core.windows.net/{name}",
+            "authentication": {"type": "SystemAssignedIdentity"},
+        }
+        # Flex: no FTPS at all, ftpsState/linuxFxVersion are not valid site properties there.
+        assert "ftpsState" not in props["siteConfig"]
+        assert "linuxFxVersion" not in props["siteConfig"]
+        assert policies == {"scm": False}
+    else:
+        assert plan_resource.get("sku") == {"name": "EP1", "tier": "ElasticPremium"}
+        assert plan_resource.get("kind") == "elastic"
+        assert "functionAppConfig" not in props
+        assert props["siteConfig"]["linuxFxVersion"] == "Python|3.11"
+        assert props["siteConfig"]["ftpsState"] == "Disabled"
+        assert policies == {"scm": False, "ftp": False}
+    assert plan_resource.properties["reserved"] is True  # Linux
+
+
+@pytest.mark.parametrize("plan", ["FC1", "EP1"])
+def test_storage_and_key_vault_hardening(template: dict[str, Any], plan: str) -> None:
+    evaluator = _evaluate(template, hostingPlan=plan)
+    storage = evaluator.one("Microsoft.Storage/storageAccounts").properties
+    assert storage["allowBlobPublicAccess"] is False
+    assert storage["minimumTlsVersion"] == "TLS1_2"
+    assert storage["supportsHttpsTrafficOnly"] is True
+    assert storage["allowSharedKeyAccess"] is (plan == "EP1")  # EP1 content share needs a key
+    vault = evaluator.one("Microsoft.KeyVault/vaults").properties
+    assert vault["enableRbacAuthorization"] is True
+    assert vault["enablePurgeProtection"] is True
+    assert "accessPolicies" not in vault
+    insights = evaluator.one("Microsoft.Insights/components").properties
+    assert insights["DisableLocalAuth"] is True
+    # Key Vault secrets written by the template: only the EP1 content-share connection string.
+    secrets = [r.name for r in evaluator.deployed("Microsoft.KeyVault/vaults/secrets")]
+    assert secrets == ([] if plan == "FC1" else [secrets[0]])
+    assert all(s.endswith("/content-share-connection-string") for s in secrets)
+
+
+def test_app_settings_wait_for_the_roles_they_need(template: dict[str, Any]) -> None:
+    evaluator = _evaluate(template)
+    settings = evaluator.one("Microsoft.Web/sites/config", "/appsettings")
+    app_roles = [
+        r.id
+        for r in evaluator.deployed("Microsoft.Authorization/roleAssignments")
+        if _ids(evaluator)["site"] in str(r.properties["principalId"])
+    ]
+    assert len(app_roles) == 8
+    assert set(app_roles) <= set(settings.depends_on())
+
+
+def test_every_dependency_is_a_resource_of_the_template(template: dict[str, Any]) -> None:
+    for plan in ("FC1", "EP1"):
+        evaluator = _evaluate(template, hostingPlan=plan, operatorPrincipalId="op")
+        resources = evaluator.resources()
+        known = {r.id.lower() for r in resources}
+        for resource in resources:
+            for dependency in resource.depends_on():
+                assert dependency.lower() in known, (resource.type, dependency)
+
+
+def _metric_alerts(evaluator: Evaluator) -> dict[str, Resource]:
+    alerts = {}
+    for alert in evaluator.deployed("Microsoft.Insights/metricAlerts"):
+        criterion = alert.properties["criteria"]["allOf"][0]
+        assert criterion["metricName"] == "DeadletteredMessages"
+        assert criterion["metricNamespace"] == "Microsoft.ServiceBus/namespaces"
+        (dimension,) = criterion["dimensions"]
+        assert dimension["name"] == "EntityName"
+        (entity,) = dimension["values"]
+        alerts[entity] = alert
+    return alerts
+
+
+def test_alerts(template: dict[str, Any]) -> None:
+    evaluator = _evaluate(template)
+    namespace = evaluator.one("Microsoft.ServiceBus/namespaces").id
+    alerts = _metric_alerts(evaluator)
+    assert set(alerts) == {"orders", "orders-retry"}
+    group = evaluator.one("Microsoft.Insights/actionGroups").id
+    for alert in alerts.values():
+        assert alert.properties["scopes"] == [namespace]
+        assert alert.properties["actions"] == [{"actionGroupId": group}]
+    query_alert = evaluator.one("Microsoft.Insights/scheduledQueryRules").properties
+    assert query_alert["scopes"] == [evaluator.one("Microsoft.Insights/components").id]
+    assert "RetriesExhausted" in query_alert["criteria"]["allOf"][0]["query"]
+    assert query_alert["actions"]["actionGroups"] == [group]
+
+    quiet = _evaluate(template, alertEmail="")
+    assert not quiet.deployed("Microsoft.Insights/actionGroups")
+    assert all(a.properties["actions"] == [] for a in _metric_alerts(quiet).values())
+
+
+def test_names_fit_azure_limits(template: dict[str, Any]) -> None:
+    evaluator = _evaluate(template, baseName="abcdefghijkl")  # the longest baseName allowed
+    storage = evaluator.one("Microsoft.Storage/storageAccounts").name
+    vault = evaluator.one("Microsoft.KeyVault/vaults").name
+    assert re.fullmatch(r"[a-z0-9]{3,24}", storage)
+    assert re.fullmatch(r"[a-zA-Z][a-zA-Z0-9-]{1,22}[a-zA-Z0-9]", vault)
+    assert "--" not in vault
+    assert 6 <= len(evaluator.one("Microsoft.ServiceBus/namespaces").name) <= 50
+    assert len(evaluator.one("Microsoft.Web/sites").name) <= 60
+
+
+def test_main_bicep_parses() -> None:
+    """Syntax check with the pycep parser, when installed (`pip install pycep-parser`)."""
+    pycep = pytest.importorskip("pycep")
+    tree = pycep.BicepParser().parse(file_path=MAIN_BICEP)
+    assert set(tree["resources"]) == set(BicepOutline.read(MAIN_BICEP).resources)
+
+
+# ------------------------------------------------------------------------------------------
+# Developer kit
+# ------------------------------------------------------------------------------------------
+
+# The emulator's limits (Azure/azure-service-bus-emulator-installer, Config-schema.json).
+EMULATOR_PROPERTIES = {
+    "queue": {
+        "DeadLetteringOnMessageExpiration",
+        "DefaultMessageTimeToLive",
+        "DuplicateDetectionHistoryTimeWindow",
+        "ForwardDeadLetteredMessagesTo",
+        "ForwardTo",
+        "LockDuration",
+        "MaxDeliveryCount",
+        "RequiresDuplicateDetection",
+        "RequiresSession",
+    },
+    "topic": {
+        "DefaultMessageTimeToLive",
+        "DuplicateDetectionHistoryTimeWindow",
+        "RequiresDuplicateDetection",
+    },
+    "subscription": {
+        "DeadLetteringOnMessageExpiration",
+        "DefaultMessageTimeToLive",
+        "LockDuration",
+        "MaxDeliveryCount",
+        "ForwardDeadLetteredMessagesTo",
+        "ForwardTo",
+        "RequiresSession",
+    },
+}
+
+
+def _seconds(duration: str) -> int:
+    match = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?", duration)
+    assert match, duration
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _check_emulator_properties(kind: str, props: dict[str, Any]) -> None:
+    assert set(props) <= EMULATOR_PROPERTIES[kind], set(props) - EMULATOR_PROPERTIES[kind]
+    if "MaxDeliveryCount" in props:
+        assert 1 <= props["MaxDeliveryCount"] <= 10
+    if "DefaultMessageTimeToLive" in props:
+        assert 300 <= _seconds(props["DefaultMessageTimeToLive"]) <= 3600
+    if "DuplicateDetectionHistoryTimeWindow" in props:
+        assert 5 <= _seconds(props["DuplicateDetectionHistoryTimeWindow"]) <= 300
+    if "LockDuration" in props:
+        low = 60 if kind == "subscription" else 5
+        assert low <= _seconds(props["LockDuration"]) <= 300
+
+
+def test_emulator_config_declares_the_apps_entities() -> None:
+    config = json.loads(EMULATOR_CONFIG.read_text())["UserConfig"]
+    assert config["Logging"]["Type"] in {"File", "Console", "File,Console", "Console,File"}
+    (namespace,) = config["Namespaces"]
+    assert namespace["Name"] == "sbemulatorns"  # the only name the emulator accepts
+    topics = {t["Name"]: t for t in namespace["Topics"]}
+    queues = {q["Name"]: q for q in namespace["Queues"]}
+    topic = topics[EXAMPLE_SETTINGS["ORDERS_TOPIC"]]
+    assert topic["Properties"]["RequiresDuplicateDetection"] is True
+    _check_emulator_properties("topic", topic["Properties"])
+    subscriptions = {s["Name"]: s for s in topic["Subscriptions"]}
+    subscription = subscriptions[EXAMPLE_SETTINGS["ORDERS_SUBSCRIPTION"]]["Properties"]
+    _check_emulator_properties("subscription", subscription)
+    assert subscription["MaxDeliveryCount"] == 10
+    assert subscription["DeadLetteringOnMessageExpiration"] is True
+    assert subscription["RequiresSession"] is False  # ORDERS_SESSIONS_ENABLED defaults to false
+    retry = queues["orders-retry"]["Properties"]
+    _check_emulator_properties("queue", retry)
+    assert retry["RequiresDuplicateDetection"] is True
+    assert retry["DeadLetteringOnMessageExpiration"] is True
+
+
+def test_compose_runs_the_emulator_sql_server_and_azurite() -> None:
+    text = COMPOSE.read_text()
+    assert "\t" not in text
+    for needed in (
+        "image: mcr.microsoft.com/azure-messaging/servicebus-emulator:",
+        "image: mcr.microsoft.com/mssql/server:",
+        "image: mcr.microsoft.com/azure-storage/azurite",
+        "./servicebus-emulator/Config.json:/ServiceBus_Emulator/ConfigFiles/Config.json",
+        '"5672:5672"',
+        '"5300:5300"',
+        '"10000:10000"',
+        '"10002:10002"',
+        "SQL_SERVER: sqlserver",
+        "ACCEPT_EULA: ${ACCEPT_EULA",
+        "MSSQL_SA_PASSWORD: ${MSSQL_SA_PASSWORD",
+    ):
+        assert needed in text, needed
+    top_level = re.findall(r"^([a-z]+):", text, re.M)
+    assert top_level == ["name", "services", "networks"]
+    services_block = text.split("\nservices:\n", 1)[1].split("\nnetworks:\n", 1)[0]
+    services = re.findall(r"^  ([a-z-]+):$", services_block, re.M)
+    assert services == ["servicebus-emulator", "sqlserver", "azurite"]
+
+
+def test_local_dev_uses_the_emulator_connection_string() -> None:
+    text = DOCS["local-dev.md"].read_text()
+    assert EXAMPLE_SETTINGS["ServiceBusConnection"] in text
+    assert "UseDevelopmentEmulator=true" in EXAMPLE_SETTINGS["ServiceBusConnection"]
+
+
+def test_deploy_doc_sets_every_secret_the_template_references() -> None:
+    commands = "\n".join(bash_blocks(DOCS["deploy.md"].read_text()))
+    assert "az keyvault secret set" in commands
+    for secret in SECRET_SETTINGS.values():
+        assert re.search(rf"\b{secret}\b", commands), secret
+
+
+# ------------------------------------------------------------------------------------------
+# Documentation commands
+# ------------------------------------------------------------------------------------------
+
+
+def _doc_commands() -> Iterator[tuple[str, str]]:
+    seen: set[str] = set()
+    for name, path in DOCS.items():
+        for command in offline_commands(path.read_text()):
+            if command not in seen:  # the same check in both docs runs once
+                seen.add(command)
+                yield name, command
+
+
+DOC_COMMANDS = list(_doc_commands())
+
+
+def test_each_doc_has_offline_commands() -> None:
+    for path in DOCS.values():
+        assert offline_commands(path.read_text()), path
+
+
+@pytest.mark.parametrize(("doc", "command"), DOC_COMMANDS, ids=[c for _, c in DOC_COMMANDS])
+def test_offline_doc_command_runs(doc: str, command: str) -> None:
+    if re.match(r"python3? ", command):
+        command = shlex.quote(sys.executable) + command[command.index(" ") :]
+    assert not re.search(r"\b(az|func|docker|npx)\b", command), f"{doc}: needs a tool CI lacks"
+    environment = {k: v for k, v in os.environ.items() if k not in set(setting_names())}
+    done = subprocess.run(  # noqa: S603 - commands written in our own docs
+        [BASH, "-c", command],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"{doc}: {command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+
+
+def test_validate_script_is_valid_bash() -> None:
+    script = INFRA / "validate.sh"
+    done = subprocess.run(  # noqa: S603 - a syntax check of our own script
+        [BASH, "-n", str(script)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
