@@ -19,6 +19,7 @@ from order_processor.processor import Processor
 from order_processor.redelivery import RetrySchedule, ServiceBusRetryQueue
 from order_processor.servicebus import message_body, message_metadata, service_bus_client
 from order_processor.settings import AppSettings, load_settings
+from order_processor.telemetry import configure_azure_monitor_from_environment
 
 log = logging.getLogger("function_app")
 
@@ -28,7 +29,8 @@ app = func.FunctionApp()
 # function (messages wait safely in the subscription) instead of failing each message.
 SETTINGS: AppSettings = load_settings()
 SETTINGS.service_bus.require()
-configure_logging(SETTINGS.core.log_level)
+configure_logging(SETTINGS.core.log_level, fmt=SETTINGS.core.log_format)
+configure_azure_monitor_from_environment()
 
 _handler: OrderHandler | None = None
 

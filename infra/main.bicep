@@ -301,6 +301,7 @@ var appSettings = {
   DELIVERY_LEDGER_TABLE: deliveryLedgerTable
   LOG_LEVEL: logLevel
   ALLOW_INSECURE_HTTP: 'false'
+  LOG_FORMAT: 'json'
   LOYALTY_API_BASE_URL: loyaltyApiBaseUrl
   LOYALTY_LOOKUP_PATH: loyaltyLookupPath
   LOYALTY_AUTH: loyaltyAuth

@@ -78,5 +78,9 @@ class CachedLookup:
         elif customer is None and self._unknown is not None:
             self._unknown[card] = True
 
+    def cache_counts(self) -> tuple[int, int]:
+        """(hits, misses) since start: the telemetry's loyalty cache hit ratio."""
+        return self.hits, self.misses
+
     async def aclose(self) -> None:
         await self._inner.aclose()

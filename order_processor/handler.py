@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from opentelemetry.trace import SpanKind
+
 from order_processor.model import (
     DeadLetterReason,
     DeliveryStatus,
@@ -42,6 +44,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _label(outcome: Outcome) -> str:
+    """complete | retry-scheduled | dead-letter | abandon: what happened to the message."""
+    if outcome.retry_at is not None:
+        return "retry-scheduled"
+    return "abandon" if outcome.settlement is Settlement.RETRY else outcome.settlement.value
+
+
 class OrderHandler:
     def __init__(
         self,
@@ -61,10 +70,34 @@ class OrderHandler:
         await self.retry_queue.aclose()
 
     async def handle(self, body: bytes, metadata: MessageMetadata) -> Outcome:
-        outcome = await self.processor.process(body, metadata)
-        if outcome.settlement is not Settlement.RETRY:
-            return outcome
-        return await self._retry_later(body, metadata, outcome)
+        telemetry = self.processor.telemetry
+        with telemetry.tracer.start_as_current_span(
+            "process order message",
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "servicebus",
+                "messaging.message.id": metadata.message_id or "",
+                "orders.retry_attempt": RetryState.of(metadata.application_properties).attempt,
+            },
+        ) as span:
+            outcome = await self.processor.process(body, metadata)
+            if outcome.settlement is Settlement.RETRY:
+                outcome = await self._retry_later(body, metadata, outcome)
+            result = _label(outcome)
+            span.set_attributes(
+                {
+                    "orders.order_id": outcome.order_id or "",
+                    "orders.event_key": outcome.event_key or "",
+                    "orders.outcome": result,
+                    "orders.reason": outcome.reason or "",
+                }
+            )
+            telemetry.messages.add(1, {"orders.outcome": result})
+            if outcome.settlement is Settlement.DEAD_LETTER:
+                telemetry.dead_letters.add(1, {"orders.reason": outcome.reason or ""})
+            if outcome.retry_at is not None:
+                telemetry.retries_scheduled.add(1, {"orders.reason": outcome.reason or ""})
+        return outcome
 
     async def _retry_later(
         self, body: bytes, metadata: MessageMetadata, outcome: Outcome

@@ -9,8 +9,12 @@ line of defence for whatever a library logs.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import re
+import sys
+from datetime import UTC, datetime
 from typing import Any
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -80,11 +84,54 @@ def install_redaction() -> None:
     _installed = True
 
 
-def configure_logging(level: str = "INFO") -> None:
+#: correlation fields the core puts in `extra=`; the JSON lines carry them as top-level keys
+CORRELATION = (
+    "message_id",
+    "event_key",
+    "order_id",
+    "destination",
+    "attempts",
+    "result",
+    "outcome",
+    "reason",
+    "http_status",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the correlation fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CORRELATION:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO", *, fmt: str = "auto") -> None:
     """Process-wide logging policy: redaction everywhere, our level, quiet HTTP internals
-    (httpx logs every request URL at INFO, and lookup URLs carry card numbers)."""
+    (httpx logs every request URL at INFO, and lookup URLs carry card numbers), and JSON lines
+    in Azure (`auto`: when WEBSITE_INSTANCE_ID is set) or readable text locally."""
     install_redaction()
     for noisy in ("httpx", "httpcore", "azure", "uamqp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for ours in ("order_processor", "loyalty_client", "function_app"):
         logging.getLogger(ours).setLevel(level)
+    as_json = fmt == "json" or (fmt == "auto" and bool(os.environ.get("WEBSITE_INSTANCE_ID")))
+    if as_json:
+        # Every root handler present (the Functions worker's included) writes the same JSON line;
+        # a process without one (the CLI) gets stdout.
+        root = logging.getLogger()
+        if not root.handlers:
+            root.addHandler(logging.StreamHandler(sys.stdout))
+        for handler in root.handlers:
+            handler.setFormatter(JsonFormatter())

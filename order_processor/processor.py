@@ -44,6 +44,7 @@ from order_processor.redelivery import RetryState
 from order_processor.retry import RetryPolicy, call_with_retries
 from order_processor.routing import route
 from order_processor.settings import AppSettings
+from order_processor.telemetry import Telemetry
 
 log = logging.getLogger("order_processor")
 
@@ -74,6 +75,7 @@ class Processor:
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = _utcnow,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.lookup = lookup
@@ -81,6 +83,10 @@ class Processor:
         # Built directly (tests, the bench): an in-process ledger still stops double sends.
         self.ledger = ledger if ledger is not None else MemoryLedger()
         self._now = now
+        self.telemetry = telemetry or Telemetry.create()
+        counts = getattr(lookup, "cache_counts", None)
+        if callable(counts):
+            self.telemetry.observe_loyalty_cache(counts)
         self.retry = retry or RetryPolicy(
             max_attempts=settings.core.destination_max_attempts, clock=clock
         )
@@ -100,6 +106,7 @@ class Processor:
         ledger: Ledger | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = _utcnow,
+        telemetry: Telemetry | None = None,
     ) -> Processor:
         """Wire the enabled destinations, a pooled client each; `transports` is the testing hook.
         Without `ledger`, the one DELIVERY_LEDGER_* describes (Azure Table, or none if disabled)."""
@@ -125,6 +132,7 @@ class Processor:
             retry=retry,
             clock=clock,
             now=now,
+            telemetry=telemetry,
         )
 
     async def aclose(self) -> None:
@@ -168,7 +176,9 @@ class Processor:
         ref = order.customer
         found: Customer | None = None
         if ref.loyalty_card_number and not ref.email:
-            found = await self.lookup.lookup(ref.loyalty_card_number, deadline=deadline)
+            with self.telemetry.tracer.start_as_current_span("loyalty lookup") as span:
+                found = await self.lookup.lookup(ref.loyalty_card_number, deadline=deadline)
+                span.set_attribute("orders.customer_known", found is not None)
         customer = Customer(
             customer_id=(found.customer_id if found else None) or ref.customer_id,
             email=(found.email if found else None) or ref.email,
@@ -185,6 +195,33 @@ class Processor:
         )
 
     async def _deliver(
+        self,
+        destination: Destination,
+        event: TrackingEvent,
+        deadline: float,
+        owed: frozenset[str] | None,
+    ) -> DestinationResult:
+        telemetry = self.telemetry
+        attributes = {
+            "orders.destination": destination.name,
+            "orders.order_id": event.order.order_id,
+        }
+        with telemetry.tracer.start_as_current_span(
+            f"deliver {destination.name}", attributes=attributes
+        ) as span:
+            started = time.perf_counter()
+            result = await self._deliver_guarded(destination, event, deadline, owed)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            outcome = {"orders.destination": destination.name, "orders.result": result.status.value}
+            span.set_attributes({**outcome, "orders.attempts": result.attempts})
+            if result.http_status is not None:
+                span.set_attribute("http.response.status_code", result.http_status)
+            telemetry.deliveries.add(1, outcome)
+            if result.attempts:
+                telemetry.destination_duration.record(elapsed_ms, outcome)
+        return result
+
+    async def _deliver_guarded(
         self,
         destination: Destination,
         event: TrackingEvent,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,7 +17,9 @@ from order_processor.http import Timeouts
 
 
 class CoreSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, env_ignore_empty=True, populate_by_name=True
+    )
 
     orders_topic: str = Field(
         default="orders", description="topic the trigger listens to (%ORDERS_TOPIC%)"
@@ -31,6 +33,15 @@ class CoreSettings(BaseSettings):
     destination_timeout_seconds: float = Field(default=15.0, gt=0)
     destination_max_attempts: int = Field(default=4, ge=1, le=10)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="json in Azure (auto: when WEBSITE_INSTANCE_ID is set)"
+    )
+    allow_insecure_http: bool = Field(
+        default=False, description="accept http:// outbound URLs (local fakes only)"
+    )
+    applicationinsights_connection_string: SecretStr | None = Field(
+        default=None, validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
     orders_retry_queue: str = Field(
         default="orders-retry",
         description="queue for scheduled retry copies (%ORDERS_RETRY_QUEUE%)",
@@ -208,6 +219,9 @@ def load_settings(*, overrides: Mapping[str, Mapping[str, Any]] | None = None) -
     problems += found
     service_bus, found = _load(ServiceBusSettings, overrides.get("service_bus", {}))
     problems += found
+    blocks = [b for b in (core, loyalty, ledger, service_bus, *destinations.values()) if b]
+    insecure_ok = bool(core and core.allow_insecure_http)
+    problems += [p for block in blocks for p in _unsafe_values(block, insecure_ok=insecure_ok)]
     if problems:
         raise SettingsError(problems)
     return AppSettings(
@@ -217,6 +231,39 @@ def load_settings(*, overrides: Mapping[str, Mapping[str, Any]] | None = None) -
         ledger=ledger,
         service_bus=service_bus,
     )
+
+
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
+def _env_name(block: BaseSettings, field: str) -> str:
+    alias = type(block).model_fields[field].validation_alias
+    if isinstance(alias, str):
+        return alias
+    return f"{block.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def _unsafe_values(block: BaseSettings, *, insecure_ok: bool) -> list[str]:
+    """Plain-http outbound URLs (unless ALLOW_INSECURE_HTTP) and Key Vault references the
+    platform could not resolve (it then passes the reference text through as the value)."""
+    problems = []
+    for field in type(block).model_fields:
+        value = getattr(block, field)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(text, str):
+            continue
+        name = _env_name(block, field)
+        if text.startswith(KEY_VAULT_REFERENCE):
+            problems.append(
+                f"{name}: unresolved Key Vault reference (does the secret exist, and may the "
+                "app's identity read it: Key Vault Secrets User?)"
+            )
+        elif field.endswith("url") and text.startswith("http://") and not insecure_ok:
+            problems.append(
+                f"{name}: outbound calls must use https:// (ALLOW_INSECURE_HTTP=true only "
+                "for local fakes)"
+            )
+    return problems
 
 
 def setting_names() -> list[str]:

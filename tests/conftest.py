@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +30,7 @@ BASELINE_ENV = {
         Path(__file__).resolve().parent.parent / "samples" / "loyalty" / "customers.json"
     ),
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "ALLOW_INSECURE_HTTP": "true",
     "ServiceBusConnection": "Endpoint=sb://127.0.0.1:9;SharedAccessKeyName=RootManageSharedAccessKey;"
     "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true",
 }
@@ -52,6 +54,24 @@ from tests.fakes.loyalty import API_KEY as LOYALTY_KEY  # noqa: E402
 from tests.fakes.loyalty import loyalty_server  # noqa: E402
 from tests.fakes.profile_store import API_KEY as PROFILE_STORE_KEY  # noqa: E402
 from tests.fakes.profile_store import SCOPE, ProfileStoreRules, profile_store_server  # noqa: E402
+from tests.pii_guard import PiiGuard  # noqa: E402
+
+PII_GUARD = PiiGuard()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logging.getLogger().addHandler(PII_GUARD)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when any scenario logged personal data or a key in clear."""
+    logging.getLogger().removeHandler(PII_GUARD)
+    if PII_GUARD.findings:
+        print(f"\nPII GUARD: {len(PII_GUARD.findings)} clear-text findings in the logs:")
+        for leak, line in PII_GUARD.findings[:20]:
+            print(f"  {leak!r} in: {line}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,7 +183,11 @@ def settings_for(
     )
     urls = {"profile_store": profile_store_url, **(others or {})}
     # Tests pass a MemoryLedger (or Azurite's) to the processor; the settings need no storage.
-    overrides: dict[str, dict[str, Any]] = {"loyalty": loyalty, "ledger": {"enabled": False}}
+    overrides: dict[str, dict[str, Any]] = {
+        "loyalty": loyalty,
+        "ledger": {"enabled": False},
+        "core": {"allow_insecure_http": True},  # the fakes speak plain http on loopback
+    }
     for name in ("profile_store", "product_recs", "richrelevance", "esputnik"):
         overrides[name] = (
             destination_overrides(name, urls[name]) if name in urls else {"enabled": False}

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from order_processor.settings import load_settings, setting_names
+from order_processor.settings import SettingsError, load_settings, setting_names
 from tests.infra_helpers import (
     INFRA,
     RG_ID,
@@ -461,10 +461,17 @@ def test_deployed_settings_pass_the_apps_startup_validation(
 ) -> None:
     for name in setting_names():
         monkeypatch.delenv(name, raising=False)
-    for name, value in _app_settings(_evaluate(template)).items():
-        monkeypatch.setenv(name, value)
+    deployed = _app_settings(_evaluate(template))
+    for name, value in deployed.items():
+        # The platform resolves Key Vault references before the app reads them.
+        resolved = "resolved-secret" if value.startswith("@Microsoft.KeyVault(") else value
+        monkeypatch.setenv(name, resolved)
     settings = load_settings()
     assert settings.enabled == ["profile_store", "product_recs", "richrelevance", "esputnik"]
+    # Unresolved (secret missing, or no access), the reference text would reach the app:
+    monkeypatch.setenv("ESPUTNIK_API_KEY", deployed["ESPUTNIK_API_KEY"])
+    with pytest.raises(SettingsError, match="ESPUTNIK_API_KEY: unresolved Key Vault reference"):
+        load_settings()
     assert settings.core.orders_topic == "orders"
     assert settings.core.orders_subscription == "order-sync"
     assert settings.ledger.table_service_uri
