@@ -23,7 +23,7 @@ from order_processor.model import (
     Outcome,
     Settlement,
 )
-from order_processor.processor import Processor
+from order_processor.processor import Processor, log_outcome
 from order_processor.redelivery import (
     FIRST_SEEN,
     ORIGINAL_MESSAGE_ID,
@@ -113,7 +113,7 @@ class OrderHandler:
         )
         if self.schedule.exhausted(retries_done=state.attempt, first_seen=first_seen, now=now):
             errors = "; ".join(r.describe() for r in owed_results) or outcome.description or ""
-            return self._final(
+            return log_outcome(
                 replace(
                     outcome,
                     settlement=Settlement.DEAD_LETTER,
@@ -150,7 +150,7 @@ class OrderHandler:
         try:
             await self.retry_queue.schedule(copy)
         except Exception as exc:  # any failure here means "abandon"; said in the description
-            return self._final(
+            return log_outcome(
                 replace(
                     outcome,
                     description=f"{outcome.description}; scheduling the retry copy failed "
@@ -158,7 +158,7 @@ class OrderHandler:
                 ),
                 metadata,
             )
-        return self._final(
+        return log_outcome(
             replace(
                 outcome,
                 settlement=Settlement.COMPLETE,
@@ -168,21 +168,3 @@ class OrderHandler:
             ),
             metadata,
         )
-
-    @staticmethod
-    def _final(outcome: Outcome, metadata: MessageMetadata) -> Outcome:
-        log.info(
-            "message %s: %s%s",
-            metadata.message_id or "-",
-            "retry scheduled" if outcome.retry_at else outcome.settlement.value,
-            f" ({outcome.reason})" if outcome.reason else "",
-            extra={
-                "message_id": metadata.message_id,
-                "order_id": outcome.order_id,
-                "event_key": outcome.event_key,
-                "outcome": outcome.settlement.value,
-                "reason": outcome.reason,
-                "description": outcome.description,
-            },
-        )
-        return outcome

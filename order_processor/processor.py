@@ -405,21 +405,7 @@ class Processor:
     def _settled(outcome: Outcome, metadata: MessageMetadata) -> Outcome:
         if outcome.settlement is Settlement.RETRY:
             return outcome  # the handler decides how to retry, and logs that once
-        log.info(
-            "message %s: %s%s",
-            metadata.message_id or "-",
-            outcome.settlement.value,
-            f" ({outcome.reason})" if outcome.reason else "",
-            extra={
-                "message_id": metadata.message_id,
-                "order_id": outcome.order_id,
-                "event_key": outcome.event_key,
-                "outcome": outcome.settlement.value,
-                "reason": outcome.reason,
-                "description": outcome.description,
-            },
-        )
-        return outcome
+        return log_outcome(outcome, metadata)
 
 
 def _unrecorded(destination: str, detail: str) -> DestinationResult:
@@ -429,3 +415,23 @@ def _unrecorded(destination: str, detail: str) -> DestinationResult:
         detail=detail,
         vendor_code=LEDGER_UNAVAILABLE,
     )
+
+
+def log_outcome(outcome: Outcome, metadata: MessageMetadata) -> Outcome:
+    """The one log line per message outcome."""
+    label = "retry scheduled" if outcome.retry_at else outcome.settlement.value
+    log.info(
+        "message %s: %s%s",
+        metadata.message_id or "-",
+        label,
+        f" ({outcome.reason})" if outcome.reason else "",
+        extra={
+            "message_id": metadata.message_id,
+            "order_id": outcome.order_id,
+            "event_key": outcome.event_key,
+            "outcome": outcome.settlement.value,
+            "reason": outcome.reason,
+            "description": outcome.description,
+        },
+    )
+    return outcome

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,6 @@ import pytest
 
 from loyalty_client import build_lookup
 from loyalty_client.customer import Customer
-from order_processor.contract import parse_order
 from order_processor.destinations.base import Sent
 from order_processor.destinations.product_recs import ProductRecs, ProductRecsSettings
 from order_processor.errors import DeliveryError, FailureKind
@@ -24,6 +24,7 @@ from order_processor.model import DeliveryStatus, Settlement, TrackingEvent
 from order_processor.processor import Processor
 from order_processor.retry import RetryPolicy, call_with_retries
 from tests.conftest import FakeClock, metadata, sample, settings_for
+from tests.events import tracking_event as event
 from tests.fakes.base import FakeServer, Reply
 from tests.fakes.product_recs import (
     CHANNEL,
@@ -57,19 +58,20 @@ def make_destination(server: FakeServer, **overrides: Any) -> ProductRecs:
     )
 
 
+@contextlib.asynccontextmanager
+async def destination_at(server: FakeServer, **overrides: Any) -> AsyncIterator[ProductRecs]:
+    """A destination on `server` with some settings changed; its client closed afterwards."""
+    built = make_destination(server, **overrides)
+    try:
+        yield built
+    finally:
+        await built.client.aclose()
+
+
 @pytest.fixture
 async def destination(recs: tuple[FakeServer, ProductRecsRules]) -> AsyncIterator[ProductRecs]:
-    built = make_destination(recs[0])
-    yield built
-    await built.client.aclose()
-
-
-def event(
-    name: str = "order-created.json", *, customer: Customer = ANN, known: bool = True
-) -> TrackingEvent:
-    return TrackingEvent(
-        order=parse_order(sample(name)), customer=customer, customer_known=known, key="k"
-    )
+    async with destination_at(recs[0]) as built:
+        yield built
 
 
 async def deliver(
@@ -248,11 +250,8 @@ async def test_warning_is_delivered_with_a_note_and_logs_codes_only(
         ]
     )
     with server, caplog.at_level(logging.WARNING):
-        warned = make_destination(server)
-        try:
+        async with destination_at(server) as warned:
             sent = await deliver(warned, event(), retry, clock)
-        finally:
-            await warned.client.aclose()
 
     assert sent == Sent(note="warning: UnknownInfoKey, UnknownProduct")
     assert len(rules.accepted) == 1
@@ -343,12 +342,9 @@ async def test_wrong_site_token_is_permanent(
     recs: tuple[FakeServer, ProductRecsRules], retry: RetryPolicy, clock: FakeClock
 ) -> None:
     server, rules = recs
-    wrong = make_destination(server, site_token="not-the-token")
-    try:
+    async with destination_at(server, site_token="not-the-token") as wrong:
         with pytest.raises(DeliveryError) as caught:
             await deliver(wrong, event(), retry, clock)
-    finally:
-        await wrong.client.aclose()
 
     assert caught.value.kind is FailureKind.PERMANENT
     assert caught.value.vendor_code == "InvalidSiteToken"
@@ -361,12 +357,9 @@ async def test_wrong_site_is_permanent(
     recs: tuple[FakeServer, ProductRecsRules], retry: RetryPolicy, clock: FakeClock
 ) -> None:
     server, _ = recs
-    wrong = make_destination(server, site="othersite")
-    try:
+    async with destination_at(server, site="othersite") as wrong:
         with pytest.raises(DeliveryError) as caught:
             await deliver(wrong, event(), retry, clock)
-    finally:
-        await wrong.client.aclose()
 
     assert caught.value.kind is FailureKind.PERMANENT
     assert caught.value.vendor_code == "SiteNotRecognized"

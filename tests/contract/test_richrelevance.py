@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from loyalty_client.customer import Customer
-from order_processor.contract import parse_order
 from order_processor.destinations.base import Sent, Skip
 from order_processor.destinations.richrelevance import RichRelevance, RichRelevanceSettings
 from order_processor.dryrun import RecordingTransport
@@ -20,7 +17,8 @@ from order_processor.errors import DeliveryError, FailureKind
 from order_processor.http import Timeouts, new_client
 from order_processor.model import TrackingEvent
 from order_processor.retry import RetryPolicy, call_with_retries
-from tests.conftest import FakeClock, sample
+from tests.conftest import FakeClock
+from tests.events import tracking_event as event
 from tests.fakes.base import FakeServer, Reply
 from tests.fakes.richrelevance import (
     API_KEY,
@@ -33,23 +31,6 @@ from tests.fakes.richrelevance import (
 
 ROUTE = "order-import"
 EMAIL = "ann.shopper@example.com"
-
-
-def event(
-    name: str = "order-created.json",
-    *,
-    customer_id: str | None = "C-000123",
-    email: str | None = EMAIL,
-    **changes: Any,
-) -> TrackingEvent:
-    document = json.loads(sample(name))
-    document.update(changes)
-    return TrackingEvent(
-        order=parse_order(json.dumps(document).encode()),
-        customer=Customer(customer_id=customer_id, email=email),
-        customer_known=True,
-        key="k",
-    )
 
 
 def make(url: str, transport: httpx.AsyncBaseTransport | None = None, **settings: Any) -> Any:

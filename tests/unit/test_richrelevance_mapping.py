@@ -12,9 +12,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from loyalty_client.customer import Customer
 from order_processor import routing
-from order_processor.contract import EventType, parse_order
+from order_processor.contract import EventType
 from order_processor.destinations.base import Skip
 from order_processor.destinations.richrelevance import (
     LINE_ITEM_FIELDS,
@@ -27,8 +26,7 @@ from order_processor.destinations.richrelevance import (
     order_id_to_int,
 )
 from order_processor.http import Timeouts, new_client
-from order_processor.model import TrackingEvent
-from tests.conftest import sample
+from tests.events import tracking_event as event
 
 EMAIL = "ann.shopper@example.com"
 
@@ -36,23 +34,6 @@ EMAIL = "ann.shopper@example.com"
 def settings(**values: Any) -> RichRelevanceSettings:
     base: dict[str, Any] = {"api_key": "k", "client_id": "c", "client_secret": "s"}
     return RichRelevanceSettings(**{**base, **values})
-
-
-def event(
-    name: str = "order-created.json",
-    *,
-    customer_id: str | None = "C-000123",
-    email: str | None = EMAIL,
-    **changes: Any,
-) -> TrackingEvent:
-    document = json.loads(sample(name))
-    document.update(changes)
-    return TrackingEvent(
-        order=parse_order(json.dumps(document).encode()),
-        customer=Customer(customer_id=customer_id, email=email),
-        customer_known=True,
-        key="k",
-    )
 
 
 @pytest.fixture
