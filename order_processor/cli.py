@@ -1,22 +1,31 @@
-"""Command line: run the same core on message files, and keep the published schema current."""
+"""Command line: run the core on message files, publish them, keep the published schema current,
+work the dead-letter queues, and serve the fake vendors for local runs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from azure.servicebus.exceptions import MessagingEntityNotFoundError, ServiceBusError
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
-from order_processor import dryrun
+from order_processor import devfakes, dlq, dryrun
+from order_processor import publish as publishing
 from order_processor.contract import InStoreOrder
 from order_processor.destinations import DESTINATIONS
 from order_processor.ledger import MemoryLedger
 from order_processor.model import MessageMetadata, Outcome, Settlement
 from order_processor.processor import Processor
-from order_processor.settings import SettingsError, load_settings
+from order_processor.servicebus import service_bus_client
+from order_processor.settings import AppSettings, SettingsError, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console(highlight=False)
@@ -124,6 +133,255 @@ def process(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     raise typer.Exit(1 if failures else 0)
+
+
+# -- Service Bus commands ---------------------------------------------------------------------
+
+
+def _service_bus_settings() -> AppSettings:
+    """For commands that only talk to Service Bus (publish, dlq peek/purge, replay --to topic):
+    destinations, loyalty provider and ledger are not used, so their settings are not demanded."""
+    overrides: dict[str, dict[str, Any]] = {name: {"enabled": False} for name in DESTINATIONS}
+    return load_settings(overrides={**overrides, "ledger": {"enabled": False}})
+
+
+def _run(work: Coroutine[Any, Any, int]) -> NoReturn:
+    """Exit 0 when nothing failed, 1 when something did, 2 for bad settings or entities."""
+    try:
+        failures = asyncio.run(work)
+    except SettingsError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    except MessagingEntityNotFoundError as exc:
+        console.print(f"[red]no such entity: {escape(str(exc))}[/red] (check ORDERS_* settings)")
+        raise typer.Exit(2) from None
+    except ServiceBusError as exc:
+        console.print(f"[red]Service Bus: {escape(str(exc))}[/red]")
+        raise typer.Exit(1) from None
+    if failures:
+        console.print(f"[red]{failures} failed[/red]")
+    raise typer.Exit(1 if failures else 0)
+
+
+async def _publish(messages: list[publishing.Prepared]) -> int:
+    settings = _service_bus_settings()
+    sent = 0
+    async with service_bus_client(settings.service_bus) as client:
+        try:
+            async for prepared in publishing.send(
+                client=client, topic=settings.core.orders_topic, messages=messages
+            ):
+                sent += 1
+                console.print(f"sent {escape(str(prepared.path))} as {prepared.message_id}")
+        except ServiceBusError as exc:
+            failed = messages[sent]
+            console.print(
+                f"[red]sending {escape(str(failed.path))} failed: {escape(str(exc))}[/red]; "
+                f"{sent} sent before it (publishing them again is safe: same MessageIds)"
+            )
+            return len(messages) - sent
+    return 0
+
+
+@app.command()
+def publish(
+    files: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="Message bodies (JSON)")
+    ],
+    dry_run: Annotated[bool, typer.Option(help="Show what would be sent; send nothing")] = False,
+) -> None:
+    """Publish order files to ORDERS_TOPIC as the ERP does: validated against contract v1 first
+    (one invalid file: nothing is sent), MessageId = the order event key (a re-publish is a
+    duplicate), SessionId = orderId, application properties eventType and orderId."""
+    messages, problems = publishing.prepare(files)
+    for problem in problems:
+        console.print(f"[red]invalid[/red] {escape(problem)}")
+    if problems:
+        console.print("[red]nothing sent[/red]")
+        raise typer.Exit(1)
+    title = f"{len(messages)} message(s) for the topic" + (": dry run" if dry_run else "")
+    table = Table(title=title, title_justify="left")
+    for column in ("file", "message id", "session id", "properties"):
+        table.add_column(column, overflow="fold")
+    for m in messages:
+        properties = ", ".join(f"{k}={v}" for k, v in m.application_properties.items())
+        cells = (str(m.path), m.message_id, m.session_id, properties)
+        table.add_row(*(Text(cell) for cell in cells))  # Text: no markup from the files
+    console.print(table)
+    if dry_run:
+        console.print("dry run: nothing sent")
+        raise typer.Exit(0)
+    _run(_publish(messages))
+
+
+dlq_app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Read, replay and purge the dead-letter queues (the subscription's or the retry "
+    "queue's). Bodies are never printed.",
+)
+app.add_typer(dlq_app, name="dlq")
+
+EntityOption = Annotated[
+    dlq.Entity,
+    typer.Option(
+        help="subscription: ORDERS_TOPIC/ORDERS_SUBSCRIPTION's DLQ; "
+        "retry: ORDERS_RETRY_QUEUE's DLQ (RetriesExhausted)"
+    ),
+]
+ReasonOption = Annotated[
+    list[str] | None,
+    typer.Option("--reason", metavar="REASON", help="Only this DeadLetterReason (repeatable)"),
+]
+MessageIdOption = Annotated[
+    list[str] | None,
+    typer.Option("--message-id", metavar="ID", help="Only this MessageId (repeatable)"),
+]
+OlderOption = Annotated[
+    str | None,
+    typer.Option(metavar="AGE", help="Only enqueued at least this long ago: 30m, 2h, 1d"),
+]
+NewerOption = Annotated[
+    str | None, typer.Option(metavar="AGE", help="Only enqueued at most this long ago: 30m, 2h, 1d")
+]
+LimitOption = Annotated[int | None, typer.Option(min=1, help="At most this many (oldest first)")]
+DryRunOption = Annotated[bool, typer.Option(help="Only show the selection; change nothing")]
+
+
+def _duration(text: str | None, option: str) -> timedelta | None:
+    try:
+        return dlq.parse_duration(text) if text is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+def _filters(
+    reason: list[str] | None,
+    message_id: list[str] | None,
+    older_than: str | None,
+    newer_than: str | None,
+    limit: int | None,
+) -> dlq.Filters:
+    return dlq.Filters(
+        reasons=frozenset(reason or ()),
+        message_ids=frozenset(message_id or ()),
+        older_than=_duration(older_than, "--older-than"),
+        newer_than=_duration(newer_than, "--newer-than"),
+        limit=limit,
+    )
+
+
+def _settings_or_exit(*, full: bool) -> AppSettings:
+    try:
+        return load_settings() if full else _service_bus_settings()
+    except SettingsError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+
+
+@dlq_app.command()
+def peek(
+    entity: EntityOption = dlq.Entity.SUBSCRIPTION,
+    reason: ReasonOption = None,
+    message_id: MessageIdOption = None,
+    older_than: OlderOption = None,
+    newer_than: NewerOption = None,
+    limit: LimitOption = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Accepted for symmetry: peek changes nothing")
+    ] = False,
+) -> None:
+    """List dead letters: message id, orderId/eventType, reason, description, age, deliveries."""
+    filters = _filters(reason, message_id, older_than, newer_than, limit)
+    settings = _settings_or_exit(full=False)
+    _run(dlq.peek(settings=settings, entity=entity, filters=filters, console=console))
+
+
+@dlq_app.command()
+def replay(
+    entity: EntityOption = dlq.Entity.SUBSCRIPTION,
+    to: Annotated[
+        dlq.Target,
+        typer.Option(
+            help="topic: a new message on ORDERS_TOPIC (every subscription gets it); "
+            "process: run the handler here (needs the app's full settings)"
+        ),
+    ] = dlq.Target.TOPIC,
+    reason: ReasonOption = None,
+    message_id: MessageIdOption = None,
+    older_than: OlderOption = None,
+    newer_than: NewerOption = None,
+    limit: LimitOption = None,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Replay dead letters; each is removed from the DLQ only once its replay succeeded. The
+    retry bookkeeping (retryAttempt, firstSeenUtc, owedDestinations) is dropped: the retry window
+    restarts and the ledger alone decides which destinations are still owed."""
+    filters = _filters(reason, message_id, older_than, newer_than, limit)
+    settings = _settings_or_exit(full=to is dlq.Target.PROCESS and not dry_run)
+    _run(
+        dlq.replay(
+            settings=settings,
+            entity=entity,
+            filters=filters,
+            to=to,
+            dry_run=dry_run,
+            console=console,
+        )
+    )
+
+
+@dlq_app.command()
+def purge(
+    entity: EntityOption = dlq.Entity.SUBSCRIPTION,
+    reason: ReasonOption = None,
+    message_id: MessageIdOption = None,
+    older_than: OlderOption = None,
+    newer_than: NewerOption = None,
+    limit: LimitOption = None,
+    dry_run: DryRunOption = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete them")] = False,
+) -> None:
+    """Delete the selected dead letters for good (requires --yes, or --dry-run to look first)."""
+    filters = _filters(reason, message_id, older_than, newer_than, limit)
+    if not (yes or dry_run):
+        console.print("[red]purge deletes dead letters for good: add --yes (or --dry-run)[/red]")
+        raise typer.Exit(2)
+    settings = _settings_or_exit(full=False)
+    _run(
+        dlq.purge(
+            settings=settings, entity=entity, filters=filters, dry_run=dry_run, console=console
+        )
+    )
+
+
+# -- local development --------------------------------------------------------------------------
+
+
+@app.command()
+def fakes(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    base_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65530,
+            help="loyalty, Profile Store, Product Recs, RichRelevance, eSputnik "
+            "on this port and the next four (0: any free ports)",
+        ),
+    ] = 8101,
+) -> None:
+    """Serve the fake vendors for a local `func start` until Ctrl+C, and print the settings that
+    point the app at them. For developers in a checkout of this repository: the fakes are the
+    contract-test servers in tests/fakes."""
+    try:
+        devfakes.serve(host=host, base_port=base_port, console=console)
+    except devfakes.FakesUnavailable as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    except OSError as exc:  # e.g. a port already in use
+        console.print(f"[red]cannot serve the fakes: {escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

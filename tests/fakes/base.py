@@ -69,7 +69,8 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FakeServer:
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on `host:port` (default: an ephemeral loopback port, right for tests)."""
         self._handler = handler
         self.requests: list[Recorded] = []
         self._injected: deque[Reply] = deque()
@@ -115,7 +116,7 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-        self._server = _QuietServer(("127.0.0.1", 0), _RequestHandler)
+        self._server = _QuietServer((host, port), _RequestHandler)
         self._server.daemon_threads = True
         # A short poll keeps shutdown (once per test) fast.
         self._thread = threading.Thread(
@@ -140,6 +141,10 @@ class FakeServer:
     def inject(self, *replies: Reply) -> None:
         with self._lock:
             self._injected.extend(replies)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
