@@ -7,6 +7,7 @@ The JSON Schema in `schemas/order-message.v1.schema.json` is generated from thes
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Self
@@ -124,7 +125,7 @@ class OrderLine(ContractModel):
 class InStoreOrder(ContractModel):
     """One order event from the ERP (contract v1)."""
 
-    schema_version: Annotated[str, StringConstraints(pattern=r"^\d+(\.\d+)?$")] = "1.0"
+    schema_version: Annotated[str, StringConstraints(pattern=r"^\d{1,6}(\.\d{1,6})?$")] = "1.0"
     event_type: EventType = EventType.ORDER_CREATED
     order_id: Identifier
     order_date: Annotated[AwareDatetime, Field(json_schema_extra={"pattern": AWARE_PATTERN})]
@@ -153,6 +154,16 @@ class InStoreOrder(ContractModel):
             )
         return value
 
+    @field_validator("order_date")
+    @classmethod
+    def _representable_in_utc(cls, value: datetime) -> datetime:
+        # 0001-01-01T00:00+00:01 is "aware" but has no UTC form; every destination needs one.
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("date is out of range once converted to UTC") from None
+        return value
+
     @model_validator(mode="after")
     def _created_has_lines(self) -> Self:
         if self.event_type is EventType.ORDER_CREATED and not self.lines:
@@ -179,12 +190,20 @@ def _reject_constant(name: str) -> Any:
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
+    """`lines[0].unitPrice`; keys of free-form `attributes` are data (maybe personal, maybe
+    huge), so they are never echoed: `attributes[…]`."""
     path = ""
+    previous: int | str | None = None
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
+        elif part == "[key]":
+            path += " (key)"
+        elif previous == "attributes":
+            path += "[…]"
         else:
             path += f".{to_camel(part)}" if path else to_camel(part)
+        previous = part
     return path or "(body)"
 
 
@@ -217,8 +236,13 @@ def parse_order(body: bytes) -> InStoreOrder:
         document = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
     except RecursionError:
         raise InvalidMessage("(body): JSON nested too deeply") from None
+    except ArithmeticError:  # decimal.InvalidOperation: an exponent beyond Decimal's range
+        raise InvalidMessage("(body): a number is out of range") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidMessage(f"(body): not valid JSON ({exc.msg})") from None
     except ValueError as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        # int() refuses over 4,300 digits; NaN/Infinity come from _reject_constant
+        reason = "a number has too many digits" if "digits" in str(exc) else str(exc)
         raise InvalidMessage(f"(body): not valid JSON ({reason})") from None
     if not isinstance(document, dict):
         raise InvalidMessage(f"(body): expected a JSON object, got {type(document).__name__}")
