@@ -16,11 +16,15 @@ def _default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+#: one encoder for the process: `simplejson.dumps` with options builds a new one per call
+_ENCODER = simplejson.JSONEncoder(
+    use_decimal=True, default=_default, separators=(",", ":"), ensure_ascii=False
+)
+
+
 def dumps(document: Any) -> bytes:
     """Compact UTF-8 JSON; Decimal('12.50') stays 12.50 (never a float's 12.5000000001)."""
-    text: str = simplejson.dumps(
-        document, use_decimal=True, default=_default, separators=(",", ":"), ensure_ascii=False
-    )
+    text: str = _ENCODER.encode(document)
     return text.encode("utf-8")
 
 

@@ -92,6 +92,15 @@ class Destination(ABC):
         self.settings = settings
         self.client = client
         self.timeouts = timeouts
+        self._urls: dict[str, httpx.URL] = {}
+
+    def url(self, text: str) -> httpx.URL:
+        """`text` parsed once: httpx parses a str URL on every request (~45 us each), and with
+        `params=` twice; a destination's URLs come from its (frozen) settings."""
+        parsed = self._urls.get(text)
+        if parsed is None:
+            parsed = self._urls[text] = httpx.URL(text)
+        return parsed
 
     @abstractmethod
     def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:

@@ -21,10 +21,12 @@ order that breaks the rule is refused before any call, as a permanent error (dea
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import httpx
@@ -242,16 +244,23 @@ class Esputnik(Destination):
             "params": params,
         }
 
-    def _headers(self) -> dict[str, str]:
-        pair = f"{self.settings.user_name}:{self.settings.secret('api_key')}".encode()
-        return {
-            "Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
+    def _headers(self) -> Mapping[str, str]:
+        return self._header_values
 
-    def _url(self, resource: str) -> str:
-        return f"{self.settings.base_url.rstrip('/')}/api/v1/{resource}"
+    @functools.cached_property
+    def _header_values(self) -> Mapping[str, str]:
+        """Built once (settings are frozen) and read-only, since every request shares it."""
+        pair = f"{self.settings.user_name}:{self.settings.secret('api_key')}".encode()
+        return MappingProxyType(
+            {
+                "Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            }
+        )
+
+    def _url(self, resource: str) -> httpx.URL:
+        return self.url(f"{self.settings.base_url.rstrip('/')}/api/v1/{resource}")
 
     def _post(self, resource: str, document: Any) -> httpx.Request:
         return self.client.build_request(

@@ -11,9 +11,11 @@ docs/destinations/product_recs.md reproduces them field by field.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import httpx
@@ -159,15 +161,22 @@ class ProductRecs(Destination):
     dry_run_body: ClassVar[Any] = {"status": "OK"}
     settings: ProductRecsSettings
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self) -> Mapping[str, str]:
+        return self._header_values
+
+    @functools.cached_property
+    def _header_values(self) -> Mapping[str, str]:
+        """Built once (settings are frozen) and read-only, since every request shares it."""
         assert self.settings.site is not None
-        return {
-            "site": self.settings.site,
-            "siteToken": self.settings.secret("site_token"),
-            "channel": self.settings.channel,
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
+        return MappingProxyType(
+            {
+                "site": self.settings.site,
+                "siteToken": self.settings.secret("site_token"),
+                "channel": self.settings.channel,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            }
+        )
 
     def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
         assert self.settings.url is not None
@@ -175,7 +184,7 @@ class ProductRecs(Destination):
             raise self.rejected("an offline order needs at least one item")
         return self.client.build_request(
             "POST",
-            self.settings.url,
+            self.url(self.settings.url),
             headers=self._headers(),
             content=jsonbody.dumps(offline_order(event)),
         )

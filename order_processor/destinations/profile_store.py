@@ -6,9 +6,11 @@ subscription key, sent as `Ocp-Apim-Subscription-Key` (older docs) or `Authoriza
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import httpx
@@ -83,15 +85,24 @@ class ProfileStore(Destination):
             ),
         }
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self) -> Mapping[str, str]:
+        return self._header_values
+
+    @functools.cached_property
+    def _header_values(self) -> Mapping[str, str]:
+        """Built once (settings are frozen) and read-only, since every request shares it."""
         key = self.settings.secret("api_key")
         if self.settings.auth_style is AuthStyle.EPI_SINGLE:
-            return {"Authorization": f"epi-single {key}", "Content-Type": "application/json"}
-        return {"Ocp-Apim-Subscription-Key": key, "Content-Type": "application/json"}
+            return MappingProxyType(
+                {"Authorization": f"epi-single {key}", "Content-Type": "application/json"}
+            )
+        return MappingProxyType(
+            {"Ocp-Apim-Subscription-Key": key, "Content-Type": "application/json"}
+        )
 
-    def _url(self, operation: str) -> str:
+    def _url(self, operation: str) -> httpx.URL:
         assert self.settings.base_url is not None
-        return f"{self.settings.base_url.rstrip('/')}/api/v1.0/{operation}"
+        return self.url(f"{self.settings.base_url.rstrip('/')}/api/v1.0/{operation}")
 
     def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
         if not event.customer.email:

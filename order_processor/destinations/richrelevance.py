@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import Field, SecretStr
@@ -240,9 +242,9 @@ class RichRelevance(Destination):
         body = order_body(event, self.settings)
         return self.client.build_request(
             "PUT",
-            self.orders_url(),
-            params={"mode": self.settings.mode.value},
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            # the same URL `params={"mode": ...}` would give, without re-parsing it every time
+            self.url(f"{self.orders_url()}?{urlencode({'mode': self.settings.mode.value})}"),
+            headers=_JSON_HEADERS,
             content=jsonbody.dumps(body),
         )
 
@@ -262,6 +264,9 @@ class RichRelevance(Destination):
                 self.name, response, message="unauthorized after a token refresh"
             )
         raise error_from_response(self.name, response, message=self.error_text(response))
+
+
+_JSON_HEADERS = MappingProxyType({"Content-Type": "application/json", "Accept": "application/json"})
 
 
 def _sent_id(request: httpx.Request | None) -> str | None:

@@ -1,0 +1,86 @@
+"""`python -m bench`: run the bench, print the tables, write the JSON report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bench.run import BenchConfig, run_bench, top_functions
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def _sweep(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@app.command()
+def main(
+    quick: Annotated[bool, typer.Option(help="small run (2,000 orders, no soak/sweep)")] = False,
+    orders: Annotated[int | None, typer.Option("--orders", "-n", help="orders per run")] = None,
+    cards: Annotated[int | None, typer.Option(help="distinct loyalty cards (orders/2)")] = None,
+    concurrency: Annotated[int, typer.Option(help="messages in flight")] = 32,
+    latency_ms: Annotated[float, typer.Option(help="fake vendors' answer time")] = 20.0,
+    error_rate: Annotated[float, typer.Option(help="share of 503 answers")] = 0.0,
+    ledger: Annotated[str, typer.Option(help="memory, azurite or none")] = "memory",
+    seed_orders: Annotated[int | None, typer.Option(help="orders for the seed-style run")] = None,
+    batch_size: Annotated[int, typer.Option(help="messages per simulated batch")] = 16,
+    slow_ms: Annotated[float, typer.Option(help="the slow destination's answer time")] = 2000.0,
+    slow_destination: Annotated[str, typer.Option()] = "profile_store",
+    slow_rounds: Annotated[int | None, typer.Option(help="slow run: concurrency x rounds")] = None,
+    soak: Annotated[int | None, typer.Option(help="orders in the memory soak (0: none)")] = None,
+    sweep: Annotated[str | None, typer.Option(help="extra concurrencies, e.g. 8,16,64")] = None,
+    stock_orders: Annotated[
+        int | None, typer.Option(help="orders for a core run on httpx's stock transport")
+    ] = None,
+    validate_every: Annotated[
+        int | None, typer.Option(help="fully validate 1 request in N at the vendors (0: none)")
+    ] = None,
+    experiments: Annotated[
+        str | None, typer.Option(help="comma-separated bench.experiments names ('' for none)")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="the app's log level")] = "INFO",
+    profile: Annotated[Path | None, typer.Option(help="cProfile the core run into FILE")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON report path")] = None,
+) -> None:
+    changes = {
+        "concurrency": concurrency,
+        "latency_ms": latency_ms,
+        "error_rate": error_rate,
+        "ledger": ledger,
+        "batch_size": batch_size,
+        "slow_ms": slow_ms,
+        "slow_destination": slow_destination,
+        "log_level": log_level,
+        "profile": profile,
+    }
+    optional = {
+        "orders": orders,
+        "cards": cards,
+        "seed_orders": seed_orders,
+        "slow_rounds": slow_rounds,
+        "soak": soak,
+        "sweep": _sweep(sweep) if sweep is not None else None,
+        "stock_orders": stock_orders,
+        "validate_every": validate_every,
+        "experiments": _names(experiments) if experiments is not None else None,
+    }
+    changes.update({k: v for k, v in optional.items() if v is not None})
+    config = BenchConfig.quick(**changes) if quick else BenchConfig.full(**changes)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=180)
+    console.print(f"[bold]bench[/] {config.label}: {config}")
+    report = run_bench(config)
+    report.render(console)
+    path = report.write(out)
+    console.print(f"report written to {path}")
+    if profile is not None:
+        console.print(top_functions(profile))

@@ -1,0 +1,115 @@
+"""The bench's settings (`BenchConfig`, quick and full presets) and the process-wide conditions
+a run sets up: production-like logging, and optionally httpx's stock transport in the core."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.experiments import EXPERIMENTS
+from bench.fakeserver import Config
+from order_processor import http as core_http
+from order_processor.logs import configure_logging
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    orders: int = 20_000
+    cards: int | None = None  # distinct loyalty cards; default orders // 2
+    concurrency: int = 32
+    latency_ms: float = 20.0
+    error_rate: float = 0.0
+    ledger: str = "memory"
+    seed_orders: int = 320  # 10 rounds of 32: the baseline is slow, its rate settles quickly
+    batch_size: int = 16
+    slow_ms: float = 2_000.0
+    slow_destination: str = "profile_store"
+    slow_rounds: int = 5
+    soak: int = 0
+    sweep: tuple[int, ...] = ()
+    stock_orders: int = 0  # >0: also run the core on httpx's stock transport
+    #: bench.experiments names: one extra core run each (and one with all of them)
+    experiments: tuple[str, ...] = ()
+    experiment_orders: int = 6_000
+    experiment_rounds: int = 3
+    validate_every: int = 25
+    log_level: str = "INFO"
+    profile: Path | None = None
+    label: str = "full"
+
+    @classmethod
+    def quick(cls, **changes: Any) -> BenchConfig:
+        values: dict[str, Any] = {
+            "orders": 2_000,
+            "seed_orders": 64,
+            "slow_rounds": 3,
+            "validate_every": 10,
+            "label": "quick",
+        }
+        return cls(**{**values, **changes})
+
+    @classmethod
+    def full(cls, **changes: Any) -> BenchConfig:
+        values: dict[str, Any] = {
+            "soak": 100_000,
+            "sweep": (2, 4, 8, 16, 64),
+            "stock_orders": 5_000,
+            "experiments": tuple(EXPERIMENTS),
+        }
+        return cls(**{**values, **changes})
+
+    @property
+    def distinct_cards(self) -> int:
+        return self.cards or max(1, self.orders // 2)
+
+    def fake_config(self, **overrides: float) -> Config:
+        return Config(
+            latency=self.latency_ms / 1000,
+            overrides=dict(overrides),
+            error_rate=self.error_rate,
+            validate_every=self.validate_every,
+        )
+
+    def latency_of(self, system: str, overrides: dict[str, float] | None = None) -> float:
+        return (overrides or {}).get(system, self.latency_ms / 1000)
+
+
+class _Discard(logging.Handler):
+    """Stands in for the Functions worker's log handler: every record is formatted, then
+    dropped (the worker would ship it to the host)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.format(record)
+
+
+@contextlib.contextmanager
+def production_logging(level: str) -> Iterator[None]:
+    handler = _Discard()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    configure_logging(level)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def stock_transport() -> Iterator[None]:
+    """The core's clients on httpx's own transport (httpcore), for before/after figures."""
+    original = core_http.KeepAliveTransport
+
+    def stock(*, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+        return httpx.AsyncHTTPTransport(limits=limits)
+
+    core_http.KeepAliveTransport = stock  # type: ignore[assignment,misc]
+    try:
+        yield
+    finally:
+        core_http.KeepAliveTransport = original  # type: ignore[misc]

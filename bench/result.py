@@ -1,0 +1,122 @@
+"""One run's measurements and the per-message figures derived from them."""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.fakes import VendorStats
+from bench.measure import Meter, percentile
+from bench.vendors import DESTINATION_NAMES
+
+
+@dataclass
+class RunResult:
+    name: str
+    messages: int = 0
+    concurrency: int = 0
+    meter: Meter = field(default_factory=Meter)
+    #: seconds per message (8 bytes each: the bench's own memory must not look like growth)
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+    outcomes: Counter[str] = field(default_factory=Counter)
+    vendor: VendorStats | None = None
+    #: orders that needed a lookup, and what the driver's cache saw
+    lookups_needed: int = 0
+    cache_misses: int | None = None
+    cache_hits: int | None = None
+    #: destination deliveries the plans call for, and what the core reported delivered
+    planned_sends: int = 0
+    delivered: int = 0
+    #: per destination: seconds from message start to delivery accepted
+    deliveries: dict[str, array[float]] = field(default_factory=dict)
+    #: seconds the configured latencies put on the average message's critical path
+    critical_path: float = 0.0
+    skipped: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        return self.messages / self.meter.wall if self.meter.wall else 0.0
+
+    @property
+    def cpu_per_message(self) -> float:
+        return self.meter.cpu / self.messages if self.messages else 0.0
+
+    def per_message(self, count: int) -> float:
+        return count / self.messages if self.messages else 0.0
+
+    def delivery_p99(self, names: tuple[str, ...] = DESTINATION_NAMES) -> float:
+        values = [v for name in names for v in self.deliveries.get(name, ())]
+        return percentile(values, 99)
+
+    def summary(self) -> dict[str, Any]:
+        if self.skipped:
+            return {"name": self.name, "skipped": self.skipped}
+        m = self.meter
+        out: dict[str, Any] = {
+            "name": self.name,
+            "messages": self.messages,
+            "concurrency": self.concurrency,
+            "wall_s": round(m.wall, 3),
+            "msgs_per_s": round(self.throughput, 1),
+            "latency_ms": {
+                f"p{q}": round(percentile(self.latencies, q) * 1000, 2) for q in (50, 95, 99)
+            },
+            "cpu_s": round(m.cpu, 3),
+            "cpu_ms_per_msg": round(self.cpu_per_message * 1000, 3),
+            # share of one core the driver got: ~1.0 means CPU-bound on its single event loop
+            "cpu_utilisation": round(m.cpu / m.wall, 3) if m.wall else None,
+            "rss_mib": {
+                "start": round(m.rss_start, 1),
+                "peak": round(m.rss_peak, 1),
+                "end": round(m.rss_end, 1),
+                **{name: round(value, 1) for name, value in m.marks.items()},
+                "peak_is_per_run": m.peak_is_per_run,
+            },
+            "outcomes": dict(self.outcomes),
+            "planned_sends": self.planned_sends,
+            "delivered": self.delivered,
+            "lookups_needed": self.lookups_needed,
+            "cache_misses": self.cache_misses,
+            "cache_hits": self.cache_hits,
+            "critical_path_ms": round(self.critical_path * 1000, 2),
+            "littles_law_bound_msgs_per_s": (
+                round(self.concurrency / self.critical_path, 1) if self.critical_path else None
+            ),
+            "throughput_vs_littles_law": (
+                round(self.throughput * self.critical_path / self.concurrency, 3)
+                if self.critical_path and self.concurrency
+                else None
+            ),
+            "notes": self.notes,
+        }
+        if self.deliveries:
+            out["delivery_p99_ms"] = {
+                name: round(percentile(values, 99) * 1000, 2)
+                for name, values in sorted(self.deliveries.items())
+            }
+        if self.vendor is not None:
+            v = self.vendor
+            out["outbound_per_msg"] = {
+                "destination": round(self.per_message(v.destination_requests), 4),
+                "loyalty": round(self.per_message(v.loyalty_requests), 4),
+                "token": round(self.per_message(v.token_requests), 5),
+                "connections": round(self.per_message(v.connections), 5),
+            }
+            out["outbound"] = {
+                "destination": v.destination_requests,
+                "loyalty": v.loyalty_requests,
+                "token": v.token_requests,
+                "connections": v.connections,
+                "connections_by_system": v.per_system("connections"),
+                "max_in_flight_by_system": v.per_system("max_in_flight"),
+                "validated": v.validated,
+                "invalid": v.invalid,
+                "problems": v.problems,
+            }
+            out["fakes_cpu_utilisation"] = (
+                round(v.cpu_seconds / v.wall_seconds, 3) if v.wall_seconds else None
+            )
+        return out

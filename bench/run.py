@@ -1,0 +1,215 @@
+"""One bench run: start the fake vendors, run every mode against them, return a Report.
+
+Modes, in order: floor, core (the project), batch (simulated batch trigger), seed-style baseline,
+the 2 s-destination pair (reference and slow), optionally a concurrency sweep, the core on the
+stock httpx transport, and a long soak for memory. `python -m bench` is the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+from collections.abc import Coroutine
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench.batch import drive_batch
+from bench.config import BenchConfig, production_logging, stock_transport
+from bench.core_run import drive_core
+from bench.experiments import applied
+from bench.fakes import FakeVendors
+from bench.floor import drive_floor
+from bench.orders import OrderSet
+from bench.report import Report
+from bench.result import RunResult
+from bench.seed import drive_seed
+from bench.vendors import DESTINATION_NAMES
+from bench.wiring import SkipRun, make_ledger
+
+T = TypeVar("T")
+LEDGER_MAX_ROWS = 20_000
+
+
+def _critical_path(
+    config: BenchConfig, orders: OrderSet, result: RunResult, overrides: dict[str, float]
+) -> float:
+    """Average seconds a message must wait on the fakes' latency: the loyalty lookup when it
+    missed the cache, then the slowest destination it goes to (they are called concurrently)."""
+    if not result.messages:
+        return 0.0
+    slowest = sum(
+        max((config.latency_of(d, overrides) for d in order.plan.sends), default=0.0)
+        for order in orders
+    )
+    lookups = result.vendor.loyalty_requests if result.vendor else 0
+    return (slowest + lookups * config.latency_of("loyalty", overrides)) / result.messages
+
+
+class Bench:
+    def __init__(self, config: BenchConfig, fakes: FakeVendors) -> None:
+        self.config = config
+        self.fakes = fakes
+        self.report = Report(config=config)
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run(coroutine)
+
+    def _ledger(self) -> Any:
+        return make_ledger(self.config.ledger, max_rows=LEDGER_MAX_ROWS)
+
+    def _core(
+        self,
+        name: str,
+        orders: OrderSet,
+        *,
+        concurrency: int | None = None,
+        latency: dict[str, float] | None = None,
+        time_destinations: bool = False,
+    ) -> RunResult:
+        latency = latency or {}
+        config = self.config
+        self.fakes.configure(config.fake_config(**latency))
+        try:
+            ledger = self._ledger()
+        except SkipRun as exc:
+            return RunResult(name, skipped=str(exc))
+        result = self._run(
+            drive_core(
+                name,
+                self.fakes,
+                orders,
+                concurrency=concurrency or config.concurrency,
+                ledger=ledger,
+                time_destinations=time_destinations,
+            )
+        )
+        result.critical_path = _critical_path(config, orders, result, latency)
+        return result
+
+    def _profiled_core(self, orders: OrderSet) -> RunResult:
+        if self.config.profile is None:
+            return self._core("core", orders, time_destinations=True)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            result = self._core("core", orders, time_destinations=True)
+        finally:
+            profiler.disable()
+        profiler.dump_stats(self.config.profile)
+        result.notes.append(f"profiled (cProfile inflates CPU): {self.config.profile}")
+        return result
+
+    def run(self) -> Report:
+        c = self.config
+        orders = OrderSet(c.orders, cards=c.distinct_cards, tag="C")
+        add = self.report.add
+        self.fakes.configure(replace(c.fake_config(), validate_every=0))
+        add(self._run(drive_floor("floor", self.fakes, orders, concurrency=c.concurrency)))
+        stock_floor = self._orders(min(c.orders, c.stock_orders or 500), "F")
+        with stock_transport():
+            add(
+                self._run(
+                    drive_floor(
+                        "floor (stock httpx)", self.fakes, stock_floor, concurrency=c.concurrency
+                    )
+                )
+            )
+        add(self._profiled_core(orders))
+        self.fakes.configure(c.fake_config())
+        try:
+            batch_ledger = self._ledger()
+            add(
+                self._run(
+                    drive_batch(
+                        "batch",
+                        self.fakes,
+                        orders,
+                        batch_size=c.batch_size,
+                        batches=max(1, c.concurrency // c.batch_size),
+                        ledger=batch_ledger,
+                    )
+                )
+            )
+        except SkipRun as exc:
+            add(RunResult("batch", skipped=str(exc)))
+        seed_orders = OrderSet(min(c.seed_orders, c.orders), cards=c.distinct_cards, tag="S")
+        add(drive_seed("seed-style", self.fakes, seed_orders, concurrency=c.concurrency))
+        self._slow_pair()
+        for concurrency in c.sweep:
+            count = min(c.orders, 5_000, 250 * concurrency)
+            sweep = OrderSet(count, cards=c.distinct_cards, tag=f"W{concurrency}")
+            add(self._core(f"core c={concurrency}", sweep, concurrency=concurrency))
+        if c.stock_orders:
+            stock = OrderSet(c.stock_orders, cards=c.distinct_cards, tag="H")
+            with stock_transport():
+                add(self._core("core (stock httpx transport)", stock))
+        self._experiments()
+        if c.soak:
+            soak = OrderSet(c.soak, cards=min(c.distinct_cards, 10_000), tag="K")
+            add(self._core("soak", soak))
+        return self.report
+
+    def _experiments(self) -> None:
+        """Each experiment and a reference without any, interleaved over several rounds (the
+        machine's noise drifts over minutes); the run with the median CPU per message is kept."""
+        c = self.config
+        if not c.experiments:
+            return
+        count = max(1, min(c.orders, c.experiment_orders) // c.experiment_rounds)
+        groups: list[tuple[str, ...]] = [(), *((name,) for name in c.experiments)]
+        if len(c.experiments) > 1:
+            groups.append(c.experiments)
+        runs: dict[str, list[RunResult]] = {}
+        for round_ in range(c.experiment_rounds):
+            for names in groups:
+                label = _experiment_label(names)
+                with applied(names):
+                    result = self._core(label, self._orders(count, f"E{round_}"))
+                runs.setdefault(label, []).append(result)
+        for results in runs.values():
+            ordered = sorted(results, key=lambda r: r.cpu_per_message)
+            median = ordered[len(ordered) // 2]
+            median.notes.append(
+                "median of rounds; CPU ms/msg per round: "
+                + ", ".join(f"{r.cpu_per_message * 1000:.2f}" for r in results)
+            )
+            self.report.add(median)
+
+    def _orders(self, count: int, tag: str) -> OrderSet:
+        return OrderSet(count, cards=self.config.distinct_cards, tag=tag)
+
+    def _slow_pair(self) -> None:
+        c = self.config
+        count = c.concurrency * c.slow_rounds
+        orders = OrderSet(count, cards=c.distinct_cards, tag="L")
+        slow = {c.slow_destination: c.slow_ms / 1000}
+        self.report.add(self._core("slow reference", orders, time_destinations=True))
+        name = f"slow ({c.slow_destination} {c.slow_ms:g} ms)"
+        self.report.add(self._core(name, orders, latency=slow, time_destinations=True))
+
+
+def _experiment_label(names: tuple[str, ...]) -> str:
+    if not names:
+        return "core (experiments' reference)"
+    return f"core + {'all' if len(names) > 1 else names[0]}"
+
+
+def run_bench(config: BenchConfig) -> Report:
+    if config.slow_destination not in DESTINATION_NAMES:
+        raise ValueError(f"slow destination must be one of {', '.join(DESTINATION_NAMES)}")
+    with production_logging(config.log_level), FakeVendors(config.fake_config()) as fakes:
+        return Bench(config, fakes).run()
+
+
+def top_functions(path: Path, count: int = 25) -> str:
+    """The profile's heaviest functions by own time, as text."""
+    import io
+
+    stream = io.StringIO()
+    pstats.Stats(str(path), stream=stream).sort_stats("tottime").print_stats(count)
+    return stream.getvalue()
+
+
+__all__ = ["BenchConfig", "Report", "run_bench", "top_functions"]
