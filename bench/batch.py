@@ -24,7 +24,6 @@ from bench.fakes import FakeVendors
 from bench.orders import Order, OrderSet
 from bench.result import RunResult
 from bench.wiring import bench_settings, build_processor
-from loyalty_client.customer import Customer
 from order_processor import jsonbody
 from order_processor.contract import InvalidMessage, parse_order
 from order_processor.destinations import Destination
@@ -32,7 +31,13 @@ from order_processor.destinations.esputnik import MAX_BULK_ORDERS, Esputnik
 from order_processor.destinations.profile_store import MAX_BULK_EVENTS, ProfileStore
 from order_processor.destinations.richrelevance import RichRelevance, order_body
 from order_processor.errors import DeliveryError
-from order_processor.model import DeliveryStatus, DestinationResult, TrackingEvent, event_key
+from order_processor.model import (
+    DeliveryStatus,
+    DestinationResult,
+    MessageMetadata,
+    TrackingEvent,
+    event_key,
+)
 from order_processor.processor import Processor
 from order_processor.routing import route
 
@@ -81,23 +86,8 @@ class BatchPath:
             parsed = parse_order(order.body)
         except InvalidMessage:
             return None
-        ref = parsed.customer
-        found = None
-        if ref.loyalty_card_number and not ref.email:
-            found = await self.processor.lookup.lookup(ref.loyalty_card_number, deadline=deadline)
-        customer = Customer(
-            customer_id=(found.customer_id if found else None) or ref.customer_id,
-            email=(found.email if found else None) or ref.email,
-            phone=(found.phone if found else None) or ref.phone,
-            first_name=found.first_name if found else None,
-            last_name=found.last_name if found else None,
-        )
-        return TrackingEvent(
-            order=parsed,
-            customer=customer,
-            customer_known=found is not None or ref.email is not None,
-            key=event_key(parsed),
-            message_id=f"m-{order.index}",
+        return await self.processor.enrich(
+            parsed, event_key(parsed), MessageMetadata(message_id=f"m-{order.index}"), deadline
         )
 
     async def _claim(self, event: TrackingEvent, name: str) -> Any:

@@ -157,7 +157,7 @@ class Processor:
             )
         key = event_key(order)
         try:
-            event = await self._enrich(order, key, metadata, deadline)
+            event = await self.enrich(order, key, metadata, deadline)
         except DeliveryError as exc:
             return self._settled(self._lookup_failed(order, key, exc), metadata)
         owed = RetryState.of(metadata.application_properties).owed
@@ -170,7 +170,7 @@ class Processor:
         )
         return self._settled(self._decide(event, (*results, *skipped)), metadata)
 
-    async def _enrich(
+    async def enrich(
         self, order: InStoreOrder, key: str, metadata: MessageMetadata, deadline: float
     ) -> TrackingEvent:
         ref = order.customer
