@@ -193,9 +193,7 @@ async def test_events_over_256_kb_are_rejected_before_sending(
 
 async def test_track_bulk_is_accepted(processor: Processor, profile_store: PS) -> None:
     destination = next(d for d in processor.destinations if isinstance(d, ProfileStore))
-    event = await processor.enrich(
-        parse_order(sample("order-created.json")), "k", metadata(), 1e12
-    )
+    event = await processor.enrich(parse_order(sample("order-created.json")), "k", metadata(), 1e12)
     request = destination.prepare_bulk([(event, "StorePurchase")] * 100)
     sent = await destination.send(request)
     assert sent is not None
