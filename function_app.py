@@ -15,9 +15,7 @@ import azurefunctions.extensions.bindings.servicebus as servicebus
 from order_processor.handler import OrderHandler
 from order_processor.logs import configure_logging
 from order_processor.model import Outcome, Settlement
-from order_processor.processor import Processor
-from order_processor.redelivery import RetrySchedule, ServiceBusRetryQueue
-from order_processor.servicebus import message_body, message_metadata, service_bus_client
+from order_processor.servicebus import message_body, message_metadata
 from order_processor.settings import AppSettings, load_settings
 from order_processor.telemetry import configure_azure_monitor_from_environment
 
@@ -44,13 +42,7 @@ def use_handler(handler: OrderHandler | None) -> None:
 def _current_handler() -> OrderHandler:
     global _handler
     if _handler is None:
-        _handler = OrderHandler(
-            processor=Processor.from_settings(SETTINGS),
-            retry_queue=ServiceBusRetryQueue(
-                service_bus_client(SETTINGS.service_bus), queue=SETTINGS.core.orders_retry_queue
-            ),
-            schedule=RetrySchedule.from_settings(SETTINGS.core),
-        )
+        _handler = OrderHandler.from_settings(SETTINGS)
     return _handler
 
 

@@ -29,13 +29,10 @@ from rich.text import Text
 
 from order_processor.handler import OrderHandler
 from order_processor.model import Settlement
-from order_processor.processor import Processor
 from order_processor.redelivery import (
     FIRST_SEEN,
     OWED,
     RETRY_ATTEMPT,
-    RetrySchedule,
-    ServiceBusRetryQueue,
 )
 from order_processor.servicebus import message_body, message_metadata, service_bus_client
 from order_processor.settings import AppSettings, CoreSettings
@@ -63,16 +60,8 @@ class Target(StrEnum):
 HandlerFactory = Callable[[AppSettings], OrderHandler]
 
 
-def default_handler(settings: AppSettings) -> OrderHandler:
-    """The same handler the function runs; retry copies go through a client of their own
-    (the retry queue closes its client with the handler)."""
-    return OrderHandler(
-        processor=Processor.from_settings(settings),
-        retry_queue=ServiceBusRetryQueue(
-            service_bus_client(settings.service_bus), queue=settings.core.orders_retry_queue
-        ),
-        schedule=RetrySchedule.from_settings(settings.core),
-    )
+#: the same handler the function runs
+default_handler: HandlerFactory = OrderHandler.from_settings
 
 
 _DURATION = re.compile(r"(\d+)([smhdw])")

@@ -33,7 +33,10 @@ from order_processor.redelivery import (
     RetryQueue,
     RetrySchedule,
     RetryState,
+    ServiceBusRetryQueue,
 )
+from order_processor.servicebus import service_bus_client
+from order_processor.settings import AppSettings
 
 log = logging.getLogger("order_processor")
 
@@ -64,6 +67,18 @@ class OrderHandler:
         self.retry_queue = retry_queue
         self.schedule = schedule
         self._now = now
+
+    @classmethod
+    def from_settings(cls, settings: AppSettings) -> OrderHandler:
+        """What the function runs (and `dlq replay --to process`): the processor, and retry
+        copies through a Service Bus client of its own, closed with the handler."""
+        return cls(
+            processor=Processor.from_settings(settings),
+            retry_queue=ServiceBusRetryQueue(
+                service_bus_client(settings.service_bus), queue=settings.core.orders_retry_queue
+            ),
+            schedule=RetrySchedule.from_settings(settings.core),
+        )
 
     async def aclose(self) -> None:
         await self.processor.aclose()
