@@ -54,14 +54,27 @@ async def call_with_retries(
 
     The last error is re-raised as it is, so callers see the real status and vendor message.
     """
+    try:
+        # Nearly every call succeeds first time: building tenacity's machinery for it cost 13% of
+        # the core's CPU (docs/performance.md), so it is only entered after a transient failure.
+        return await call()
+    except DeliveryError as exc:
+        if not exc.transient or policy.max_attempts <= 1:
+            raise
+        first = exc
+    pause = policy.backoff(1, first.retry_after)
+    if policy.clock() + pause >= deadline:
+        raise first
+    await policy.sleep(pause)
 
+    # tenacity's attempt n is our attempt n + 1 (the first one is above).
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         retry_after = exc.retry_after if isinstance(exc, DeliveryError) else None
-        return policy.backoff(state.attempt_number, retry_after)
+        return policy.backoff(state.attempt_number + 1, retry_after)
 
     def stop(state: RetryCallState) -> bool:
-        if state.attempt_number >= policy.max_attempts:
+        if state.attempt_number + 1 >= policy.max_attempts:
             return True
         # Stop rather than sleep into the lock's margin: the next wait must end before the deadline.
         return policy.clock() + (state.upcoming_sleep or 0.0) >= deadline

@@ -113,3 +113,21 @@ async def test_permanent_errors_are_not_retried(clock: FakeClock) -> None:
     assert caught.value is permanent
     assert len(calls) == 1
     assert clock.sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "deadline", "calls_made"),
+    [(1, 60, 1), (2, 60, 2), (5, 3, 1)],  # no retries allowed; one retry; first wait past deadline
+)
+async def test_attempt_limits_and_the_deadline_hold_from_the_first_failure(
+    clock: FakeClock, max_attempts: int, deadline: float, calls_made: int
+) -> None:
+    policy = RetryPolicy(max_attempts=max_attempts, sleep=clock.sleep, clock=clock)
+    errors = [transient(retry_after=4) for _ in range(5)]
+    first = errors[0]
+    calls, call = _failing(errors)
+    with pytest.raises(DeliveryError) as caught:
+        await call_with_retries(call, policy=policy, deadline=clock() + deadline)  # type: ignore[arg-type]
+    assert len(calls) == calls_made
+    assert clock.sleeps == [4] * (calls_made - 1)
+    assert (caught.value is first) == (calls_made == 1)
