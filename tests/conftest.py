@@ -39,6 +39,7 @@ for _name, _value in BASELINE_ENV.items():
 
 from order_processor.handler import OrderHandler  # noqa: E402
 from order_processor.ledger import MemoryLedger  # noqa: E402
+from order_processor.logs import install_redaction  # noqa: E402
 from order_processor.model import MessageMetadata  # noqa: E402
 from order_processor.processor import Processor  # noqa: E402
 from order_processor.redelivery import RecordingRetryQueue, RetrySchedule  # noqa: E402
@@ -60,6 +61,8 @@ PII_GUARD = PiiGuard()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # As in production (configure_logging at start-up), whichever subset of tests runs.
+    install_redaction()
     logging.getLogger().addHandler(PII_GUARD)
 
 

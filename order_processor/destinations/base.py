@@ -4,6 +4,7 @@ a reading of the vendor's answer. Retries, timeouts, fan-out and settlement belo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -106,6 +107,26 @@ class Destination(ABC):
     def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
         """Map the event to the vendor's request, or Skip; raise a permanent DeliveryError when the
         vendor's own rules would reject it (size, totals) so it is never sent."""
+
+    def bulk_limit(self) -> int:
+        """The most events one request may carry (the vendor's bulk form); 1 means none."""
+        return 1
+
+    def encode(self, event: TrackingEvent, route: str) -> bytes | Skip:
+        """One event as an element of a bulk body, checked and serialised once: Skip, or raise
+        `rejected`, exactly as `prepare` would. Destinations with a bulk form implement it."""
+        raise NotImplementedError(f"{self.name} has no bulk form")
+
+    def prepare_bulk(self, elements: Sequence[bytes]) -> httpx.Request:
+        """One request carrying up to `bulk_limit()` elements from `encode`."""
+        raise NotImplementedError(f"{self.name} has no bulk form")
+
+    def _check_bulk_size(self, elements: Sequence[bytes]) -> None:
+        if not 0 < len(elements) <= self.bulk_limit():
+            raise ValueError(
+                f"{self.name} takes 1 to {self.bulk_limit()} events per request, "
+                f"got {len(elements)}"
+            )
 
     async def send(self, request: httpx.Request) -> Sent:
         """One attempt. Override to add auth flows; the core wraps this in retries."""

@@ -262,10 +262,24 @@ class Esputnik(Destination):
     def _url(self, resource: str) -> httpx.URL:
         return self.url(f"{self.settings.base_url.rstrip('/')}/api/v1/{resource}")
 
-    def _post(self, resource: str, document: Any) -> httpx.Request:
+    def _post(self, resource: str, body: bytes) -> httpx.Request:
         return self.client.build_request(
-            "POST", self._url(resource), headers=self._headers(), content=jsonbody.dumps(document)
+            "POST", self._url(resource), headers=self._headers(), content=body
         )
+
+    def _require_orders_mode(self) -> None:
+        if self.settings.mode is not EsputnikMode.ORDERS:
+            raise ValueError("bulk delivery is for orders mode; v1/event takes one event")
+
+    def bulk_limit(self) -> int:
+        return MAX_BULK_ORDERS if self.settings.mode is EsputnikMode.ORDERS else 1
+
+    def encode(self, event: TrackingEvent, route: str) -> bytes | Skip:
+        """One element of the v1/orders `orders` array (orders mode)."""
+        self._require_orders_mode()
+        if not (event.customer.email or event.customer.phone):
+            return Skip("no customer email or phone: eSputnik needs one to create the contact")
+        return jsonbody.dumps(self.order(event, route))
 
     def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
         if self.settings.mode is EsputnikMode.EVENTS:
@@ -274,17 +288,12 @@ class Esputnik(Destination):
                     "no customer email, phone or customer id: an eSputnik event must name an "
                     "existing contact"
                 )
-            return self._post("event", self.event_body(event, route))
-        if not (event.customer.email or event.customer.phone):
-            return Skip("no customer email or phone: eSputnik needs one to create the contact")
-        return self._post("orders", {"orders": [self.order(event, route)]})
+            return self._post("event", jsonbody.dumps(self.event_body(event, route)))
+        encoded = self.encode(event, route)
+        return encoded if isinstance(encoded, Skip) else self.prepare_bulk([encoded])
 
-    def prepare_bulk(self, events: Sequence[tuple[TrackingEvent, str]]) -> httpx.Request:
-        """One v1/orders request for up to 1,000 events that each passed `prepare` (orders mode)."""
-        if self.settings.mode is not EsputnikMode.ORDERS:
-            raise ValueError("bulk delivery is for orders mode; v1/event takes one event")
-        if not 0 < len(events) <= MAX_BULK_ORDERS:
-            raise ValueError(f"v1/orders takes 1 to {MAX_BULK_ORDERS} orders, got {len(events)}")
-        return self._post(
-            "orders", {"orders": [self.order(event, route) for event, route in events]}
-        )
+    def prepare_bulk(self, elements: Sequence[bytes]) -> httpx.Request:
+        """One v1/orders request for up to 1,000 orders (orders mode)."""
+        self._require_orders_mode()
+        self._check_bulk_size(elements)
+        return self._post("orders", b'{"orders":' + jsonbody.array(elements) + b"}")

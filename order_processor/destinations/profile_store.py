@@ -104,7 +104,15 @@ class ProfileStore(Destination):
         assert self.settings.base_url is not None
         return self.url(f"{self.settings.base_url.rstrip('/')}/api/v1.0/{operation}")
 
-    def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
+    def _post(self, operation: str, body: bytes) -> httpx.Request:
+        return self.client.build_request(
+            "POST", self._url(operation), headers=self._headers(), content=body
+        )
+
+    def bulk_limit(self) -> int:
+        return MAX_BULK_EVENTS
+
+    def encode(self, event: TrackingEvent, route: str) -> bytes | Skip:
         if not event.customer.email:
             return Skip("no customer email: Profile Store links events to profiles by email")
         body = jsonbody.dumps(self.tracking_event(event, route))
@@ -112,15 +120,13 @@ class ProfileStore(Destination):
             raise self.rejected(
                 f"event is {len(body)} bytes, over Profile Store's 256 KB per event"
             )
-        return self.client.build_request(
-            "POST", self._url("Track"), headers=self._headers(), content=body
-        )
+        return body
 
-    def prepare_bulk(self, events: Sequence[tuple[TrackingEvent, str]]) -> httpx.Request:
-        """One TrackBulk request for up to 100 events that each passed `prepare` (batch paths)."""
-        if not 0 < len(events) <= MAX_BULK_EVENTS:
-            raise ValueError(f"TrackBulk takes 1 to {MAX_BULK_EVENTS} events, got {len(events)}")
-        body = jsonbody.dumps([self.tracking_event(event, route) for event, route in events])
-        return self.client.build_request(
-            "POST", self._url("TrackBulk"), headers=self._headers(), content=body
-        )
+    def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
+        encoded = self.encode(event, route)
+        return encoded if isinstance(encoded, Skip) else self._post("Track", encoded)
+
+    def prepare_bulk(self, elements: Sequence[bytes]) -> httpx.Request:
+        """One TrackBulk request (a JSON array of up to 100 events)."""
+        self._check_bulk_size(elements)
+        return self._post("TrackBulk", jsonbody.array(elements))

@@ -37,6 +37,8 @@ OAUTH2_PATH = "/omnichannel/v1/oauth2/token"
 #: JavaScript-safe integers: the largest id every JSON reader keeps exactly
 ID_BITS = 53
 ID_MASK = (1 << ID_BITS) - 1
+#: orders per POST: the API documents no limit; Profile Store's 100 keeps requests small
+MAX_BULK_ORDERS = 100
 
 
 class Mode(StrEnum):
@@ -232,21 +234,35 @@ class RichRelevance(Destination):
     def orders_url(self) -> str:
         return f"{self._base}/omnichannel/api/v1/{self.settings.secret('api_key')}/orders"
 
-    def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
+    def bulk_limit(self) -> int:
+        return MAX_BULK_ORDERS
+
+    def encode(self, event: TrackingEvent, route: str) -> bytes | Skip:
         if not event.customer.customer_id:
             return Skip(
                 "no loyalty customer id: RichRelevance requires userId to match the website's"
             )
         if not event.order.lines:
             return Skip("order has no lines: a re-import would replace the order with none")
-        body = order_body(event, self.settings)
+        return jsonbody.dumps(order_body(event, self.settings))
+
+    def _orders_request(self, method: str, body: bytes) -> httpx.Request:
         return self.client.build_request(
-            "PUT",
+            method,
             # the same URL `params={"mode": ...}` would give, without re-parsing it every time
             self.url(f"{self.orders_url()}?{urlencode({'mode': self.settings.mode.value})}"),
             headers=_JSON_HEADERS,
-            content=jsonbody.dumps(body),
+            content=body,
         )
+
+    def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
+        encoded = self.encode(event, route)
+        return encoded if isinstance(encoded, Skip) else self._orders_request("PUT", encoded)
+
+    def prepare_bulk(self, elements: Sequence[bytes]) -> httpx.Request:
+        """`POST` of an array of orders to the same URL (each replaces its order by id)."""
+        self._check_bulk_size(elements)
+        return self._orders_request("POST", jsonbody.array(elements))
 
     async def send(self, request: httpx.Request) -> Sent:
         response = await send(

@@ -278,6 +278,8 @@ async def test_bulk_request_is_accepted(
 ) -> None:
     _, rules = fake
     destination = build()
-    events = [(tracking(name), cell(tracking(name))) for name in SAMPLES]
-    assert isinstance(await destination.send(destination.prepare_bulk(events)), Sent)
+    elements = [destination.encode(tracking(name), cell(tracking(name))) for name in SAMPLES]
+    assert all(isinstance(e, bytes) for e in elements)
+    request = destination.prepare_bulk(elements)  # type: ignore[arg-type]
+    assert isinstance(await destination.send(request), Sent)
     assert len(rules.accepted_orders) == len(SAMPLES)

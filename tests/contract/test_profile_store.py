@@ -194,10 +194,12 @@ async def test_events_over_256_kb_are_rejected_before_sending(
 async def test_track_bulk_is_accepted(processor: Processor, profile_store: PS) -> None:
     destination = next(d for d in processor.destinations if isinstance(d, ProfileStore))
     event = await processor.enrich(parse_order(sample("order-created.json")), "k", metadata(), 1e12)
-    request = destination.prepare_bulk([(event, "StorePurchase")] * 100)
+    element = destination.encode(event, "StorePurchase")
+    assert isinstance(element, bytes)
+    request = destination.prepare_bulk([element] * 100)
     sent = await destination.send(request)
     assert sent is not None
     assert profile_store[0].requests[-1].path == "/api/v1.0/TrackBulk"
     assert len(profile_store[1].accepted) == 100
     with pytest.raises(ValueError, match="1 to 100"):
-        destination.prepare_bulk([(event, "StorePurchase")] * 101)
+        destination.prepare_bulk([element] * 101)

@@ -240,14 +240,19 @@ def test_settings_defaults_and_required_key(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_bulk_takes_1_to_1000_orders(orders: Esputnik, events: Esputnik) -> None:
     event = event_for(sample("order-created.json"))
-    request = orders.prepare_bulk([(event, "DELIVERED")] * 1000)
-    assert len(json.loads(request.content)["orders"]) == 1000
+    element = orders.encode(event, "DELIVERED")
+    assert isinstance(element, bytes)
+    request = orders.prepare_bulk([element] * 1000)
+    document = json.loads(request.content)
+    assert document["orders"] == [json.loads(element)] * 1000
     assert request.url.path == "/api/v1/orders"
     for count in (0, 1001):
         with pytest.raises(ValueError, match="1 to 1000"):
-            orders.prepare_bulk([(event, "DELIVERED")] * count)
+            orders.prepare_bulk([element] * count)
     with pytest.raises(ValueError, match="orders mode"):
-        events.prepare_bulk([(event, "DELIVERED")])
+        events.prepare_bulk([element])
+    with pytest.raises(ValueError, match="orders mode"):
+        events.encode(event, "DELIVERED")
 
 
 def test_docs_list_every_mapped_field() -> None:
