@@ -9,8 +9,9 @@ redelivery safe).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -85,8 +86,7 @@ class OrderHandler:
         await self.retry_queue.aclose()
 
     async def handle(self, body: bytes, metadata: MessageMetadata) -> Outcome:
-        telemetry = self.processor.telemetry
-        with telemetry.tracer.start_as_current_span(
+        with self.processor.telemetry.tracer.start_as_current_span(
             "process order message",
             kind=SpanKind.CONSUMER,
             attributes={
@@ -95,23 +95,51 @@ class OrderHandler:
                 "orders.retry_attempt": RetryState.of(metadata.application_properties).attempt,
             },
         ) as span:
-            outcome = await self.processor.process(body, metadata)
-            if outcome.settlement is Settlement.RETRY:
-                outcome = await self._retry_later(body, metadata, outcome)
-            result = _label(outcome)
+            outcome = await self._conclude(
+                body, metadata, await self.processor.process(body, metadata)
+            )
             span.set_attributes(
                 {
                     "orders.order_id": outcome.order_id or "",
                     "orders.event_key": outcome.event_key or "",
-                    "orders.outcome": result,
+                    "orders.outcome": _label(outcome),
                     "orders.reason": outcome.reason or "",
                 }
             )
-            telemetry.messages.add(1, {"orders.outcome": result})
-            if outcome.settlement is Settlement.DEAD_LETTER:
-                telemetry.dead_letters.add(1, {"orders.reason": outcome.reason or ""})
-            if outcome.retry_at is not None:
-                telemetry.retries_scheduled.add(1, {"orders.reason": outcome.reason or ""})
+        return outcome
+
+    async def handle_batch(
+        self, messages: Sequence[tuple[bytes, MessageMetadata]]
+    ) -> list[Outcome]:
+        """The batch trigger's messages: one Outcome each, in order, each settled on its own."""
+        with self.processor.telemetry.tracer.start_as_current_span(
+            "process order batch",
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "servicebus",
+                "messaging.batch.message_count": len(messages),
+            },
+        ):
+            outcomes = await self.processor.process_batch(messages)
+            return list(
+                await asyncio.gather(
+                    *(
+                        self._conclude(body, metadata, outcome)
+                        for (body, metadata), outcome in zip(messages, outcomes, strict=True)
+                    )
+                )
+            )
+
+    async def _conclude(self, body: bytes, metadata: MessageMetadata, outcome: Outcome) -> Outcome:
+        """Turn "retry" into a scheduled retry copy (or abandon), and count the outcome."""
+        if outcome.settlement is Settlement.RETRY:
+            outcome = await self._retry_later(body, metadata, outcome)
+        telemetry = self.processor.telemetry
+        telemetry.messages.add(1, {"orders.outcome": _label(outcome)})
+        if outcome.settlement is Settlement.DEAD_LETTER:
+            telemetry.dead_letters.add(1, {"orders.reason": outcome.reason or ""})
+        if outcome.retry_at is not None:
+            telemetry.retries_scheduled.add(1, {"orders.reason": outcome.reason or ""})
         return outcome
 
     async def _retry_later(

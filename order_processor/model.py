@@ -11,6 +11,7 @@ from urllib.parse import quote
 from loyalty_client.customer import Customer
 from order_processor import jsonbody
 from order_processor.contract import EventType, InStoreOrder
+from order_processor.errors import DeliveryError
 
 #: Service Bus accepts up to 4096 characters for DeadLetterReason and DeadLetterErrorDescription.
 SERVICE_BUS_TEXT_LIMIT = 4096
@@ -72,6 +73,20 @@ class DestinationResult:
     attempts: int = 0
     #: settled by an earlier copy of this event (ledger or owedDestinations): not called now
     previously: bool = False
+
+    @classmethod
+    def failed(cls, destination: str, exc: DeliveryError, *, attempts: int) -> DestinationResult:
+        """What a DeliveryError means for this destination: retry later, or refused for good."""
+        return cls(
+            destination=destination,
+            status=DeliveryStatus.TRANSIENT_ERROR
+            if exc.transient
+            else DeliveryStatus.PERMANENT_ERROR,
+            detail=exc.describe(),
+            http_status=exc.status,
+            vendor_code=exc.vendor_code,
+            attempts=attempts,
+        )
 
     def describe(self) -> str:
         text = f"{self.destination}: {self.status.value}"

@@ -2,6 +2,9 @@
 
 parse & validate -> enrich (loyalty) -> TrackingEvent -> deliver to every enabled destination
 concurrently -> one Outcome saying complete, retry or dead-letter, with each destination's result.
+`process_batch` does the same for many messages at once (the batch trigger): each message is
+parsed, enriched, ledger-guarded and settled on its own, while each destination with a bulk form
+gets the batch's events in as few requests as it allows (`bulk.py`).
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import httpx
 
 from loyalty_client import CustomerLookup, build_lookup
 from loyalty_client.customer import Customer
+from order_processor.bulk import send_in_bulk
 from order_processor.contract import InStoreOrder, InvalidMessage, parse_order
 from order_processor.destinations import DESTINATIONS, Destination, Skip
 from order_processor.errors import DeliveryError
@@ -62,6 +66,24 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A message parsed and enriched: what the fan-out needs."""
+
+    event: TrackingEvent
+    metadata: MessageMetadata
+    #: owedDestinations of a retry copy (None: every routed destination)
+    owed: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    """The ledger let this delivery go ahead: the claim to record the result on, and the route."""
+
+    claim: Claimed
+    target: str
+
+
 class Processor:
     """Built once per process and reused by every invocation (pooled clients, warm caches)."""
 
@@ -91,9 +113,12 @@ class Processor:
             max_attempts=settings.core.destination_max_attempts, clock=clock
         )
         self._clock = clock
-        self._disabled = [
-            name for name in DESTINATIONS if name not in {d.name for d in self.destinations}
-        ]
+        enabled = {d.name for d in self.destinations}
+        self._disabled = tuple(
+            DestinationResult(destination=name, status=DeliveryStatus.SKIPPED, detail="disabled")
+            for name in DESTINATIONS
+            if name not in enabled
+        )
 
     @classmethod
     def from_settings(
@@ -143,7 +168,40 @@ class Processor:
         )
 
     async def process(self, body: bytes, metadata: MessageMetadata) -> Outcome:
-        deadline = self._clock() + self.settings.core.retry_budget_seconds
+        deadline = self._deadline()
+        ready = await self._begin(body, metadata, deadline)
+        if isinstance(ready, Outcome):
+            return ready
+        results = await asyncio.gather(
+            *(self._deliver(d, ready.event, deadline, ready.owed) for d in self.destinations)
+        )
+        return self._finish(ready, results)
+
+    async def process_batch(
+        self, messages: Sequence[tuple[bytes, MessageMetadata]]
+    ) -> list[Outcome]:
+        """One Outcome per message, in order; a message that fails fails alone."""
+        deadline = self._deadline()
+        begun = await asyncio.gather(*(self._begin(b, m, deadline) for b, m in messages))
+        ready = [r for r in begun if isinstance(r, Ready)]
+        per_destination = await asyncio.gather(
+            *(self._deliver_many(d, ready, deadline) for d in self.destinations)
+        )
+        finished = iter(
+            [
+                self._finish(r, [results[i] for results in per_destination])
+                for i, r in enumerate(ready)
+            ]
+        )
+        return [r if isinstance(r, Outcome) else next(finished) for r in begun]
+
+    def _deadline(self) -> float:
+        return self._clock() + self.settings.core.retry_budget_seconds
+
+    async def _begin(
+        self, body: bytes, metadata: MessageMetadata, deadline: float
+    ) -> Ready | Outcome:
+        """Parse and enrich, or the message's Outcome when that already decides it."""
         try:
             order = parse_order(body)
         except InvalidMessage as exc:
@@ -160,15 +218,10 @@ class Processor:
             event = await self.enrich(order, key, metadata, deadline)
         except DeliveryError as exc:
             return self._settled(self._lookup_failed(order, key, exc), metadata)
-        owed = RetryState.of(metadata.application_properties).owed
-        results = await asyncio.gather(
-            *(self._deliver(d, event, deadline, owed) for d in self.destinations)
-        )
-        skipped = tuple(
-            DestinationResult(destination=name, status=DeliveryStatus.SKIPPED, detail="disabled")
-            for name in self._disabled
-        )
-        return self._settled(self._decide(event, (*results, *skipped)), metadata)
+        return Ready(event, metadata, RetryState.of(metadata.application_properties).owed)
+
+    def _finish(self, ready: Ready, results: Sequence[DestinationResult]) -> Outcome:
+        return self._settled(self._decide(ready.event, (*results, *self._disabled)), ready.metadata)
 
     async def enrich(
         self, order: InStoreOrder, key: str, metadata: MessageMetadata, deadline: float
@@ -211,15 +264,61 @@ class Processor:
         ) as span:
             started = time.perf_counter()
             result = await self._deliver_guarded(destination, event, deadline, owed)
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            outcome = {"orders.destination": destination.name, "orders.result": result.status.value}
+            outcome = self._observe(result, started)
             span.set_attributes({**outcome, "orders.attempts": result.attempts})
             if result.http_status is not None:
                 span.set_attribute("http.response.status_code", result.http_status)
-            telemetry.deliveries.add(1, outcome)
-            if result.attempts:
-                telemetry.destination_duration.record(elapsed_ms, outcome)
         return result
+
+    def _observe(self, result: DestinationResult, started: float) -> dict[str, str]:
+        """Count the delivery and, when the vendor was called, how long it took."""
+        outcome = {"orders.destination": result.destination, "orders.result": result.status.value}
+        self.telemetry.deliveries.add(1, outcome)
+        if result.attempts:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self.telemetry.destination_duration.record(elapsed_ms, outcome)
+        return outcome
+
+    async def _deliver_many(
+        self, destination: Destination, ready: Sequence[Ready], deadline: float
+    ) -> list[DestinationResult]:
+        """`ready`'s events to one destination: in bulk when it has a bulk form."""
+        if len(ready) <= 1 or destination.bulk_limit() <= 1:
+            return list(
+                await asyncio.gather(
+                    *(self._deliver(destination, r.event, deadline, r.owed) for r in ready)
+                )
+            )
+        name = destination.name
+        with self.telemetry.tracer.start_as_current_span(
+            f"deliver {name} in bulk",
+            attributes={"orders.destination": name, "orders.batch_size": len(ready)},
+        ):
+            started = time.perf_counter()
+            gates = await asyncio.gather(*(self._gate(destination, r.event, r.owed) for r in ready))
+            settled = {i: g for i, g in enumerate(gates) if isinstance(g, DestinationResult)}
+            cleared = {i: g for i, g in enumerate(gates) if isinstance(g, Cleared)}
+            to_send: list[int] = []
+            elements: list[bytes] = []
+            for i, gate in cleared.items():
+                try:
+                    encoded = destination.encode(ready[i].event, gate.target)
+                except DeliveryError as exc:
+                    settled[i] = DestinationResult.failed(name, exc, attempts=1)
+                    continue
+                if isinstance(encoded, Skip):
+                    settled[i] = _skipped(name, encoded.reason)
+                else:
+                    to_send.append(i)
+                    elements.append(encoded)
+            sent = await send_in_bulk(destination, elements, policy=self.retry, deadline=deadline)
+            settled.update(zip(to_send, sent, strict=True))
+            await asyncio.gather(*(self._record(g.claim, settled[i]) for i, g in cleared.items()))
+            for i in cleared:
+                self._logged(ready[i].event, settled[i])
+            for result in settled.values():
+                self._observe(result, started)
+        return [settled[i] for i in range(len(ready))]
 
     async def _deliver_guarded(
         self,
@@ -228,14 +327,22 @@ class Processor:
         deadline: float,
         owed: frozenset[str] | None,
     ) -> DestinationResult:
+        gate = await self._gate(destination, event, owed)
+        if isinstance(gate, DestinationResult):
+            return gate
+        result = await self._attempt(destination, event, gate.target, deadline)
+        await self._record(gate.claim, result)
+        return self._logged(event, result)
+
+    async def _gate(
+        self, destination: Destination, event: TrackingEvent, owed: frozenset[str] | None
+    ) -> DestinationResult | Cleared:
+        """Whether this event still goes to `destination`: the routing table, the retry copy's
+        owedDestinations, then the ledger's claim. A result when the answer is no."""
         name = destination.name
         target = route(name, event.event_type)
         if target is None:
-            return DestinationResult(
-                destination=name,
-                status=DeliveryStatus.SKIPPED,
-                detail=f"{event.event_type.value} is not routed here",
-            )
+            return _skipped(name, f"{event.event_type.value} is not routed here")
         if owed is not None and name not in owed:
             return DestinationResult(
                 destination=name,
@@ -277,9 +384,7 @@ class Processor:
                     vendor_code=IN_FLIGHT,
                 ),
             )
-        result = await self._attempt(destination, event, target, deadline)
-        await self._record(gate, result)
-        return self._logged(event, result)
+        return Cleared(gate, target)
 
     async def _record(self, claim: Claimed, result: DestinationResult) -> None:
         try:
@@ -305,9 +410,7 @@ class Processor:
             attempts += 1
             prepared = destination.prepare(event, target)
             if isinstance(prepared, Skip):
-                return DestinationResult(
-                    destination=name, status=DeliveryStatus.SKIPPED, detail=prepared.reason
-                )
+                return _skipped(name, prepared.reason)
             sent = await destination.send(prepared)
             return DestinationResult(
                 destination=name,
@@ -320,16 +423,7 @@ class Processor:
         try:
             result = await call_with_retries(attempt, policy=self.retry, deadline=deadline)
         except DeliveryError as exc:
-            result = DestinationResult(
-                destination=name,
-                status=DeliveryStatus.TRANSIENT_ERROR
-                if exc.transient
-                else DeliveryStatus.PERMANENT_ERROR,
-                detail=exc.describe(),
-                http_status=exc.status,
-                vendor_code=exc.vendor_code,
-                attempts=attempts,
-            )
+            result = DestinationResult.failed(name, exc, attempts=attempts)
         return result
 
     @staticmethod
@@ -406,6 +500,10 @@ class Processor:
         if outcome.settlement is Settlement.RETRY:
             return outcome  # the handler decides how to retry, and logs that once
         return log_outcome(outcome, metadata)
+
+
+def _skipped(destination: str, reason: str) -> DestinationResult:
+    return DestinationResult(destination=destination, status=DeliveryStatus.SKIPPED, detail=reason)
 
 
 def _unrecorded(destination: str, detail: str) -> DestinationResult:
