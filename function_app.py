@@ -2,12 +2,15 @@
 
 It turns the message into bytes + metadata, asks `order_processor` for an Outcome, and settles the
 message explicitly (complete / dead-letter with reason / abandon). Two triggers share one core: the
-`orders` subscription and the retry queue the core schedules copies on. Nothing else lives here.
+`orders` subscription and the retry queue the core schedules copies on. With ORDERS_BATCH_ENABLED
+the subscription's trigger takes a batch (`cardinality=many`) and settles each message of it on its
+own. Nothing else lives here.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
@@ -66,20 +69,35 @@ def settle(
             actions.abandon(message)
 
 
-@app.service_bus_topic_trigger(
-    arg_name="message",
-    topic_name="%ORDERS_TOPIC%",
-    subscription_name="%ORDERS_SUBSCRIPTION%",
-    connection="ServiceBusConnection",
-    auto_complete_messages=False,
+_ORDERS_TOPIC: dict[str, Any] = {
+    "topic_name": "%ORDERS_TOPIC%",
+    "subscription_name": "%ORDERS_SUBSCRIPTION%",
+    "connection": "ServiceBusConnection",
+    "auto_complete_messages": False,
     # Read at start-up: the binding must match how the subscription was created.
-    is_sessions_enabled=SETTINGS.core.orders_sessions_enabled,
-)
-async def sync_order(
-    message: servicebus.ServiceBusReceivedMessage,
-    message_actions: servicebus.ServiceBusMessageActions,
-) -> None:
-    await _handle(message, message_actions)
+    "is_sessions_enabled": SETTINGS.core.orders_sessions_enabled,
+}
+
+if SETTINGS.core.orders_batch_enabled:
+    # ORDERS_BATCH_ENABLED: the same function name, so dashboards and alerts do not change.
+    @app.function_name("sync_order")
+    @app.service_bus_topic_trigger(
+        arg_name="messages", cardinality=func.Cardinality.MANY, **_ORDERS_TOPIC
+    )
+    async def sync_order_batch(
+        messages: list[servicebus.ServiceBusReceivedMessage],
+        message_actions: servicebus.ServiceBusMessageActions,
+    ) -> None:
+        await _handle_batch(messages, message_actions)
+
+else:
+
+    @app.service_bus_topic_trigger(arg_name="message", **_ORDERS_TOPIC)
+    async def sync_order(
+        message: servicebus.ServiceBusReceivedMessage,
+        message_actions: servicebus.ServiceBusMessageActions,
+    ) -> None:
+        await _handle(message, message_actions)
 
 
 @app.service_bus_queue_trigger(
@@ -102,10 +120,44 @@ async def _handle(
     try:
         outcome = await _current_handler().handle(message_body(message), message_metadata(message))
     except Exception:
-        # Never leave a message locked: release it for redelivery and say why in the log.
-        log.exception("unexpected failure; abandoning message %s", message.message_id)
-        message_actions.abandon(message)
+        _abandon([message], message_actions)
         return
+    _settle_logged(outcome, message, message_actions)
+
+
+async def _handle_batch(
+    messages: list[servicebus.ServiceBusReceivedMessage],
+    message_actions: servicebus.ServiceBusMessageActions,
+) -> None:
+    try:
+        outcomes = await _current_handler().handle_batch(
+            [(message_body(m), message_metadata(m)) for m in messages]
+        )
+    except Exception:
+        _abandon(messages, message_actions)
+        return
+    for message, outcome in zip(messages, outcomes, strict=True):
+        _settle_logged(outcome, message, message_actions)
+
+
+def _abandon(
+    messages: list[servicebus.ServiceBusReceivedMessage],
+    message_actions: servicebus.ServiceBusMessageActions,
+) -> None:
+    """Never leave a message locked: release it for redelivery and say why in the log."""
+    log.exception("unexpected failure; abandoning %d message(s)", len(messages))
+    for message in messages:
+        try:
+            message_actions.abandon(message)
+        except Exception:
+            log.exception("abandoning message %s failed", message.message_id)
+
+
+def _settle_logged(
+    outcome: Outcome,
+    message: servicebus.ServiceBusReceivedMessage,
+    message_actions: servicebus.ServiceBusMessageActions,
+) -> None:
     try:
         settle(outcome, message, message_actions)
     except Exception:

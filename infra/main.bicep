@@ -85,6 +85,9 @@ param serviceBusDisableLocalAuth bool = true
 @description('The order-sync subscription requires sessions (SessionId = orderId). Fixed once created: changing it means recreating the subscription.')
 param ordersSessionsEnabled bool = false
 
+@description('Deliver in batches: the topic trigger receives up to host.json maxMessageBatchSize messages per call and sends them in bulk (Profile Store TrackBulk, RichRelevance POST, eSputnik orders array); each message is still settled on its own. See docs/performance.md.')
+param ordersBatchEnabled bool = false
+
 @description('Duplicate detection window of the topic and the retry queue (ISO 8601).')
 param duplicateDetectionWindow string = 'PT1H'
 
@@ -293,6 +296,7 @@ var appSettings = {
   ORDERS_SUBSCRIPTION: ordersSubscription
   ORDERS_RETRY_QUEUE: ordersRetryQueue
   ORDERS_SESSIONS_ENABLED: ordersSessionsEnabled ? 'true' : 'false'
+  ORDERS_BATCH_ENABLED: ordersBatchEnabled ? 'true' : 'false'
   RETRY_BUDGET_SECONDS: string(retryBudgetSeconds)
   RETRY_WINDOW_MINUTES: string(retryWindowMinutes)
   RETRY_MIN_ATTEMPTS: string(retryMinAttempts)

@@ -6,6 +6,7 @@ param baseName = 'ordersync'
 param hostingPlan = 'FC1'
 param serviceBusSku = 'Standard'
 param ordersSessionsEnabled = false
+param ordersBatchEnabled = false
 param logLevel = 'INFO'
 
 param loyaltyApiBaseUrl = 'https://loyalty.example.com/api'

@@ -49,6 +49,11 @@ class CoreSettings(BaseSettings):
     orders_sessions_enabled: bool = Field(
         default=False, description="the subscription requires sessions (SessionId = orderId)"
     )
+    orders_batch_enabled: bool = Field(
+        default=False,
+        description="the topic trigger receives batches (cardinality many) and delivers them in "
+        "bulk; host.json maxMessageBatchSize sizes them",
+    )
     retry_window_minutes: float = Field(default=180.0, gt=0)
     retry_min_attempts: int = Field(default=3, ge=1, le=100)
     retry_backoff_minutes: Annotated[tuple[float, ...], NoDecode] = Field(

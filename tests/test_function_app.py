@@ -4,11 +4,15 @@ azure.servicebus.ServiceBusReceivedMessage and a settlement-recording ServiceBus
 from __future__ import annotations
 
 import functools
+import importlib.util
+import inspect
+import json
 import logging
 import os
 import re
 import subprocess
 import sys
+import types
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -178,6 +182,104 @@ def test_sessions_are_declared_on_the_trigger_when_the_subscription_requires_the
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(enabled == "true")
+
+
+# --- ORDERS_BATCH_ENABLED: the batch trigger ----------------------------------------------------
+
+
+def _load_function_app(monkeypatch: pytest.MonkeyPatch, **env: str) -> types.ModuleType:
+    """A fresh copy of function_app.py imported under `env` (the module reads it at import)."""
+    for name, value in {**BASELINE_ENV, **env}.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("function_app_variant", ROOT / "function_app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in BASELINE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return module
+
+
+@pytest.fixture
+def batch_app(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    return _load_function_app(monkeypatch, ORDERS_BATCH_ENABLED="true")
+
+
+@pytest.mark.parametrize("sessions", ["false", "true"])
+def test_batch_setting_declares_cardinality_many_under_the_same_name(
+    monkeypatch: pytest.MonkeyPatch, sessions: str
+) -> None:
+    module = _load_function_app(
+        monkeypatch, ORDERS_BATCH_ENABLED="true", ORDERS_SESSIONS_ENABLED=sessions
+    )
+    functions = {f.get_function_name(): f for f in module.app.get_functions()}
+    assert set(functions) == {"sync_order", "retry_order"}
+    (binding,) = json.loads(functions["sync_order"].get_function_json())["bindings"]
+    assert (
+        binding["cardinality"].lower() == "many"
+    )  # the library writes MANY; the host ignores case
+    assert binding["name"] == "messages"
+    assert binding["autoCompleteMessages"] is False
+    assert binding["isSessionsEnabled"] is (sessions == "true")
+    # The retry queue stays one message at a time: its traffic is a trickle.
+    (retry,) = json.loads(functions["retry_order"].get_function_json())["bindings"]
+    assert retry.get("cardinality", "one").lower() == "one"
+
+
+def test_without_the_setting_the_trigger_takes_one_message() -> None:
+    (binding,) = json.loads(_function().get_function_json())["bindings"]
+    assert binding.get("cardinality", "one").lower() == "one"
+    assert binding["name"] == "message"
+
+
+def test_the_batch_binding_is_one_the_servicebus_extension_decodes(
+    batch_app: types.ModuleType,
+) -> None:
+    from azurefunctions.extensions.bindings.servicebus import ServiceBusConverter
+
+    functions = {f.get_function_name(): f for f in batch_app.app.get_functions()}
+    annotation = (
+        inspect.signature(functions["sync_order"].get_user_function(), eval_str=True)
+        .parameters["messages"]
+        .annotation
+    )
+    assert ServiceBusConverter.check_input_type_annotation(annotation)
+
+
+async def test_batch_messages_are_settled_one_by_one(
+    batch_app: types.ModuleType,
+    handler: OrderHandler,
+    actions: MagicMock,
+    profile_store: tuple[FakeServer, ProfileStoreRules],
+) -> None:
+    document = json.loads(sample("order-created.json"))
+    bodies = [json.dumps({**document, "orderId": f"F{i}"}).encode() for i in range(3)]
+    bodies.insert(1, b"not json")
+    messages = [received_message(body, message_id=f"b-{i}") for i, body in enumerate(bodies)]
+    batch_app.use_handler(handler)
+    functions = {f.get_function_name(): f for f in batch_app.app.get_functions()}
+    await functions["sync_order"].get_user_function()(messages=messages, message_actions=actions)
+    assert settled(actions) == ["complete", "deadletter", "complete", "complete"]
+    assert [call.args[0] for call in actions.method_calls] == messages
+    assert actions.deadletter.call_args.kwargs["deadletter_reason"] == "InvalidMessage"
+    assert [r.path for r in profile_store[0].requests] == ["/api/v1.0/TrackBulk"]
+    assert len(profile_store[1].accepted) == 3
+
+
+async def test_a_batch_that_fails_unexpectedly_is_abandoned_message_by_message(
+    batch_app: types.ModuleType, handler: OrderHandler, actions: MagicMock
+) -> None:
+    async def explode(messages: Any) -> Any:
+        raise RuntimeError("bug")
+
+    handler.handle_batch = explode  # type: ignore[method-assign]
+    batch_app.use_handler(handler)
+    actions.abandon.side_effect = [RuntimeError("lock lost"), None]
+    messages = [received_message(sample("order-created.json")) for _ in range(2)]
+    functions = {f.get_function_name(): f for f in batch_app.app.get_functions()}
+    await functions["sync_order"].get_user_function()(messages=messages, message_actions=actions)
+    assert settled(actions) == ["abandon", "abandon"]
 
 
 def test_the_host_refuses_to_start_without_a_service_bus_connection() -> None:

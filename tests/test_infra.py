@@ -339,6 +339,9 @@ def test_service_bus_entities(template: dict[str, Any]) -> None:
         "requiresSession"
     ]
     assert _app_settings(sessions)["ORDERS_SESSIONS_ENABLED"] == "true"
+    assert _app_settings(evaluator)["ORDERS_BATCH_ENABLED"] == "false"
+    batched = _evaluate(template, ordersBatchEnabled=True)
+    assert _app_settings(batched)["ORDERS_BATCH_ENABLED"] == "true"
 
     queue = evaluator.one("Microsoft.ServiceBus/namespaces/queues").properties
     assert queue["maxDeliveryCount"] == 10
