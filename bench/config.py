@@ -27,7 +27,10 @@ class BenchConfig:
     error_rate: float = 0.0
     ledger: str = "memory"
     seed_orders: int = 320  # 10 rounds of 32: the baseline is slow, its rate settles quickly
-    batch_size: int = 16
+    #: the batch trigger: host.json maxMessageBatchSize, and batches in flight (the host runs one
+    #: at a time per instance)
+    batch_size: int = 100
+    batches: int = 1
     slow_ms: float = 2_000.0
     slow_destination: str = "profile_store"
     slow_rounds: int = 5

@@ -1,6 +1,6 @@
 """One bench run: start the fake vendors, run every mode against them, return a Report.
 
-Modes, in order: floor, core (the project), batch (simulated batch trigger), seed-style baseline,
+Modes, in order: floor, core (the project), batch (the core's batch path), seed-style baseline,
 the 2 s-destination pair (reference and slow), optionally a concurrency sweep, the core on the
 stock httpx transport, and a long soak for memory. `python -m bench` is the command line.
 """
@@ -127,7 +127,7 @@ class Bench:
                         self.fakes,
                         orders,
                         batch_size=c.batch_size,
-                        batches=max(1, c.concurrency // c.batch_size),
+                        batches=c.batches,
                         ledger=batch_ledger,
                     )
                 )
