@@ -2,6 +2,8 @@
 the same run as the core they would change (docs/performance.md). The retry fast path was one;
 measured at -13% CPU per message, it is now in `order_processor/retry.py`.
 
+- `httpx-cookie-jar`: the reverse of a change made: the app's clients with httpx's cookie jar back
+  (`order_processor.http.ApiClient` has none), to keep measuring what that saves.
 - `one-log-per-message`: the per-destination result lines are not logged (proposed: DEBUG), the
   per-message settlement line still is.
 - `quiet-logs`: the app's loggers at WARNING (what INFO logging costs in all).
@@ -15,6 +17,9 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import httpx
+
+from order_processor import http as http_module
 from order_processor import processor as processor_module
 
 T = TypeVar("T")
@@ -28,6 +33,12 @@ def _patched(target: Any, name: str, value: Any) -> Iterator[None]:
         yield
     finally:
         setattr(target, name, original)
+
+
+@contextlib.contextmanager
+def httpx_cookie_jar() -> Iterator[None]:
+    with _patched(http_module, "ApiClient", httpx.AsyncClient):
+        yield
 
 
 @contextlib.contextmanager
@@ -53,6 +64,7 @@ def quiet_logs() -> Iterator[None]:
 
 
 EXPERIMENTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+    "httpx-cookie-jar": httpx_cookie_jar,
     "one-log-per-message": one_log_per_message,
     "quiet-logs": quiet_logs,
 }

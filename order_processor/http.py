@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
+from typing import Any
 
 import httpcore
 import httpx
@@ -38,6 +39,31 @@ class Timeouts:
         return httpx.Timeout(self.read, connect=self.connect, pool=self.connect)
 
 
+class _NoCookies(httpx.Cookies):
+    """A jar that stays empty: Set-Cookie answers are ignored."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class ApiClient(httpx.AsyncClient):
+    """httpx's client without a cookie jar. The vendors' APIs authenticate with keys and tokens,
+    never cookies, while httpx wraps every response in urllib request/response shims to look
+    for Set-Cookie: 0.24 ms CPU per response here, more than our transport's whole exchange."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, value: object) -> None:
+        self._no_cookies = _NoCookies()
+
+
 def new_client(
     *,
     timeouts: Timeouts,
@@ -49,7 +75,7 @@ def new_client(
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
-    return httpx.AsyncClient(
+    return ApiClient(
         timeout=timeouts.httpx(),
         limits=limits,
         transport=transport or KeepAliveTransport(limits=limits),
