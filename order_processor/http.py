@@ -48,8 +48,8 @@ class _NoCookies(httpx.Cookies):
 
 class ApiClient(httpx.AsyncClient):
     """httpx's client without a cookie jar. The vendors' APIs authenticate with keys and tokens,
-    never cookies, while httpx wraps every response in urllib request/response shims to look
-    for Set-Cookie: 0.24 ms CPU per response here, more than our transport's whole exchange."""
+    never cookies, while httpx wraps every response in urllib request/response shims to look for
+    Set-Cookie: 28 us CPU per response here, 2-3% of the core's CPU per message."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
