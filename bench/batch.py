@@ -13,7 +13,7 @@ from bench.fakes import FakeVendors
 from bench.orders import OrderSet
 from bench.result import RunResult
 from bench.wiring import bench_settings, build_processor
-from order_processor.model import DeliveryStatus, MessageMetadata
+from order_processor.model import MessageMetadata
 
 
 async def drive_batch(
@@ -32,15 +32,7 @@ async def drive_batch(
             )
             latency = time.perf_counter() - start
             for order, outcome in zip(batch, outcomes, strict=True):
-                result.latencies.append(latency)
-                result.outcomes[outcome.settlement.value] += 1
-                result.delivered += sum(
-                    1
-                    for r in outcome.results
-                    if r.status is DeliveryStatus.DELIVERED and not r.previously
-                )
-                result.planned_sends += len(order.plan.sends)
-                result.lookups_needed += order.plan.card is not None
+                result.count(order, outcome, latency)
 
     fakes.reset()
     try:

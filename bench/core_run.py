@@ -11,7 +11,7 @@ from bench.fakes import FakeVendors
 from bench.orders import OrderSet
 from bench.result import RunResult
 from bench.wiring import MESSAGE_START, bench_settings, build_processor, time_deliveries
-from order_processor.model import DeliveryStatus, MessageMetadata
+from order_processor.model import MessageMetadata
 
 
 async def drive_core(
@@ -38,15 +38,7 @@ async def drive_core(
             MESSAGE_START.set(start)
             metadata = MessageMetadata(message_id=f"m-{order.index}")
             outcome = await processor.process(order.body, metadata)
-            result.latencies.append(time.perf_counter() - start)
-            result.outcomes[outcome.settlement.value] += 1
-            result.delivered += sum(
-                1
-                for r in outcome.results
-                if r.status is DeliveryStatus.DELIVERED and not r.previously
-            )
-            result.planned_sends += len(order.plan.sends)
-            result.lookups_needed += order.plan.card is not None
+            result.count(order, outcome, time.perf_counter() - start)
             if order.index == warm_at:
                 meter.mark("after_warmup")
 

@@ -9,7 +9,9 @@ from typing import Any
 
 from bench.fakes import VendorStats
 from bench.measure import Meter, percentile
+from bench.orders import Order
 from bench.vendors import DESTINATION_NAMES
+from order_processor.model import DeliveryStatus, Outcome
 
 
 @dataclass
@@ -35,6 +37,16 @@ class RunResult:
     critical_path: float = 0.0
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    def count(self, order: Order, outcome: Outcome, latency: float) -> None:
+        """One message processed by the core: its latency, settlement and new deliveries."""
+        self.latencies.append(latency)
+        self.outcomes[outcome.settlement.value] += 1
+        self.delivered += sum(
+            1 for r in outcome.results if r.status is DeliveryStatus.DELIVERED and not r.previously
+        )
+        self.planned_sends += len(order.plan.sends)
+        self.lookups_needed += order.plan.card is not None
 
     @property
     def throughput(self) -> float:
