@@ -37,7 +37,7 @@ class BenchConfig:
     soak: int = 0
     sweep: tuple[int, ...] = ()
     stock_orders: int = 0  # >0: also run the core on httpx's stock transport
-    #: bench.experiments names: one extra core run each (and one with all of them)
+    #: bench.experiments names: one extra core run each
     experiments: tuple[str, ...] = ()
     experiment_orders: int = 6_000
     experiment_rounds: int = 3

@@ -46,7 +46,7 @@ def report() -> Report:
 def test_every_run_is_reported(report: Report) -> None:
     names = set(report.runs)
     assert {"floor", "floor (stock httpx)", "core", "batch", "seed-style"} <= names
-    assert {"slow reference", "core (stock httpx transport)", "core + all"} <= names
+    assert {"slow reference", "core (stock httpx transport)", "core + quiet-logs"} <= names
     assert any(name.startswith("slow (profile_store") for name in names)
     assert not [name for name, run in report.runs.items() if run.skipped]
 
