@@ -101,6 +101,35 @@ async def test_one_trace_spans_the_message_the_loyalty_lookup_and_each_destinati
     assert "6330001234567890" not in text
 
 
+async def test_a_batch_is_one_trace_with_bulk_deliveries_and_per_message_metrics(
+    observed: OrderHandler, spans: InMemorySpanExporter, reader: InMemoryMetricReader
+) -> None:
+    document = json.loads(sample("order-created.json"))
+    messages = [
+        (json.dumps({**document, "orderId": f"T{i}"}).encode(), MessageMetadata(message_id=f"b{i}"))
+        for i in range(3)
+    ]
+    await observed.handle_batch([*messages, (b"not json", MessageMetadata(message_id="bad"))])
+    finished = spans.get_finished_spans()
+    root = next(s for s in finished if s.name == "process order batch")
+    assert root.attributes is not None
+    assert root.attributes["messaging.batch.message_count"] == 4
+    names = [s.name for s in finished]
+    for name in ("profile_store", "richrelevance", "esputnik"):
+        assert names.count(f"deliver {name} in bulk") == 1
+    assert names.count("deliver product_recs") == 3  # no bulk form: one per order
+    assert {s.context.trace_id for s in finished} == {root.context.trace_id}
+    found = points(reader)
+    assert sorted((a["orders.outcome"], v) for a, v in found["orders.messages"]) == [
+        ("complete", 3),
+        ("dead-letter", 1),
+    ]
+    deliveries = {
+        (a["orders.destination"], a["orders.result"]): v for a, v in found["orders.deliveries"]
+    }
+    assert deliveries[("profile_store", "delivered")] == 3
+
+
 async def test_metrics_count_outcomes_deliveries_retries_dead_letters_and_cache_hits(
     observed: OrderHandler,
     reader: InMemoryMetricReader,
