@@ -25,7 +25,7 @@ from order_processor.contract import InvalidMessage, parse_order
 from order_processor.destinations import DESTINATIONS, Destination, Skip
 from order_processor.destinations.richrelevance import OAUTH2_PATH, RichRelevance
 from order_processor.errors import DeliveryError
-from order_processor.model import TrackingEvent, event_key
+from order_processor.model import TrackingEvent, enriched_event, event_key
 from order_processor.routing import route
 from order_processor.settings import AppSettings
 from tests.fakes import richrelevance as richrelevance_fake
@@ -83,19 +83,7 @@ class SeedStyle:
         found = None
         if ref.loyalty_card_number and not ref.email:
             found = self._lookup(ref.loyalty_card_number)
-        customer = Customer(
-            customer_id=(found.customer_id if found else None) or ref.customer_id,
-            email=(found.email if found else None) or ref.email,
-            phone=(found.phone if found else None) or ref.phone,
-            first_name=found.first_name if found else None,
-            last_name=found.last_name if found else None,
-        )
-        event = TrackingEvent(
-            order=parsed,
-            customer=customer,
-            customer_known=found is not None or ref.email is not None,
-            key=event_key(parsed),
-        )
+        event = enriched_event(parsed, found, key=event_key(parsed))
         delivered = 0
         outcome = "complete"
         for destination in self.destinations:

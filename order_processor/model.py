@@ -55,6 +55,28 @@ class TrackingEvent:
         return self.order.event_type
 
 
+def enriched_event(
+    order: InStoreOrder, found: Customer | None, *, key: str, message_id: str | None = None
+) -> TrackingEvent:
+    """The order with its customer: what the loyalty provider `found` wins over what the ERP
+    sent; the ERP's own email also counts as a known customer."""
+    ref = order.customer
+    customer = Customer(
+        customer_id=(found.customer_id if found else None) or ref.customer_id,
+        email=(found.email if found else None) or ref.email,
+        phone=(found.phone if found else None) or ref.phone,
+        first_name=found.first_name if found else None,
+        last_name=found.last_name if found else None,
+    )
+    return TrackingEvent(
+        order=order,
+        customer=customer,
+        customer_known=found is not None or ref.email is not None,
+        key=key,
+        message_id=message_id,
+    )
+
+
 class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     SKIPPED = "skipped"

@@ -42,6 +42,7 @@ from order_processor.model import (
     Outcome,
     Settlement,
     TrackingEvent,
+    enriched_event,
     event_key,
 )
 from order_processor.redelivery import RetryState
@@ -232,20 +233,7 @@ class Processor:
             with self.telemetry.tracer.start_as_current_span("loyalty lookup") as span:
                 found = await self.lookup.lookup(ref.loyalty_card_number, deadline=deadline)
                 span.set_attribute("orders.customer_known", found is not None)
-        customer = Customer(
-            customer_id=(found.customer_id if found else None) or ref.customer_id,
-            email=(found.email if found else None) or ref.email,
-            phone=(found.phone if found else None) or ref.phone,
-            first_name=found.first_name if found else None,
-            last_name=found.last_name if found else None,
-        )
-        return TrackingEvent(
-            order=order,
-            customer=customer,
-            customer_known=found is not None or ref.email is not None,
-            key=key,
-            message_id=metadata.message_id,
-        )
+        return enriched_event(order, found, key=key, message_id=metadata.message_id)
 
     async def _deliver(
         self,
