@@ -213,3 +213,33 @@ async def test_events_mode_esputnik_has_no_bulk_form(
         await built.aclose()
     assert settlements(outcomes) == ["complete"] * 3
     assert business_requests(server) == ["/api/v1/event"] * 3
+
+
+async def test_an_event_refused_before_sending_fails_alone(
+    processor: Processor, fakes: dict[str, FakeServer]
+) -> None:
+    # eSputnik's totals rule is checked before any call: that order is never in the bulk body.
+    bad = order("B1", total="91.00")
+    outcomes = await processor.process_batch(batch(order("B0"), bad, order("B2")))
+    assert settlements(outcomes) == ["complete", "dead-letter", "complete"]
+    refused = outcomes[1].result_for("esputnik")
+    assert refused is not None
+    assert refused.status is DeliveryStatus.PERMANENT_ERROR
+    assert refused.vendor_code == "TotalsMismatch"
+    assert sorted(ids_in(fakes["esputnik"], "externalOrderId")) == ["B0", "B2"]
+    assert business_requests(fakes["esputnik"]) == ["/api/v1/orders"]
+
+
+async def test_a_duplicate_in_the_same_batch_is_sent_once(
+    processor: Processor, fakes: dict[str, FakeServer]
+) -> None:
+    body = order("D1")
+    outcomes = await processor.process_batch(batch(body, body, order("D2")))
+    first, duplicate, _ = outcomes
+    assert first.settlement is Settlement.COMPLETE
+    # The second copy finds the ledger claim held: it retries later, sending nothing now.
+    assert duplicate.settlement is Settlement.RETRY
+    assert {r.vendor_code for r in duplicate.results if r.status.value == "transient-error"} == {
+        "InFlight"
+    }
+    assert sorted(ids_in(fakes["profile_store"], "payload.orderId")) == ["D1", "D2"]
