@@ -14,8 +14,8 @@ import httpx
 
 from bench.experiments import EXPERIMENTS
 from bench.fakeserver import Config
-from order_processor import http as core_http
 from order_processor.logs import configure_logging
+from order_processor.outbound import http as core_http
 
 
 @dataclass(frozen=True)

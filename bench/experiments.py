@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from order_processor import http as http_module
 from order_processor import processor as processor_module
+from order_processor.outbound import http as http_module
 
 T = TypeVar("T")
 

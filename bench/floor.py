@@ -16,7 +16,7 @@ from bench.orders import OrderSet
 from bench.result import RunResult
 from bench.vendors import DESTINATION_NAMES
 from order_processor.destinations.richrelevance import OAUTH2_PATH
-from order_processor.http import Timeouts, new_client
+from order_processor.outbound.http import Timeouts, new_client
 from tests.fakes import esputnik as esputnik_fake
 from tests.fakes import product_recs as product_recs_fake
 from tests.fakes import profile_store as profile_store_fake

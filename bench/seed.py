@@ -24,8 +24,8 @@ from loyalty_client.customer import Customer
 from order_processor.contract import InvalidMessage, parse_order
 from order_processor.destinations import DESTINATIONS, Destination, Skip
 from order_processor.destinations.richrelevance import OAUTH2_PATH, RichRelevance
-from order_processor.errors import DeliveryError
 from order_processor.model import TrackingEvent, enriched_event, event_key
+from order_processor.outbound.errors import DeliveryError
 from order_processor.routing import route
 from order_processor.settings import AppSettings
 from tests.fakes import richrelevance as richrelevance_fake

@@ -11,7 +11,7 @@ from loyalty_client.client import CustomerLookup, LoyaltyClient
 from loyalty_client.customer import Customer
 from loyalty_client.directory import CustomerDirectory
 from loyalty_client.settings import LoyaltyAuth, LoyaltySettings
-from order_processor.retry import RetryPolicy
+from order_processor.outbound.retry import RetryPolicy
 
 __all__ = [
     "CachedLookup",

@@ -11,9 +11,15 @@ import httpx
 
 from loyalty_client.customer import Customer, text_at
 from loyalty_client.settings import LoyaltyAuth, LoyaltySettings
-from order_processor.errors import DeliveryError, FailureKind, error_from_response
-from order_processor.http import ClientCredentialsAuth, HeaderAuth, Timeouts, new_client, send
-from order_processor.retry import RetryPolicy, call_with_retries
+from order_processor.outbound.errors import DeliveryError, FailureKind, error_from_response
+from order_processor.outbound.http import (
+    ClientCredentialsAuth,
+    HeaderAuth,
+    Timeouts,
+    new_client,
+    send,
+)
+from order_processor.outbound.retry import RetryPolicy, call_with_retries
 
 SYSTEM = "loyalty"
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from order_processor.logs import fingerprint
+from order_processor.outbound.redaction import fingerprint
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 from order_processor.destinations import Destination
 from order_processor.destinations.base import Sent
-from order_processor.errors import DeliveryError
 from order_processor.model import DeliveryStatus, DestinationResult
-from order_processor.retry import RetryPolicy, call_with_retries
+from order_processor.outbound.errors import DeliveryError
+from order_processor.outbound.retry import RetryPolicy, call_with_retries
 
 #: refusals about what the request carries: one element can cause them, so they are split
 CONTENT_REFUSALS = frozenset({400, 409, 413, 422})

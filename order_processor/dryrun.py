@@ -17,7 +17,7 @@ import httpx
 import simplejson
 
 from order_processor.destinations import DESTINATIONS
-from order_processor.logs import redact
+from order_processor.outbound.redaction import redact
 
 SAMPLE_CUSTOMERS = Path(__file__).resolve().parent.parent / "samples" / "loyalty" / "customers.json"
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from loyalty_client.customer import Customer
 from order_processor import jsonbody
 from order_processor.contract import EventType, InStoreOrder
-from order_processor.errors import DeliveryError
+from order_processor.outbound.errors import DeliveryError
 
 #: Service Bus accepts up to 4096 characters for DeadLetterReason and DeadLetterErrorDescription.
 SERVICE_BUS_TEXT_LIMIT = 4096

@@ -23,8 +23,6 @@ from loyalty_client.customer import Customer
 from order_processor.bulk import send_in_bulk
 from order_processor.contract import InStoreOrder, InvalidMessage, parse_order
 from order_processor.destinations import DESTINATIONS, Destination, Skip
-from order_processor.errors import DeliveryError
-from order_processor.http import new_client
 from order_processor.ledger import (
     Claimed,
     Held,
@@ -45,8 +43,10 @@ from order_processor.model import (
     enriched_event,
     event_key,
 )
+from order_processor.outbound.errors import DeliveryError
+from order_processor.outbound.http import new_client
+from order_processor.outbound.retry import RetryPolicy, call_with_retries
 from order_processor.redelivery import RetryState
-from order_processor.retry import RetryPolicy, call_with_retries
 from order_processor.routing import route
 from order_processor.settings import AppSettings
 from order_processor.telemetry import Telemetry

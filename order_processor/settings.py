@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from loyalty_client.settings import LoyaltySettings
 from order_processor.destinations import DESTINATIONS, DestinationSettings
-from order_processor.http import Timeouts
+from order_processor.outbound.http import Timeouts
 
 
 class CoreSettings(BaseSettings):

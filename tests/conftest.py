@@ -41,9 +41,9 @@ from order_processor.handler import OrderHandler  # noqa: E402
 from order_processor.ledger import MemoryLedger  # noqa: E402
 from order_processor.logs import install_redaction  # noqa: E402
 from order_processor.model import MessageMetadata  # noqa: E402
+from order_processor.outbound.retry import RetryPolicy  # noqa: E402
 from order_processor.processor import Processor  # noqa: E402
 from order_processor.redelivery import RecordingRetryQueue, RetrySchedule  # noqa: E402
-from order_processor.retry import RetryPolicy  # noqa: E402
 from order_processor.settings import load_settings  # noqa: E402
 from tests.azurite import AzuriteMissing, azurite_tables  # noqa: E402
 from tests.azurite import required as azurite_required  # noqa: E402

@@ -19,7 +19,8 @@ import pytest
 
 from bench.report import Report
 from bench.run import BenchConfig, run_bench
-from order_processor.http import KeepAliveTransport, Timeouts, new_client
+from order_processor.outbound.http import Timeouts, new_client
+from order_processor.outbound.transport import KeepAliveTransport
 
 ORDERS = 40
 

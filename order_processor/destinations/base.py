@@ -12,10 +12,10 @@ import httpx
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from order_processor.errors import DeliveryError, FailureKind, error_from_response
-from order_processor.http import Timeouts, send
-from order_processor.logs import redact
 from order_processor.model import TrackingEvent
+from order_processor.outbound.errors import DeliveryError, FailureKind, error_from_response
+from order_processor.outbound.http import Timeouts, send
+from order_processor.outbound.redaction import redact
 
 
 class DestinationSettings(BaseSettings):

@@ -26,9 +26,9 @@ from loyalty_client.customer import Customer
 from order_processor import jsonbody
 from order_processor.contract import InStoreOrder, OrderLine
 from order_processor.destinations.base import Destination, DestinationSettings, Sent, Skip
-from order_processor.errors import DeliveryError, FailureKind, error_from_response
-from order_processor.logs import redact
 from order_processor.model import TrackingEvent
+from order_processor.outbound.errors import DeliveryError, FailureKind, error_from_response
+from order_processor.outbound.redaction import redact
 
 log = logging.getLogger(__name__)
 

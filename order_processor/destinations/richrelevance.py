@@ -28,9 +28,9 @@ from pydantic_settings import SettingsConfigDict
 from loyalty_client.customer import read_path
 from order_processor import jsonbody
 from order_processor.destinations.base import Destination, DestinationSettings, Sent, Skip
-from order_processor.errors import error_from_response
-from order_processor.http import ClientCredentialsAuth, Timeouts, send
 from order_processor.model import TrackingEvent
+from order_processor.outbound.errors import error_from_response
+from order_processor.outbound.http import ClientCredentialsAuth, Timeouts, send
 
 PRODUCTION_BASE_URL = "https://gateway.richrelevance.com"
 OAUTH2_PATH = "/omnichannel/v1/oauth2/token"

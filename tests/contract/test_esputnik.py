@@ -15,10 +15,10 @@ from order_processor import jsonbody
 from order_processor.contract import parse_order
 from order_processor.destinations.base import Sent, Skip
 from order_processor.destinations.esputnik import Esputnik, EsputnikMode, EsputnikSettings
-from order_processor.errors import DeliveryError, FailureKind
-from order_processor.http import Timeouts, new_client
 from order_processor.model import TrackingEvent
-from order_processor.retry import RetryPolicy, call_with_retries
+from order_processor.outbound.errors import DeliveryError, FailureKind
+from order_processor.outbound.http import Timeouts, new_client
+from order_processor.outbound.retry import RetryPolicy, call_with_retries
 from order_processor.routing import route
 from tests.conftest import FakeClock, sample
 from tests.fakes.base import FakeServer, Reply

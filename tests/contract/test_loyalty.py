@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from loyalty_client import LoyaltyClient, LoyaltySettings
-from order_processor.errors import DeliveryError, FailureKind
-from order_processor.retry import RetryPolicy
+from order_processor.outbound.errors import DeliveryError, FailureKind
+from order_processor.outbound.retry import RetryPolicy
 from tests.conftest import FakeClock
 from tests.fakes.base import FakeServer, Reply
 from tests.fakes.loyalty import API_KEY, CLIENT_ID, CLIENT_SECRET, loyalty_server

@@ -18,11 +18,11 @@ from loyalty_client import build_lookup
 from loyalty_client.customer import Customer
 from order_processor.destinations.base import Sent
 from order_processor.destinations.product_recs import ProductRecs, ProductRecsSettings
-from order_processor.errors import DeliveryError, FailureKind
-from order_processor.http import Timeouts, new_client
 from order_processor.model import DeliveryStatus, Settlement, TrackingEvent
+from order_processor.outbound.errors import DeliveryError, FailureKind
+from order_processor.outbound.http import Timeouts, new_client
+from order_processor.outbound.retry import RetryPolicy, call_with_retries
 from order_processor.processor import Processor
-from order_processor.retry import RetryPolicy, call_with_retries
 from tests.conftest import FakeClock, metadata, sample, settings_for
 from tests.events import tracking_event as event
 from tests.fakes.base import FakeServer, Reply

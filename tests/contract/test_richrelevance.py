@@ -13,10 +13,10 @@ import pytest
 from order_processor.destinations.base import Sent, Skip
 from order_processor.destinations.richrelevance import RichRelevance, RichRelevanceSettings
 from order_processor.dryrun import RecordingTransport
-from order_processor.errors import DeliveryError, FailureKind
-from order_processor.http import Timeouts, new_client
 from order_processor.model import TrackingEvent
-from order_processor.retry import RetryPolicy, call_with_retries
+from order_processor.outbound.errors import DeliveryError, FailureKind
+from order_processor.outbound.http import Timeouts, new_client
+from order_processor.outbound.retry import RetryPolicy, call_with_retries
 from tests.conftest import FakeClock
 from tests.events import tracking_event as event
 from tests.fakes.base import FakeServer, Reply

@@ -21,9 +21,9 @@ from order_processor.destinations.esputnik import (
     EsputnikMode,
     EsputnikSettings,
 )
-from order_processor.errors import DeliveryError, FailureKind
-from order_processor.http import Timeouts, new_client
 from order_processor.model import TrackingEvent
+from order_processor.outbound.errors import DeliveryError, FailureKind
+from order_processor.outbound.http import Timeouts, new_client
 from order_processor.routing import route
 from tests.conftest import ROOT, sample
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from loyalty_client import CachedLookup, Customer
-from order_processor.errors import DeliveryError, FailureKind
+from order_processor.outbound.errors import DeliveryError, FailureKind
 from tests.conftest import FakeClock
 
 ANN = Customer(customer_id="C-1", email="ann@example.com")

@@ -21,9 +21,9 @@ from order_processor.destinations.product_recs import (
     ProductRecs,
     ProductRecsSettings,
 )
-from order_processor.errors import DeliveryError, FailureKind
-from order_processor.http import Timeouts, new_client
 from order_processor.model import TrackingEvent
+from order_processor.outbound.errors import DeliveryError, FailureKind
+from order_processor.outbound.http import Timeouts, new_client
 from tests.conftest import sample
 
 URL = "https://uat.peerius.com/tracker/smart-api/orders/offline"

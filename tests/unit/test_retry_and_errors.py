@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from order_processor.errors import (
+from order_processor.outbound.errors import (
     DeliveryError,
     FailureKind,
     error_from_response,
     kind_for_status,
     parse_retry_after,
 )
-from order_processor.retry import RetryPolicy, call_with_retries
+from order_processor.outbound.retry import RetryPolicy, call_with_retries
 from tests.conftest import FakeClock
 
 

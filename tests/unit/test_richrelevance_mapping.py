@@ -25,7 +25,7 @@ from order_processor.destinations.richrelevance import (
     order_body,
     order_id_to_int,
 )
-from order_processor.http import Timeouts, new_client
+from order_processor.outbound.http import Timeouts, new_client
 from tests.events import tracking_event as event
 
 EMAIL = "ann.shopper@example.com"

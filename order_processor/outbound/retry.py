@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from order_processor.errors import DeliveryError
+from order_processor.outbound.errors import DeliveryError
 
 T = TypeVar("T")
 
