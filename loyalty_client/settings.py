@@ -11,6 +11,8 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from order_processor.outbound.urls import OutboundUrl
+
 
 class LoyaltyAuth(StrEnum):
     NONE = "none"
@@ -24,7 +26,7 @@ class LoyaltySettings(BaseSettings):
         env_prefix="LOYALTY_", extra="ignore", frozen=True, env_ignore_empty=True
     )
 
-    api_base_url: str | None = Field(
+    api_base_url: OutboundUrl | None = Field(
         default=None, description="Provider base URL; unset = use LOYALTY_FILE"
     )
     lookup_path: str = Field(
@@ -36,7 +38,7 @@ class LoyaltySettings(BaseSettings):
     api_key_prefix: str = ""
     username: str | None = None
     password: SecretStr | None = None
-    token_url: str | None = None
+    token_url: OutboundUrl | None = None
     client_id: str | None = None
     client_secret: SecretStr | None = None
     scope: str | None = None
@@ -76,9 +78,20 @@ class LoyaltySettings(BaseSettings):
             raise ValueError("must contain the {card} slot, e.g. /cards/{card}")
         return value
 
+    @field_validator("file")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("no such file (a JSON or CSV customer file, for local runs)")
+        return value
+
     @model_validator(mode="after")
     def _auth_is_complete(self) -> Self:
         if self.api_base_url is None:
+            if self.file is None:
+                raise ValueError(
+                    "missing setting LOYALTY_API_BASE_URL (or LOYALTY_FILE for local runs)"
+                )
             return self
         needed: dict[LoyaltyAuth, list[tuple[str, object]]] = {
             LoyaltyAuth.NONE: [],

@@ -139,10 +139,8 @@ def process(
 
 
 def _service_bus_settings() -> AppSettings:
-    """For commands that only talk to Service Bus (publish, dlq peek/purge, replay --to topic):
-    destinations, loyalty provider and ledger are not used, so their settings are not demanded."""
-    overrides: dict[str, dict[str, Any]] = {name: {"enabled": False} for name in DESTINATIONS}
-    return load_settings(overrides={**overrides, "ledger": {"enabled": False}})
+    """For commands that only talk to Service Bus (publish, dlq peek/purge, replay --to topic)."""
+    return load_settings(service_bus_only=True)
 
 
 def _run(work: Coroutine[Any, Any, int]) -> NoReturn:

@@ -3,17 +3,24 @@ local.settings.json locally), validated together so start-up names every missing
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Self
 
+from azure.data.tables import TableClient
+from azure.servicebus import parse_connection_string
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from loyalty_client.settings import LoyaltySettings
 from order_processor.destinations import DESTINATIONS, DestinationSettings
 from order_processor.outbound.http import Timeouts
+from order_processor.outbound.urls import check_outbound_url, is_plain_http
+
+#: how an unresolved Key Vault reference reaches the app (the platform passes the text through)
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 
 
 class CoreSettings(BaseSettings):
@@ -112,6 +119,26 @@ class LedgerSettings(BaseSettings):
     )
     web_jobs_storage: SecretStr | None = Field(default=None, validation_alias="AzureWebJobsStorage")
 
+    @field_validator("connection", "web_jobs_storage")
+    @classmethod
+    def _is_a_storage_connection_string(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value() if value is not None else ""
+        if text and not text.startswith(KEY_VAULT_REFERENCE):
+            try:
+                TableClient.from_connection_string(text, table_name="check").close()
+            except ValueError:
+                raise ValueError(
+                    "is not a storage connection string (DefaultEndpointsProtocol=https;"
+                    "AccountName=...;AccountKey=...;EndpointSuffix=core.windows.net, or "
+                    "UseDevelopmentStorage=true for Azurite)"
+                ) from None
+        return value
+
+    @field_validator("connection_table_service_uri")
+    @classmethod
+    def _is_a_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_outbound_url(value)
+
     @model_validator(mode="after")
     def _somewhere_when_enabled(self) -> Self:
         if self.enabled and not (self.connection_string or self.table_service_uri):
@@ -147,6 +174,27 @@ class ServiceBusSettings(BaseSettings):
     fully_qualified_namespace: str | None = Field(
         default=None, validation_alias="ServiceBusConnection__fullyQualifiedNamespace"
     )
+
+    @field_validator("connection")
+    @classmethod
+    def _is_a_connection_string(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(KEY_VAULT_REFERENCE):
+            try:
+                parse_connection_string(value.get_secret_value())
+            except ValueError:
+                raise ValueError(
+                    "is not a Service Bus connection string "
+                    "(Endpoint=sb://<namespace>.servicebus.windows.net/;SharedAccessKeyName=...;"
+                    "SharedAccessKey=...)"
+                ) from None
+        return value
+
+    @field_validator("fully_qualified_namespace")
+    @classmethod
+    def _is_a_host_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*(:\d+)?", value):
+            raise ValueError("must be a host name such as <namespace>.servicebus.windows.net")
+        return value
 
     @property
     def configured(self) -> bool:
@@ -203,16 +251,26 @@ def _load(cls: type[BaseSettings], overrides: Mapping[str, Any]) -> tuple[Any, l
         return None, _problems(exc, cls)
 
 
-def load_settings(*, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> AppSettings:
+def load_settings(
+    *, overrides: Mapping[str, Mapping[str, Any]] | None = None, service_bus_only: bool = False
+) -> AppSettings:
     """Read every block; raise SettingsError listing all problems at once.
 
     `overrides` (block name -> field values) is for the CLI's dry-run and for tests.
+    `service_bus_only`: for the commands that only talk to Service Bus (publish, dlq peek/purge):
+    destinations, loyalty provider and ledger are not used, so their settings are not demanded.
     """
-    overrides = overrides or {}
+    overrides = dict(overrides or {})
+    if service_bus_only:
+        overrides |= {name: {"enabled": False} for name in DESTINATIONS}
+        overrides["ledger"] = {"enabled": False}
     problems: list[str] = []
     core, found = _load(CoreSettings, overrides.get("core", {}))
     problems += found
-    loyalty, found = _load(LoyaltySettings, overrides.get("loyalty", {}))
+    if service_bus_only:
+        loyalty, found = LoyaltySettings.model_construct(), []
+    else:
+        loyalty, found = _load(LoyaltySettings, overrides.get("loyalty", {}))
     problems += found
     destinations: dict[str, DestinationSettings] = {}
     for name, cls in DESTINATIONS.items():
@@ -225,8 +283,14 @@ def load_settings(*, overrides: Mapping[str, Mapping[str, Any]] | None = None) -
     service_bus, found = _load(ServiceBusSettings, overrides.get("service_bus", {}))
     problems += found
     blocks = [b for b in (core, loyalty, ledger, service_bus, *destinations.values()) if b]
-    insecure_ok = bool(core and core.allow_insecure_http)
-    problems += [p for block in blocks for p in _unsafe_values(block, insecure_ok=insecure_ok)]
+    # Read on its own: one bad core setting must not turn every http:// URL into a complaint.
+    insecure_ok = core.allow_insecure_http if core else _insecure_http_allowed(overrides)
+    problems += [
+        p
+        for block in blocks
+        if not (isinstance(block, DestinationSettings) and not block.enabled)
+        for p in _unsafe_values(block, insecure_ok=insecure_ok)
+    ]
     if problems:
         raise SettingsError(problems)
     return AppSettings(
@@ -238,7 +302,19 @@ def load_settings(*, overrides: Mapping[str, Mapping[str, Any]] | None = None) -
     )
 
 
-KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+class _InsecureHttp(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    allow_insecure_http: bool = False
+
+
+def _insecure_http_allowed(overrides: Mapping[str, Mapping[str, Any]]) -> bool | None:
+    """ALLOW_INSECURE_HTTP alone, when the core block failed; None when it cannot be read
+    either (then the https rule is not checked: its complaint would only add noise)."""
+    try:
+        return _InsecureHttp(**overrides.get("core", {})).allow_insecure_http
+    except ValidationError:
+        return None
 
 
 def _env_name(block: BaseSettings, field: str) -> str:
@@ -248,7 +324,7 @@ def _env_name(block: BaseSettings, field: str) -> str:
     return f"{block.model_config.get('env_prefix', '')}{field}".upper()
 
 
-def _unsafe_values(block: BaseSettings, *, insecure_ok: bool) -> list[str]:
+def _unsafe_values(block: BaseSettings, *, insecure_ok: bool | None) -> list[str]:
     """Plain-http outbound URLs (unless ALLOW_INSECURE_HTTP) and Key Vault references the
     platform could not resolve (it then passes the reference text through as the value)."""
     problems = []
@@ -263,7 +339,7 @@ def _unsafe_values(block: BaseSettings, *, insecure_ok: bool) -> list[str]:
                 f"{name}: unresolved Key Vault reference (does the secret exist, and may the "
                 "app's identity read it: Key Vault Secrets User?)"
             )
-        elif field.endswith("url") and text.startswith("http://") and not insecure_ok:
+        elif field.endswith("url") and is_plain_http(text) and insecure_ok is False:
             problems.append(
                 f"{name}: outbound calls must use https:// (ALLOW_INSECURE_HTTP=true only "
                 "for local fakes)"

@@ -87,6 +87,7 @@ def _no_baseline_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 SAMPLES = ROOT / "samples" / "orders"
+SAMPLE_CUSTOMERS = ROOT / "samples" / "loyalty" / "customers.json"
 EPOCH = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
@@ -182,7 +183,9 @@ def settings_for(
     """Profile Store (and `others`, name -> fake URL) at their fakes; destinations not given are
     disabled; `extra` overrides fields per block."""
     loyalty: dict[str, Any] = (
-        {"api_base_url": loyalty_url, "api_key": LOYALTY_KEY} if loyalty_url else {}
+        {"api_base_url": loyalty_url, "api_key": LOYALTY_KEY}
+        if loyalty_url
+        else {"file": SAMPLE_CUSTOMERS}
     )
     urls = {"profile_store": profile_store_url, **(others or {})}
     # Tests pass a MemoryLedger (or Azurite's) to the processor; the settings need no storage.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -71,3 +72,12 @@ def test_schema_check_fails_on_a_stale_file(tmp_path: Path) -> None:
     result = run("schema", "--check", "--output", str(stale))
     assert result.returncode == 1
     assert "stale" in result.stdout
+
+
+def test_send_without_a_loyalty_provider_is_a_settings_error_not_a_traceback() -> None:
+    example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    env = {k: v for k, v in example.items() if v and not k.startswith("LOYALTY_")}
+    result = run("process", "--send", VALID[0], env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "missing setting LOYALTY_API_BASE_URL" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr

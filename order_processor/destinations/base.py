@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import httpx
-from pydantic import SecretStr, model_validator
+from pydantic import SecretStr, TypeAdapter, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from order_processor.model import TrackingEvent
@@ -36,6 +36,18 @@ class DestinationSettings(BaseSettings):
     def prefix(self) -> str:
         return str(self.model_config.get("env_prefix", ""))
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _ignored_when_disabled(cls, data: Any, handler: Any) -> Any:
+        """A disabled destination is never called, so its other settings do not matter: a
+        leftover bad URL or key of a switched-off vendor must not stop the app."""
+        try:
+            return handler(data)
+        except ValidationError:
+            if isinstance(data, dict) and _is_false(data.get("enabled")):
+                return handler({"enabled": False})
+            raise
+
     @model_validator(mode="after")
     def _required_when_enabled(self) -> Self:
         if self.enabled:
@@ -60,6 +72,13 @@ class DestinationSettings(BaseSettings):
         value = getattr(self, name)
         assert isinstance(value, SecretStr), name
         return value.get_secret_value()
+
+
+def _is_false(value: Any) -> bool:
+    try:
+        return value is not None and TypeAdapter(bool).validate_python(value) is False
+    except ValidationError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

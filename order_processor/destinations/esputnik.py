@@ -37,6 +37,7 @@ from order_processor import jsonbody
 from order_processor.contract import OrderLine
 from order_processor.destinations.base import Destination, DestinationSettings, Skip
 from order_processor.model import TrackingEvent
+from order_processor.outbound.urls import OutboundUrl
 
 MAX_BULK_ORDERS = 1000
 ORDER_SOURCE = "offline"
@@ -59,7 +60,7 @@ class EsputnikSettings(DestinationSettings):
     required: ClassVar[tuple[str, ...]] = ("api_key",)
     example: ClassVar[dict[str, str]] = {"api_key": "dry-run-key"}
 
-    base_url: str = Field(default="https://esputnik.com", description="eSputnik API host")
+    base_url: OutboundUrl = Field(default="https://esputnik.com", description="eSputnik API host")
     api_key: SecretStr | None = Field(default=None, description="the API key (Basic password)")
     mode: EsputnikMode = EsputnikMode.ORDERS
     user_name: str = Field(

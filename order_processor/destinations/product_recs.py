@@ -29,6 +29,7 @@ from order_processor.destinations.base import Destination, DestinationSettings, 
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind, error_from_response
 from order_processor.outbound.redaction import redact
+from order_processor.outbound.urls import OutboundUrl
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class ProductRecsSettings(DestinationSettings):
         "site_token": "dry-run-token",
     }
 
-    url: str | None = Field(
+    url: OutboundUrl | None = Field(
         default=None,
         description="e.g. https://<site>.peerius.com/tracker/smart-api/orders/offline",
     )

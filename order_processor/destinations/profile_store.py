@@ -20,6 +20,7 @@ from pydantic_settings import SettingsConfigDict
 from order_processor import jsonbody
 from order_processor.destinations.base import Destination, DestinationSettings, Skip
 from order_processor.model import TrackingEvent
+from order_processor.outbound.urls import OutboundUrl
 
 MAX_EVENT_BYTES = 256 * 1024
 MAX_BULK_EVENTS = 100
@@ -39,7 +40,7 @@ class ProfileStoreSettings(DestinationSettings):
         "scope": "default",
     }
 
-    base_url: str | None = Field(
+    base_url: OutboundUrl | None = Field(
         default=None, description="e.g. https://track-emea01.profilestore.episerver.net"
     )
     api_key: SecretStr | None = None

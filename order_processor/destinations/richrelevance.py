@@ -31,6 +31,7 @@ from order_processor.destinations.base import Destination, DestinationSettings, 
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import error_from_response
 from order_processor.outbound.http import ClientCredentialsAuth, Timeouts, send
+from order_processor.outbound.urls import OutboundUrl
 
 PRODUCTION_BASE_URL = "https://gateway.richrelevance.com"
 OAUTH2_PATH = "/omnichannel/v1/oauth2/token"
@@ -61,7 +62,7 @@ class RichRelevanceSettings(DestinationSettings):
         "client_secret": "dry-run-secret",
     }
 
-    base_url: str = Field(
+    base_url: OutboundUrl = Field(
         default=PRODUCTION_BASE_URL,
         description="gateway host: production https://gateway.richrelevance.com, QA "
         "https://qa-gateway.richrelevance.com, staging https://staging-gateway.richrelevance.com",

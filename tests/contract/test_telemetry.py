@@ -23,7 +23,7 @@ from order_processor.processor import Processor
 from order_processor.redelivery import RecordingRetryQueue, RetrySchedule
 from order_processor.settings import SettingsError, load_settings
 from order_processor.telemetry import Telemetry
-from tests.conftest import FakeClock, sample
+from tests.conftest import SAMPLE_CUSTOMERS, FakeClock, sample
 from tests.fakes.base import FakeServer, Reply
 
 
@@ -203,6 +203,7 @@ def test_plain_http_is_refused_at_start_up_unless_allowed() -> None:
         "richrelevance": {"enabled": False},
         "esputnik": {"enabled": False},
         "ledger": {"enabled": False},
+        "loyalty": {"file": SAMPLE_CUSTOMERS},
     }
     with pytest.raises(SettingsError, match="PROFILE_STORE_BASE_URL: outbound calls must use"):
         load_settings(overrides=overrides)
