@@ -23,6 +23,7 @@ from order_processor.contract import InStoreOrder
 from order_processor.destinations import DESTINATIONS
 from order_processor.ledger import MemoryLedger
 from order_processor.model import MessageMetadata, Outcome, Settlement
+from order_processor.outbound.redaction import scrub
 from order_processor.processor import Processor
 from order_processor.servicebus import service_bus_client
 from order_processor.settings import AppSettings, SettingsError, load_settings
@@ -151,10 +152,12 @@ def _run(work: Coroutine[Any, Any, int]) -> NoReturn:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
     except MessagingEntityNotFoundError as exc:
-        console.print(f"[red]no such entity: {escape(str(exc))}[/red] (check ORDERS_* settings)")
+        console.print(
+            f"[red]no such entity: {escape(scrub(str(exc)))}[/red] (check ORDERS_* settings)"
+        )
         raise typer.Exit(2) from None
     except ServiceBusError as exc:
-        console.print(f"[red]Service Bus: {escape(str(exc))}[/red]")
+        console.print(f"[red]Service Bus: {escape(scrub(str(exc)))}[/red]")
         raise typer.Exit(1) from None
     if failures:
         console.print(f"[red]{failures} failed[/red]")
@@ -174,7 +177,7 @@ async def _publish(messages: list[publishing.Prepared]) -> int:
         except ServiceBusError as exc:
             failed = messages[sent]
             console.print(
-                f"[red]sending {escape(str(failed.path))} failed: {escape(str(exc))}[/red]; "
+                f"[red]sending {escape(str(failed.path))} failed: {escape(scrub(str(exc)))}[/red]; "
                 f"{sent} sent before it (publishing them again is safe: same MessageIds)"
             )
             return len(messages) - sent

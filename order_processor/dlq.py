@@ -29,6 +29,7 @@ from rich.text import Text
 
 from order_processor.handler import OrderHandler
 from order_processor.model import Settlement
+from order_processor.outbound.redaction import scrub
 from order_processor.redelivery import (
     FIRST_SEEN,
     OWED,
@@ -213,8 +214,8 @@ def show(letters: Sequence[DeadLetter], *, title: str, console: Console, now: da
             letter.message_id or "-",
             letter.order_id or "-",
             letter.event_type or "-",
-            letter.reason or "-",
-            letter.description or "-",
+            scrub(letter.reason or "-"),
+            scrub(letter.description or "-"),  # dead-lettered by an older version, maybe
             age,
             "-" if letter.delivery_count is None else str(letter.delivery_count),
         )
@@ -327,7 +328,7 @@ async def settle(
 
 
 def _error(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return scrub(f"{type(exc).__name__}: {exc}") if str(exc) else type(exc).__name__
 
 
 async def _release(receiver: aio.ServiceBusReceiver, message: ServiceBusReceivedMessage) -> None:

@@ -17,7 +17,7 @@ import httpx
 import simplejson
 
 from order_processor.destinations import DESTINATIONS
-from order_processor.outbound.redaction import redact
+from order_processor.outbound.redaction import MASK, redact, scrub
 
 SAMPLE_CUSTOMERS = Path(__file__).resolve().parent.parent / "samples" / "loyalty" / "customers.json"
 
@@ -98,5 +98,5 @@ def render_request(
         lines += ["", body if show_personal_data else redact(body)]
     text = "\n".join(lines)
     for secret in secrets or ():
-        text = text.replace(secret, "***")
-    return text
+        text = text.replace(secret, MASK)
+    return scrub(text)

@@ -12,6 +12,7 @@ from loyalty_client.customer import Customer
 from order_processor import jsonbody
 from order_processor.contract import EventType, InStoreOrder
 from order_processor.outbound.errors import DeliveryError
+from order_processor.outbound.redaction import scrub
 
 #: Service Bus accepts up to 4096 characters for DeadLetterReason and DeadLetterErrorDescription.
 SERVICE_BUS_TEXT_LIMIT = 4096
@@ -147,10 +148,12 @@ class Outcome:
     retry_at: datetime | None = None
 
     def __post_init__(self) -> None:
+        # The dead-letter reason and description are read by people and tools (dlq peek): no
+        # configured secret reaches them, whatever a vendor echoed.
         if self.reason is not None:
-            object.__setattr__(self, "reason", truncate(self.reason))
+            object.__setattr__(self, "reason", truncate(scrub(self.reason)))
         if self.description is not None:
-            object.__setattr__(self, "description", truncate(self.description))
+            object.__setattr__(self, "description", truncate(scrub(self.description)))
 
     def result_for(self, destination: str) -> DestinationResult | None:
         return next((r for r in self.results if r.destination == destination), None)

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from loyalty_client.settings import LoyaltySettings
 from order_processor.destinations import DESTINATIONS, DestinationSettings
 from order_processor.outbound.http import Timeouts
+from order_processor.outbound.redaction import register_secrets
 from order_processor.outbound.urls import check_outbound_url, is_plain_http
 
 #: how an unresolved Key Vault reference reaches the app (the platform passes the text through)
@@ -293,6 +294,7 @@ def load_settings(
     ]
     if problems:
         raise SettingsError(problems)
+    register_secrets(value for block in blocks for value in _secret_values(block))
     return AppSettings(
         core=core,
         loyalty=loyalty,
@@ -315,6 +317,18 @@ def _insecure_http_allowed(overrides: Mapping[str, Mapping[str, Any]]) -> bool |
         return _InsecureHttp(**overrides.get("core", {})).allow_insecure_http
     except ValidationError:
         return None
+
+
+def _secret_values(block: BaseSettings) -> list[str]:
+    """Every secret of a block (a destination may add the forms its vendor sees, such as the
+    user:key pair of Basic auth), so output that echoes them can be scrubbed by value."""
+    if isinstance(block, DestinationSettings):
+        return block.secret_values()
+    return [
+        value.get_secret_value()
+        for value in (getattr(block, field) for field in type(block).model_fields)
+        if isinstance(value, SecretStr) and value.get_secret_value()
+    ]
 
 
 def _env_name(block: BaseSettings, field: str) -> str:

@@ -373,3 +373,15 @@ async def test_no_personal_data_or_key_in_any_log_line(
     leaks = [secret for secret in SECRETS if secret in text]
     assert leaks == []
     assert not re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", text)
+
+
+async def test_a_vendor_echoing_the_key_never_puts_it_in_the_dead_letter(
+    invoke: Invoke, actions: MagicMock, profile_store: tuple[FakeServer, ProfileStoreRules]
+) -> None:
+    echo = f"the key {PROFILE_STORE_KEY} is not valid for this scope"
+    profile_store[0].inject(Reply(400, {"message": echo}))
+    await invoke(received_message(sample("order-created.json")), actions)
+    description = actions.deadletter.call_args.kwargs["deadletter_error_description"]
+    assert "profile_store HTTP 400" in description
+    assert PROFILE_STORE_KEY not in description
+    assert "the key *** is not valid" in description

@@ -67,6 +67,11 @@ class EsputnikSettings(DestinationSettings):
         default="instore-order-sync", description="Basic auth user name (eSputnik ignores it)"
     )
 
+    def secret_values(self) -> list[str]:
+        """The key, and the user:key pair whose base64 form travels in the Basic header."""
+        values = super().secret_values()
+        return values + [f"{self.user_name}:{value}" for value in values]
+
 
 @dataclass(frozen=True, slots=True)
 class Target:

@@ -14,6 +14,8 @@ from enum import StrEnum
 
 import httpx
 
+from order_processor.outbound.redaction import scrub
+
 #: 408 Request Timeout, 425 Too Early and 429 Too Many Requests are worth retrying; every other 4xx
 #: means the request itself is wrong and would fail again.
 TRANSIENT_4XX = frozenset({408, 425, 429})
@@ -39,7 +41,8 @@ class DeliveryError(Exception):
     ) -> None:
         self.kind = kind
         self.system = system
-        self.message = message
+        # Vendors echo what they were sent: a configured secret never travels on in an error.
+        self.message = scrub(message)
         self.status = status
         self.vendor_code = vendor_code
         self.retry_after = retry_after

@@ -28,7 +28,9 @@ def problems(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return caught.value.problems
 
 
-@pytest.mark.parametrize("value", ["not-a-url", "ftp://x", "https://", "esputnik.com", "https://a b"])
+@pytest.mark.parametrize(
+    "value", ["not-a-url", "ftp://x", "https://", "esputnik.com", "https://a b"]
+)
 @pytest.mark.parametrize("setting", ["PROFILE_STORE_BASE_URL", "ESPUTNIK_BASE_URL"])
 def test_a_malformed_url_stops_start_up_naming_the_setting(
     example_env: pytest.MonkeyPatch, setting: str, value: str
