@@ -164,8 +164,7 @@ def _run(work: Coroutine[Any, Any, int]) -> NoReturn:
     raise typer.Exit(1 if failures else 0)
 
 
-async def _publish(messages: list[publishing.Prepared]) -> int:
-    settings = _service_bus_settings()
+async def _publish(messages: list[publishing.Prepared], settings: AppSettings) -> int:
     sent = 0
     async with service_bus_client(settings.service_bus) as client:
         try:
@@ -194,7 +193,14 @@ def publish(
     """Publish order files to ORDERS_TOPIC as the ERP does: validated against contract v1 first
     (one invalid file: nothing is sent), MessageId = the order event key (a re-publish is a
     duplicate), SessionId = orderId, application properties eventType and orderId."""
-    messages, problems = publishing.prepare(files)
+    settings = _settings_or_exit(full=False)
+    if not dry_run:
+        try:
+            settings.service_bus.require()  # before anything is printed as if it would be sent
+        except SettingsError as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(2) from None
+    messages, problems = publishing.prepare(files, max_bytes=settings.core.orders_max_message_bytes)
     for problem in problems:
         console.print(f"[red]invalid[/red] {escape(problem)}")
     if problems:
@@ -212,7 +218,7 @@ def publish(
     if dry_run:
         console.print("dry run: nothing sent")
         raise typer.Exit(0)
-    _run(_publish(messages))
+    _run(_publish(messages, settings))
 
 
 dlq_app = typer.Typer(

@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+#: ORDERS_MAX_MESSAGE_BYTES' default: what a Service Bus Standard namespace carries (256 KB);
+#: Premium entities take up to 100 MB (their maxMessageSizeInKilobytes), so raise it there.
 MAX_BODY_BYTES = 256 * 1024
 MAX_LINES = 1000
 SUPPORTED_MAJOR = 1
@@ -123,7 +125,9 @@ class OrderLine(ContractModel):
 
 
 class InStoreOrder(ContractModel):
-    """One order event from the ERP (contract v1)."""
+    """One order event from the ERP (contract v1). One message carries one order, as UTF-8 JSON
+    of at most ORDERS_MAX_MESSAGE_BYTES (default 262144 bytes, the Service Bus Standard tier's
+    limit; up to the entity's maximum message size on Premium)."""
 
     schema_version: Annotated[str, StringConstraints(pattern=r"^\d{1,6}(\.\d{1,6})?$")] = "1.0"
     event_type: EventType = EventType.ORDER_CREATED
@@ -221,13 +225,17 @@ def describe_validation_error(error: ValidationError, *, limit: int = 10) -> str
     return "; ".join(problems)
 
 
-def parse_order(body: bytes) -> InStoreOrder:
+def parse_order(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> InStoreOrder:
     """bytes -> InStoreOrder, or InvalidMessage naming what is wrong.
 
-    JSON numbers are read as Decimal so money keeps every digit the ERP sent.
+    JSON numbers are read as Decimal so money keeps every digit the ERP sent. `max_bytes` is
+    ORDERS_MAX_MESSAGE_BYTES.
     """
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidMessage(f"(body): {len(body)} bytes is over the {MAX_BODY_BYTES} byte limit")
+    if len(body) > max_bytes:
+        raise InvalidMessage(
+            f"(body): {len(body)} bytes is over ORDERS_MAX_MESSAGE_BYTES ({max_bytes}); raise it "
+            "if the namespace carries larger messages (Premium)"
+        )
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:

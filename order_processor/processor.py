@@ -204,7 +204,7 @@ class Processor:
     ) -> Ready | Outcome:
         """Parse and enrich, or the message's Outcome when that already decides it."""
         try:
-            order = parse_order(body)
+            order = parse_order(body, max_bytes=self.settings.core.orders_max_message_bytes)
         except InvalidMessage as exc:
             return self._settled(
                 Outcome(

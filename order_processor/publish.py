@@ -14,7 +14,7 @@ from pathlib import Path
 
 from azure.servicebus import ServiceBusMessage, aio
 
-from order_processor.contract import InvalidMessage, parse_order
+from order_processor.contract import MAX_BODY_BYTES, InvalidMessage, parse_order
 from order_processor.model import event_key
 
 #: Service Bus refuses a MessageId (and a SessionId) longer than this.
@@ -48,14 +48,16 @@ def message_id_for(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def prepare(paths: Sequence[Path]) -> tuple[list[Prepared], list[str]]:
+def prepare(
+    paths: Sequence[Path], *, max_bytes: int = MAX_BODY_BYTES
+) -> tuple[list[Prepared], list[str]]:
     """Validated messages, and one 'path: problem' line per file that is not contract v1."""
     prepared: list[Prepared] = []
     problems: list[str] = []
     for path in paths:
         body = path.read_bytes()
         try:
-            order = parse_order(body)
+            order = parse_order(body, max_bytes=max_bytes)
         except InvalidMessage as exc:
             problems.append(f"{path}: {exc.description}")
             continue

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from loyalty_client.settings import LoyaltySettings
+from order_processor.contract import MAX_BODY_BYTES
 from order_processor.destinations import DESTINATIONS, DestinationSettings
 from order_processor.outbound.http import Timeouts
 from order_processor.outbound.redaction import register_secrets
@@ -34,6 +35,12 @@ class CoreSettings(BaseSettings):
     )
     orders_subscription: str = Field(
         default="order-sync", description="subscription (%ORDERS_SUBSCRIPTION%)"
+    )
+    orders_max_message_bytes: int = Field(
+        default=MAX_BODY_BYTES,
+        ge=1024,
+        le=100 * 1024 * 1024,
+        description="largest order message accepted (Standard 256 KB; Premium up to 100 MB)",
     )
     retry_budget_seconds: float = Field(default=30.0, gt=0, le=240)
     destination_connect_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -81,3 +81,11 @@ def test_send_without_a_loyalty_provider_is_a_settings_error_not_a_traceback() -
     assert result.returncode == 2, result.stdout + result.stderr
     assert "missing setting LOYALTY_API_BASE_URL" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_publish_checks_its_settings_before_showing_anything() -> None:
+    result = run("publish", VALID[0])
+    assert result.returncode == 2
+    assert "missing setting ServiceBusConnection" in result.stdout
+    assert "message(s) for the topic" not in result.stdout
+    assert run("publish", "--dry-run", VALID[0]).returncode == 0  # a dry run needs no namespace

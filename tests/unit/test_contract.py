@@ -11,7 +11,7 @@ import pytest
 
 from order_processor.cli import SCHEMA_PATH, order_schema_text
 from order_processor.contract import MAX_BODY_BYTES, EventType, InvalidMessage, parse_order
-from tests.conftest import SAMPLES
+from tests.conftest import ROOT, SAMPLES
 
 VALID = sorted((SAMPLES / "valid").glob("*.json"))
 INVALID = sorted((SAMPLES / "invalid").glob("*.json"))
@@ -132,7 +132,7 @@ def test_descriptions_never_echo_personal_data() -> None:
 
 def test_body_over_256_kb_is_rejected_before_parsing() -> None:
     body = _order(attributes={"padding": "x" * 1000}) + b" " * MAX_BODY_BYTES
-    with pytest.raises(InvalidMessage, match="byte limit"):
+    with pytest.raises(InvalidMessage, match="over ORDERS_MAX_MESSAGE_BYTES"):
         parse_order(body)
 
 
@@ -141,3 +141,15 @@ def test_not_utf8_and_deep_nesting() -> None:
         parse_order(b"\xff\xfe{}")
     with pytest.raises(InvalidMessage, match=r"\(body\)"):
         parse_order(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_the_size_limit_is_the_setting_and_names_it() -> None:
+    body = _order(attributes={"padding": "x" * 900})
+    parse_order(body, max_bytes=len(body))
+    with pytest.raises(InvalidMessage, match=r"over ORDERS_MAX_MESSAGE_BYTES \(1024\)"):
+        parse_order(body, max_bytes=1024)
+
+
+def test_the_published_schema_states_the_default_size_limit() -> None:
+    schema = (ROOT / "schemas" / "order-message.v1.schema.json").read_text()
+    assert f"default {MAX_BODY_BYTES} bytes" in schema

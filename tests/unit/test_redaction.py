@@ -18,11 +18,11 @@ SECRET = "s3cr3t/Key+with=chars"
 def test_a_registered_secret_is_masked_raw_url_encoded_and_base64() -> None:
     register_secrets([SECRET])
     encoded = base64.b64encode(SECRET.encode()).decode()
-    text = f"raw {SECRET}; path s3cr3t%2FKey%2Bwith%3Dchars; form s3cr3t%2FKey%2Bwith%3Dchars; b64 {encoded}"
+    text = f"raw {SECRET}; path s3cr3t%2FKey%2Bwith%3Dchars; b64 {encoded}"
     cleaned = scrub(text)
     assert "s3cr3t" not in cleaned
     assert encoded not in cleaned
-    assert cleaned.count("***") == 4
+    assert cleaned.count("***") == 3
 
 
 def test_short_values_are_not_matched_by_value() -> None:
