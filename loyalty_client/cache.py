@@ -78,6 +78,11 @@ class CachedLookup:
         elif customer is None and self._unknown is not None:
             self._unknown[card] = True
 
+    def invalid_email_count(self) -> int:
+        """Records whose email was not an email address (sent on as "no email")."""
+        counter = getattr(self._inner, "invalid_emails", None)
+        return counter.count if counter is not None else 0
+
     def cache_counts(self) -> tuple[int, int]:
         """(hits, misses) since start: the telemetry's loyalty cache hit ratio."""
         return self.hits, self.misses

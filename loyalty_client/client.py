@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -19,9 +21,12 @@ from order_processor.outbound.http import (
     new_client,
     send,
 )
+from order_processor.outbound.redaction import fingerprint
 from order_processor.outbound.retry import RetryPolicy, call_with_retries
 
 SYSTEM = "loyalty"
+
+log = logging.getLogger("loyalty_client")
 
 
 class CustomerLookup(Protocol):
@@ -32,10 +37,37 @@ class CustomerLookup(Protocol):
     async def aclose(self) -> None: ...
 
 
-def customer_from_document(document: Any, settings: LoyaltySettings) -> Customer | None:
+#: what the inbound contract accepts as an email address (the destinations key contacts by it)
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+class InvalidEmails:
+    """Counts loyalty records whose email is not an email address (telemetry reads it)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, customer_id: str | None) -> None:
+        self.count += 1
+        log.warning(
+            "loyalty record %s has an email that is not an email address; treated as no email",
+            fingerprint(customer_id),
+        )
+
+
+def customer_from_document(
+    document: Any, settings: LoyaltySettings, *, invalid_email: InvalidEmails | None = None
+) -> Customer | None:
+    customer_id = text_at(document, settings.customer_id_field)
+    email = text_at(document, settings.email_field)
+    if email is not None and not (len(email) <= 254 and EMAIL.fullmatch(email)):
+        # Sent on, it would become the customer's email at every destination.
+        email = None
+        if invalid_email is not None:
+            invalid_email(customer_id)
     customer = Customer(
-        customer_id=text_at(document, settings.customer_id_field),
-        email=text_at(document, settings.email_field),
+        customer_id=customer_id,
+        email=email,
         phone=text_at(document, settings.phone_field),
         first_name=text_at(document, settings.first_name_field),
         last_name=text_at(document, settings.last_name_field),
@@ -69,6 +101,7 @@ class LoyaltyClient:
         self._auth = self._build_auth(clock)
         #: outbound lookups made (the bench reports it)
         self.requests = 0
+        self.invalid_emails = InvalidEmails()
 
     def _build_auth(self, clock: Callable[[], float]) -> httpx.Auth | None:
         s = self._settings
@@ -125,7 +158,7 @@ class LoyaltyClient:
                 status=200,
                 message="response is not JSON",
             ) from None
-        return customer_from_document(document, self._settings)
+        return customer_from_document(document, self._settings, invalid_email=self.invalid_emails)
 
     async def aclose(self) -> None:
         await self._client.aclose()

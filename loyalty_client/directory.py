@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from loyalty_client.client import customer_from_document
+from loyalty_client.client import InvalidEmails, customer_from_document
 from loyalty_client.customer import Customer, text_at
 from loyalty_client.settings import LoyaltySettings
 
@@ -26,8 +26,10 @@ def _normalise(card: str) -> str:
 class CustomerDirectory:
     def __init__(self, path: Path, settings: LoyaltySettings) -> None:
         self._customers: dict[str, Customer] = {}
+        self.invalid_emails = InvalidEmails()
         for card, record in self._records(path):
-            if (customer := customer_from_document(record, settings)) is not None:
+            found = customer_from_document(record, settings, invalid_email=self.invalid_emails)
+            if (customer := found) is not None:
                 self._customers[_normalise(card)] = customer
 
     @staticmethod

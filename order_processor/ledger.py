@@ -61,6 +61,11 @@ class LedgerUnavailable(Exception):
     """The ledger could not be read or written: deliver nothing, retry the message later."""
 
 
+class LedgerRejected(Exception):
+    """The storage service refused the request itself (a 4xx that is not an answer about the
+    row): trying again would fail the same way, so it is not an outage to wait out."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LedgerEntry:
     event_key: str
@@ -316,6 +321,11 @@ class TableLedger(Ledger):
         except AzureError as exc:
             if _is_answer(exc):
                 raise
+            if _is_refusal(exc):
+                raise LedgerRejected(
+                    f"ledger {operation} refused: HTTP {getattr(exc, 'status_code', '?')} "
+                    f"{getattr(exc, 'error_code', None) or type(exc).__name__}"
+                ) from exc
             raise LedgerUnavailable(f"ledger {operation} failed: {type(exc).__name__}") from exc
         except OSError as exc:
             raise LedgerUnavailable(f"ledger {operation} failed: {type(exc).__name__}") from exc
@@ -349,6 +359,12 @@ class TableLedger(Ledger):
 
     async def aclose(self) -> None:
         await self._table.close()
+
+
+def _is_refusal(exc: AzureError) -> bool:
+    """A 4xx other than timeouts and throttling: the request is wrong, not the service down."""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in {408, 429}
 
 
 def _is_answer(exc: Exception) -> bool:

@@ -29,15 +29,29 @@ class MessageMetadata:
     application_properties: dict[str, str] = field(default_factory=dict)
 
 
+#: longest order id kept readable in keys; longer ones (after percent-encoding) are hashed
+ORDER_KEY_MAX = 64
+
+
+def order_key(order_id: str) -> str:
+    """The order id as it appears in keys: percent-encoded (safe in Azure Table keys and in
+    MessageIds), or `sha256-<40 hex>` when that would be longer than ORDER_KEY_MAX characters
+    (128 non-ASCII characters percent-encode to over 1 KiB, Table Storage's key limit)."""
+    quoted = quote(order_id, safe="")
+    if len(quoted) <= ORDER_KEY_MAX:
+        return quoted
+    return "sha256-" + hashlib.sha256(order_id.encode("utf-8")).hexdigest()[:40]
+
+
 def event_key(order: InStoreOrder) -> str:
     """Content-derived identity of one order event: orderId, eventType and a hash of the order.
 
     A redelivery, a retry copy, a replay or a re-publish with a new MessageId all map to the same
-    key. The order id is percent-encoded so the key is safe as an Azure Table key.
+    key. At most ORDER_KEY_MAX + 32 ASCII characters, whatever the order id.
     """
     canonical = jsonbody.dumps(order.model_dump(mode="json", by_alias=True))
     digest = hashlib.sha256(canonical).hexdigest()[:16]
-    return f"{quote(order.order_id, safe='')}:{order.event_type.value}:{digest}"
+    return f"{order_key(order.order_id)}:{order.event_type.value}:{digest}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

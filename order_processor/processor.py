@@ -27,6 +27,7 @@ from order_processor.ledger import (
     Claimed,
     Held,
     Ledger,
+    LedgerRejected,
     LedgerUnavailable,
     MemoryLedger,
     Settled,
@@ -110,6 +111,9 @@ class Processor:
         counts = getattr(lookup, "cache_counts", None)
         if callable(counts):
             self.telemetry.observe_loyalty_cache(counts)
+        invalid = getattr(lookup, "invalid_email_count", None)
+        if callable(invalid):
+            self.telemetry.observe_invalid_emails(invalid)
         self.retry = retry or RetryPolicy(
             max_attempts=settings.core.destination_max_attempts, clock=clock
         )
@@ -350,6 +354,16 @@ class Processor:
             return self._logged(
                 event, _unrecorded(name, f"delivery ledger unavailable ({exc}); not sent")
             )
+        except LedgerRejected as exc:
+            return self._logged(
+                event,
+                DestinationResult(
+                    destination=name,
+                    status=DeliveryStatus.PERMANENT_ERROR,
+                    detail=f"the delivery ledger refused the request ({exc}); not sent",
+                    vendor_code="LedgerRejected",
+                ),
+            )
         if isinstance(gate, Settled):
             status = DeliveryStatus(gate.entry.status.value)
             return self._logged(
@@ -377,7 +391,7 @@ class Processor:
     async def _record(self, claim: Claimed, result: DestinationResult) -> None:
         try:
             await self.ledger.record(claim, result, now=self._now())
-        except LedgerUnavailable:
+        except (LedgerUnavailable, LedgerRejected):
             # The vendor's answer stands; a later copy may call again once the claim's lease
             # ends (only if this message is retried). Said loudly: it is the duplicate window.
             log.error(

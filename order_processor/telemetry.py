@@ -77,6 +77,18 @@ class Telemetry:
             description="loyalty lookups by cache result",
         )
 
+    def observe_invalid_emails(self, count: Callable[[], int]) -> None:
+        """Loyalty records whose email was not an email address (treated as no email)."""
+
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(count())]
+
+        self.meter.create_observable_counter(
+            "orders.loyalty.invalid_emails",
+            callbacks=[observe],
+            description="loyalty records with an email that is not an email address",
+        )
+
 
 def configure_azure_monitor_from_environment() -> bool:
     """Export traces, metrics and logs to Application Insights when

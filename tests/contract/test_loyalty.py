@@ -165,3 +165,20 @@ async def test_path_template_quotes_the_card(loyalty: FakeServer, make_client: F
 def test_missing_auth_settings_are_named() -> None:
     with pytest.raises(ValueError, match="LOYALTY_PASSWORD"):
         LoyaltySettings(api_base_url="https://loyalty.example", auth="basic", username="u")
+
+
+@pytest.mark.parametrize(
+    "bad", ["not-an-email", "ann@example", "a b@example.com", "x" * 250 + "@e.co"]
+)
+async def test_an_email_that_is_not_an_email_is_treated_as_no_email(
+    loyalty: FakeServer, make_client: Factory, caplog: pytest.LogCaptureFixture, bad: str
+) -> None:
+    loyalty.inject(Reply(200, {"customerId": "C-9", "email": bad, "firstName": "Ann"}))
+    client = make_client(loyalty)
+    customer = await client.lookup(CARD, deadline=1e9)
+    assert customer is not None
+    assert (customer.customer_id, customer.email) == ("C-9", None)
+    assert client.invalid_emails.count == 1
+    (line,) = [r.getMessage() for r in caplog.records if "not an email address" in r.getMessage()]
+    assert bad not in line  # logged without personal data
+    assert "C-9" not in line

@@ -7,6 +7,7 @@ ETag semantics of the real store.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,10 +15,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.data.tables.aio import TableClient
 
+from order_processor.contract import parse_order
 from order_processor.ledger import (
     Claimed,
     Held,
     Ledger,
+    LedgerRejected,
     LedgerStatus,
     LedgerUnavailable,
     MemoryLedger,
@@ -25,8 +28,9 @@ from order_processor.ledger import (
     TableLedger,
     build_ledger,
 )
-from order_processor.model import DeliveryStatus, DestinationResult
+from order_processor.model import ORDER_KEY_MAX, DeliveryStatus, DestinationResult, event_key
 from order_processor.settings import LedgerSettings
+from tests.conftest import sample
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=45)
@@ -162,3 +166,23 @@ def test_a_ledger_with_nowhere_to_live_fails_at_start_up_naming_the_setting() ->
     with pytest.raises(ValueError, match="missing setting DELIVERY_LEDGER_CONNECTION"):
         LedgerSettings()
     assert LedgerSettings(enabled=False).enabled is False
+
+
+async def test_every_valid_order_id_gives_keys_the_table_accepts(store: Ledger) -> None:
+    """128 non-ASCII characters (allowed by the contract) percent-encode to over 1 KiB."""
+    document = json.loads(sample("order-created.json"))
+    document["orderId"] = "订" * 128
+    key = event_key(parse_order(json.dumps(document).encode()))
+    assert len(key) <= ORDER_KEY_MAX + 32
+    gate = await store.claim(key, "esputnik", message_id="m", now=NOW, lease=LEASE)
+    assert isinstance(gate, Claimed)
+
+
+async def test_a_request_the_storage_service_refuses_is_not_an_outage(azurite: str) -> None:
+    table = f"t{uuid.uuid4().hex[:12]}"
+    built = build_ledger(LedgerSettings(connection=azurite, table=table))
+    try:
+        with pytest.raises(LedgerRejected, match="refused: HTTP 400"):
+            await built.claim("k" * 1100, "esputnik", message_id="m", now=NOW, lease=LEASE)
+    finally:
+        await built.aclose()
