@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
@@ -28,8 +29,28 @@ from order_processor.processor import Processor
 from order_processor.servicebus import service_bus_client
 from order_processor.settings import AppSettings, SettingsError, load_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-console = Console(highlight=False)
+#: Piped to a file or another program, output is never hard-wrapped (no terminal width to fit):
+#: tables keep file names and ids whole, help texts keep their defaults on one line.
+INTERACTIVE = sys.stdout.isatty()
+_TYPER_OPTIONS: dict[str, Any] = (
+    {}
+    if INTERACTIVE
+    else {
+        "rich_markup_mode": None,
+        "context_settings": {"max_content_width": 10_000, "terminal_width": 10_000},
+    }
+)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, **_TYPER_OPTIONS)
+console = Console(highlight=False, soft_wrap=not INTERACTIVE, width=None if INTERACTIVE else 10_000)
+
+
+def _heading(text: str) -> None:
+    """A rule across the terminal, or a short one when piped (no width to span)."""
+    if INTERACTIVE:
+        console.rule(text, style="dim")
+    else:
+        console.print(f"── {text} ──", markup=False)
+
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "order-message.v1.schema.json"
 
@@ -90,7 +111,7 @@ async def _process(files: list[Path], *, dry_run: bool, show_personal_data: bool
             _print_outcome(path, outcome)
             for name, recorder in recorders.items():
                 for request in recorder.requests[before[name] :]:
-                    console.rule(f"{name} would receive", style="dim")
+                    _heading(f"{name} would receive")
                     text = dryrun.render_request(
                         request,
                         secrets=settings.destinations[name].secret_values(),
@@ -224,6 +245,7 @@ def publish(
 dlq_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
+    **_TYPER_OPTIONS,
     help="Read, replay and purge the dead-letter queues (the subscription's or the retry "
     "queue's). Bodies are never printed.",
 )

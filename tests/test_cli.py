@@ -20,7 +20,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     return subprocess.run(  # noqa: S603 (our own CLI)
         [sys.executable, "-m", "order_processor", *args],
         cwd=ROOT,
-        env=clean | (env or {}) | {"COLUMNS": "200", "NO_COLOR": "1"},
+        env=clean | (env or {}) | {"COLUMNS": "80", "NO_COLOR": "1"},  # piped: width ignored
         capture_output=True,
         text=True,
         timeout=120,
@@ -89,3 +89,13 @@ def test_publish_checks_its_settings_before_showing_anything() -> None:
     assert "missing setting ServiceBusConnection" in result.stdout
     assert "message(s) for the topic" not in result.stdout
     assert run("publish", "--dry-run", VALID[0]).returncode == 0  # a dry run needs no namespace
+
+
+def test_piped_output_is_not_hard_wrapped() -> None:
+    long_name = "samples/orders/valid/order-created-with-email.json"
+    table = run("publish", "--dry-run", long_name)
+    assert long_name in table.stdout  # whole, in one cell, though COLUMNS=80
+    assert "100246:OrderCreated:9307724d67e40c0d" in table.stdout
+    help_text = run("dlq", "replay", "--help").stdout
+    assert "ORDERS_TOPIC/ORDERS_SUBSCRIPTION's DLQ" in help_text
+    assert "[default: subscription]" in help_text
