@@ -1,52 +1,103 @@
-"""Azure Functions entry point: a thin adapter from a Service Bus message to the core and back.
+"""Azure Functions entry point: thin adapters from Service Bus messages to the two stages and back.
 
-It turns the message into bytes + metadata, asks `order_processor` for an Outcome, and settles the
-message explicitly (complete / dead-letter with reason / abandon). Two triggers share one core: the
-`orders` subscription and the retry queue the core schedules copies on. With ORDERS_BATCH_ENABLED
-the subscription's trigger takes a batch (`cardinality=many`) and settles each message of it on its
-own. Nothing else lives here.
+- `accept_order` (the orders subscription) and `accept_order_retry` (the accept stage's own retry
+  copies) run stage 1: one delivery message per routed destination.
+- `deliver_<name>`, one per enabled destination (from the registry), runs that destination's
+  lane on its subscription of the deliveries topic. With ORDERS_BATCH_ENABLED, the lanes whose
+  vendor has a bulk form take batches (`cardinality=many`), each message settled on its own.
+
+Each adapter turns a message into bytes + metadata, asks the core for an Outcome and settles the
+message explicitly (complete / dead-letter with reason / abandon). Nothing else lives here.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, List  # noqa: UP035 (typing.List: see _batch_lane)
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
-from order_processor.handler import OrderHandler
+from order_processor.destinations import DESTINATIONS
+from order_processor.lifetime import close_with_loop
 from order_processor.logs import configure_logging
-from order_processor.model import Outcome, Settlement
+from order_processor.model import MessageMetadata, Outcome, Settlement
+from order_processor.pipeline import Pipeline
 from order_processor.servicebus import message_body, message_metadata
-from order_processor.settings import AppSettings, load_settings
+from order_processor.settings import AppSettings, SettingsError, load_settings
 from order_processor.telemetry import configure_azure_monitor_from_environment
 
 log = logging.getLogger("function_app")
 
-app = func.FunctionApp()
+Messages = List[servicebus.ServiceBusReceivedMessage]  # noqa: UP006
+Stage = Callable[[bytes, MessageMetadata], Awaitable[Outcome]]
+BatchStage = Callable[[Sequence[tuple[bytes, MessageMetadata]]], Awaitable[list[Outcome]]]
+
+
+def binding_settings(settings: AppSettings) -> dict[str, str]:
+    """The app settings the trigger bindings read (`%NAME%`), with the value each should have.
+    The host resolves them itself: a missing one would stop the function from starting."""
+    names = {
+        "ORDERS_TOPIC": settings.core.orders_topic,
+        "ORDERS_SUBSCRIPTION": settings.core.orders_subscription,
+        "DELIVERIES_TOPIC": settings.core.deliveries_topic,
+        "ACCEPT_RETRY_SUBSCRIPTION": settings.core.accept_retry_subscription,
+    }
+    for name in settings.enabled:
+        names[DESTINATIONS[name].subscription_setting()] = settings.destinations[
+            name
+        ].subscription_name
+    return names
+
+
+def require_binding_settings(settings: AppSettings) -> None:
+    """In Azure (WEBSITE_INSTANCE_ID set), every setting a binding reads must exist."""
+    if not os.environ.get("WEBSITE_INSTANCE_ID"):
+        return
+    missing = [
+        f"missing setting {name} (a trigger binding reads it; usually {value!r})"
+        for name, value in binding_settings(settings).items()
+        if not os.environ.get(name)
+    ]
+    if missing:
+        raise SettingsError(missing)
+
 
 # Validate every setting at start-up: a bad configuration stops the host from loading the
-# function (messages wait safely in the subscription) instead of failing each message.
+# functions (messages wait safely in their subscriptions) instead of failing each message.
 SETTINGS: AppSettings = load_settings()
 SETTINGS.service_bus.require()
+require_binding_settings(SETTINGS)
 configure_logging(SETTINGS.core.log_level, fmt=SETTINGS.core.log_format)
 configure_azure_monitor_from_environment()
 
-_handler: OrderHandler | None = None
+_pipeline: Pipeline | None = None
 
 
-def use_handler(handler: OrderHandler | None) -> None:
-    """Testing hook: run invocations on `handler` (None: build from SETTINGS on next use)."""
-    global _handler
-    _handler = handler
+def use_pipeline(pipeline: Pipeline | None) -> None:
+    """Testing hook: run invocations on `pipeline` (None: build from SETTINGS on next use)."""
+    global _pipeline
+    _pipeline = pipeline
 
 
-def _current_handler() -> OrderHandler:
-    global _handler
-    if _handler is None:
-        _handler = OrderHandler.from_settings(SETTINGS)
-    return _handler
+def _current() -> Pipeline:
+    global _pipeline
+    if _pipeline is None:
+        pipeline = Pipeline.from_settings(SETTINGS)
+        # The worker has no shutdown hook: close the pipeline's clients (aiohttp sessions among
+        # them) when the loop they belong to stops, and build anew if a later loop invokes us.
+        close_with_loop(pipeline.aclose, closed=functools.partial(_forget, pipeline))
+        _pipeline = pipeline
+    return _pipeline
+
+
+def _forget(pipeline: Pipeline) -> None:
+    global _pipeline
+    if _pipeline is pipeline:
+        _pipeline = None
 
 
 def settle(
@@ -69,86 +120,42 @@ def settle(
             actions.abandon(message)
 
 
-_ORDERS_TOPIC: dict[str, Any] = {
-    "topic_name": "%ORDERS_TOPIC%",
-    "subscription_name": "%ORDERS_SUBSCRIPTION%",
-    "connection": "ServiceBusConnection",
-    "auto_complete_messages": False,
-    # Read at start-up: the binding must match how the subscription was created.
-    "is_sessions_enabled": SETTINGS.core.orders_sessions_enabled,
-}
-
-if SETTINGS.core.orders_batch_enabled:
-    # ORDERS_BATCH_ENABLED: the same function name, so dashboards and alerts do not change.
-    @app.function_name("sync_order")
-    @app.service_bus_topic_trigger(
-        arg_name="messages", cardinality=func.Cardinality.MANY, **_ORDERS_TOPIC
-    )
-    async def sync_order_batch(
-        messages: list[servicebus.ServiceBusReceivedMessage],
-        message_actions: servicebus.ServiceBusMessageActions,
-    ) -> None:
-        await _handle_batch(messages, message_actions)
-
-else:
-
-    @app.service_bus_topic_trigger(arg_name="message", **_ORDERS_TOPIC)
-    async def sync_order(
-        message: servicebus.ServiceBusReceivedMessage,
-        message_actions: servicebus.ServiceBusMessageActions,
-    ) -> None:
-        await _handle(message, message_actions)
-
-
-@app.service_bus_queue_trigger(
-    arg_name="message",
-    queue_name="%ORDERS_RETRY_QUEUE%",
-    connection="ServiceBusConnection",
-    auto_complete_messages=False,
-)
-async def retry_order(
+async def run_one(
+    stage: Stage,
     message: servicebus.ServiceBusReceivedMessage,
-    message_actions: servicebus.ServiceBusMessageActions,
-) -> None:
-    await _handle(message, message_actions)
-
-
-async def _handle(
-    message: servicebus.ServiceBusReceivedMessage,
-    message_actions: servicebus.ServiceBusMessageActions,
+    actions: servicebus.ServiceBusMessageActions,
 ) -> None:
     try:
-        outcome = await _current_handler().handle(message_body(message), message_metadata(message))
+        outcome = await stage(message_body(message), message_metadata(message))
     except Exception:
-        _abandon([message], message_actions)
+        _abandon([message], actions)
         return
-    _settle_logged(outcome, message, message_actions)
+    _settle_logged(outcome, message, actions)
 
 
-async def _handle_batch(
-    messages: list[servicebus.ServiceBusReceivedMessage],
-    message_actions: servicebus.ServiceBusMessageActions,
+async def run_batch(
+    stage: BatchStage,
+    messages: Sequence[servicebus.ServiceBusReceivedMessage],
+    actions: servicebus.ServiceBusMessageActions,
 ) -> None:
     try:
-        outcomes = await _current_handler().handle_batch(
-            [(message_body(m), message_metadata(m)) for m in messages]
-        )
+        outcomes = await stage([(message_body(m), message_metadata(m)) for m in messages])
     except Exception:
-        _abandon(messages, message_actions)
+        _abandon(messages, actions)
         return
     for message, outcome in zip(messages, outcomes, strict=True):
-        _settle_logged(outcome, message, message_actions)
+        _settle_logged(outcome, message, actions)
 
 
 def _abandon(
-    messages: list[servicebus.ServiceBusReceivedMessage],
-    message_actions: servicebus.ServiceBusMessageActions,
+    messages: Sequence[servicebus.ServiceBusReceivedMessage],
+    actions: servicebus.ServiceBusMessageActions,
 ) -> None:
     """Never leave a message locked: release it for redelivery and say why in the log."""
     log.exception("unexpected failure; abandoning %d message(s)", len(messages))
     for message in messages:
         try:
-            message_actions.abandon(message)
+            actions.abandon(message)
         except Exception:
             log.exception("abandoning message %s failed", message.message_id)
 
@@ -156,12 +163,105 @@ def _abandon(
 def _settle_logged(
     outcome: Outcome,
     message: servicebus.ServiceBusReceivedMessage,
-    message_actions: servicebus.ServiceBusMessageActions,
+    actions: servicebus.ServiceBusMessageActions,
 ) -> None:
     try:
-        settle(outcome, message, message_actions)
+        settle(outcome, message, actions)
     except Exception:
         # The lock will lapse and Service Bus redelivers; nothing is lost.
         log.exception(
             "settling message %s as %s failed", message.message_id, outcome.settlement.value
         )
+
+
+def _accept(body: bytes, metadata: MessageMetadata) -> Awaitable[Outcome]:
+    return _current().accept.accept(body, metadata)
+
+
+def _single_lane(name: str) -> Callable[..., Awaitable[None]]:
+    async def deliver(
+        message: servicebus.ServiceBusReceivedMessage,
+        message_actions: servicebus.ServiceBusMessageActions,
+    ) -> None:
+        await run_one(lambda b, m: _current().lanes[name].deliver(b, m), message, message_actions)
+
+    return deliver
+
+
+def _batch_lane(name: str) -> Callable[..., Awaitable[None]]:
+    async def deliver(
+        # typing.List, not list[...]: the Python worker's load check (azure-functions-runtime,
+        # what Azure runs on 3.13) refuses the built-in generic as an "invalid non-type
+        # annotation", and that load failure takes every function of the app down.
+        messages: Messages,
+        message_actions: servicebus.ServiceBusMessageActions,
+    ) -> None:
+        await run_batch(
+            lambda batch: _current().lanes[name].deliver_batch(batch), messages, message_actions
+        )
+
+    return deliver
+
+
+def build_app(settings: AppSettings) -> func.FunctionApp:
+    """The functions for these settings: the accept stage's two, and one per enabled lane."""
+    built = func.FunctionApp()
+    # Read at start-up: the bindings must match how the subscriptions were created.
+    sessions = settings.core.orders_sessions_enabled
+    common: dict[str, Any] = {
+        "connection": "ServiceBusConnection",
+        "auto_complete_messages": False,
+        "is_sessions_enabled": sessions,
+    }
+
+    async def accept_order(
+        message: servicebus.ServiceBusReceivedMessage,
+        message_actions: servicebus.ServiceBusMessageActions,
+    ) -> None:
+        await run_one(_accept, message, message_actions)
+
+    async def accept_order_retry(
+        message: servicebus.ServiceBusReceivedMessage,
+        message_actions: servicebus.ServiceBusMessageActions,
+    ) -> None:
+        await run_one(_accept, message, message_actions)
+
+    built.function_name("accept_order")(
+        built.service_bus_topic_trigger(
+            arg_name="message",
+            topic_name="%ORDERS_TOPIC%",
+            subscription_name="%ORDERS_SUBSCRIPTION%",
+            **common,
+        )(accept_order)
+    )
+    built.function_name("accept_order_retry")(
+        built.service_bus_topic_trigger(
+            arg_name="message",
+            topic_name="%DELIVERIES_TOPIC%",
+            subscription_name="%ACCEPT_RETRY_SUBSCRIPTION%",
+            **common,
+        )(accept_order_retry)
+    )
+    for name in settings.enabled:
+        cls = DESTINATIONS[name]
+        batched = (
+            settings.core.orders_batch_enabled and cls.max_batch(settings.destinations[name]) > 1
+        )
+        lane = _batch_lane(name) if batched else _single_lane(name)
+        options: dict[str, Any] = (
+            {"arg_name": "messages", "cardinality": func.Cardinality.MANY}
+            if batched
+            else {"arg_name": "message"}
+        )
+        built.function_name(cls.function_name())(
+            built.service_bus_topic_trigger(
+                topic_name="%DELIVERIES_TOPIC%",
+                subscription_name=f"%{cls.subscription_setting()}%",
+                **options,
+                **common,
+            )(lane)
+        )
+    return built
+
+
+app = build_app(SETTINGS)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from azure.servicebus.exceptions import MessagingEntityNotFoundError, ServiceBusError
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -21,11 +22,14 @@ from rich.text import Text
 from order_processor import devfakes, dlq, dryrun
 from order_processor import publish as publishing
 from order_processor.contract import InStoreOrder
+from order_processor.delivery import DeliveryMessage
 from order_processor.destinations import DESTINATIONS
 from order_processor.ledger import MemoryLedger
-from order_processor.model import MessageMetadata, Outcome, Settlement
+from order_processor.local import LocalRun, Run
+from order_processor.model import MessageMetadata, Settlement
 from order_processor.outbound.redaction import scrub
-from order_processor.processor import Processor
+from order_processor.outbox import MemoryOutbox
+from order_processor.pipeline import Pipeline
 from order_processor.servicebus import service_bus_client
 from order_processor.settings import AppSettings, SettingsError, load_settings
 
@@ -52,63 +56,96 @@ def _heading(text: str) -> None:
         console.print(f"── {text} ──", markup=False)
 
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "order-message.v1.schema.json"
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
 
-def order_schema_text() -> str:
-    schema = InStoreOrder.model_json_schema(by_alias=True, mode="validation")
+def _schema_text(model: type[BaseModel], name: str) -> str:
+    schema = model.model_json_schema(by_alias=True, mode="validation")
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://schemas.instore-order-sync/order-message.v1.schema.json",
+        "$id": f"https://schemas.instore-order-sync/{name}",
         **schema,
     }
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
+def schema_texts() -> dict[str, str]:
+    """File name -> text: the inbound contract (for the ERP team) and the internal delivery
+    contract (between the accept stage and the lanes)."""
+    return {
+        "order-message.v1.schema.json": _schema_text(InStoreOrder, "order-message.v1.schema.json"),
+        "delivery-message.v1.schema.json": _schema_text(
+            DeliveryMessage, "delivery-message.v1.schema.json"
+        ),
+    }
+
+
 @app.command()
 def schema(
-    check: Annotated[bool, typer.Option(help="Fail if the committed schema is stale")] = False,
-    output: Annotated[Path, typer.Option(help="Where to write it")] = SCHEMA_PATH,
+    check: Annotated[bool, typer.Option(help="Fail if a committed schema is stale")] = False,
+    directory: Annotated[Path, typer.Option("--dir", help="Where the schemas live")] = SCHEMAS,
 ) -> None:
-    """Write the contract v1 JSON Schema generated from the model."""
-    text = order_schema_text()
-    if check:
-        if not output.exists() or output.read_text(encoding="utf-8") != text:
-            console.print(f"[red]{output} is stale: run python -m order_processor schema[/red]")
-            raise typer.Exit(1)
-        console.print(f"{output} is up to date")
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
-    console.print(f"wrote {output}")
+    """Write the JSON Schemas generated from the models (order message v1, delivery message v1)."""
+    stale = 0
+    for name, text in schema_texts().items():
+        path = directory / name
+        if check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                console.print(f"[red]{path} is stale: run python -m order_processor schema[/red]")
+                stale += 1
+            else:
+                console.print(f"{path} is up to date")
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        console.print(f"wrote {path}")
+    if stale:
+        raise typer.Exit(1)
 
 
-def _print_outcome(path: Path, outcome: Outcome) -> None:
-    colour = {"complete": "green", "retry": "yellow", "dead-letter": "red"}[
-        outcome.settlement.value
-    ]
-    headline = f"[bold]{path}[/bold] -> [{colour}]{outcome.settlement.value}[/{colour}]"
-    if outcome.reason:
-        headline += f" {outcome.reason}: {outcome.description}"
+_COLOUR = {"complete": "green", "retry": "yellow", "dead-letter": "red"}
+
+
+def _print_run(path: Path, run: Run, *, dry_run: bool) -> None:
+    headline = f"[bold]{escape(str(path))}[/bold] -> "
+    colour = _COLOUR[run.settlement.value]
+    headline += f"[{colour}]{run.settlement.value}[/{colour}]"
     console.print(headline)
-    for result in outcome.results:
-        console.print(f"  {result.describe()}")
+    accept = run.accept
+    if accept.settlement is not Settlement.COMPLETE or accept.retry_at is not None:
+        console.print(
+            f"  accept: {accept.settlement.value} {accept.reason}: {accept.description}",
+            markup=False,
+        )
+    for outcome in run.lanes.values():
+        for result in outcome.results:
+            console.print(f"  {dryrun.describe(result, dry_run=dry_run)}", markup=False)
+        if outcome.settlement is Settlement.DEAD_LETTER:
+            console.print(f"    dead-letter {outcome.reason}", markup=False)
+        elif outcome.retry_at is not None:
+            console.print(f"    retry scheduled for {outcome.retry_at.isoformat()}", markup=False)
+    for result in run.unrouted:
+        console.print(f"  {result.describe()}", markup=False)
 
 
 async def _process(files: list[Path], *, dry_run: bool, show_personal_data: bool) -> int:
     recorders = dryrun.recording_transports() if dry_run else {}
     settings = load_settings(overrides=dryrun.example_overrides() if dry_run else None)
-    processor = Processor.from_settings(
-        settings, transports=recorders.get, ledger=MemoryLedger() if dry_run else None
+    pipeline = Pipeline.from_settings(
+        settings,
+        transports=recorders.get,
+        ledger=MemoryLedger() if dry_run else None,
+        outbox=MemoryOutbox(),
     )
-    failures = 0
+    summary = dryrun.Summary(dry_run=dry_run)
     try:
+        if not dry_run:
+            await dryrun.check_ledger(pipeline.ledger)
+        run_locally = LocalRun(pipeline)
         for path in files:
             before = {name: len(r.requests) for name, r in recorders.items()}
-            outcome = await processor.process(
-                path.read_bytes(), MessageMetadata(message_id=path.name)
-            )
-            _print_outcome(path, outcome)
+            run = await run_locally.run(path.read_bytes(), MessageMetadata(message_id=path.name))
+            _print_run(path, run, dry_run=dry_run)
             for name, recorder in recorders.items():
                 for request in recorder.requests[before[name] :]:
                     _heading(f"{name} would receive")
@@ -118,10 +155,11 @@ async def _process(files: list[Path], *, dry_run: bool, show_personal_data: bool
                         show_personal_data=show_personal_data,
                     )
                     console.print(text, markup=False, soft_wrap=True)
-            failures += outcome.settlement is not Settlement.COMPLETE
+            summary.add(run)
     finally:
-        await processor.aclose()
-    return failures
+        await pipeline.aclose()
+    console.print(summary.line(), markup=False)
+    return summary.failures
 
 
 @app.command()
@@ -139,10 +177,11 @@ def process(
     ] = None,
     show_personal_data: Annotated[
         bool,
-        typer.Option(help="Print emails and numbers in dry-run bodies instead of masking them"),
+        typer.Option(help="Print personal data in dry-run bodies instead of masking it"),
     ] = False,
 ) -> None:
-    """Run the core on message files: parse, enrich, deliver (or show what would be sent)."""
+    """Run both stages here, no Service Bus: accept each order, then deliver it on every lane
+    (or show what each destination would receive)."""
     if dry_run is None:
         dry_run = not any(dryrun.configured(name) for name in DESTINATIONS)
         if dry_run:
@@ -152,7 +191,7 @@ def process(
             _process(files, dry_run=dry_run, show_personal_data=show_personal_data)
         )
     except SettingsError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(escape(str(exc)), style="red")
         raise typer.Exit(2) from None
     raise typer.Exit(1 if failures else 0)
 
@@ -246,16 +285,18 @@ dlq_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     **_TYPER_OPTIONS,
-    help="Read, replay and purge the dead-letter queues (the subscription's or the retry "
-    "queue's). Bodies are never printed.",
+    help="Read, replay and purge a dead-letter queue: the orders subscription's, or a lane's "
+    "(--destination). Bodies are never printed.",
 )
 app.add_typer(dlq_app, name="dlq")
 
-EntityOption = Annotated[
-    dlq.Entity,
+DestinationOption = Annotated[
+    str | None,
     typer.Option(
-        help="subscription: ORDERS_TOPIC/ORDERS_SUBSCRIPTION's DLQ; "
-        "retry: ORDERS_RETRY_QUEUE's DLQ (RetriesExhausted)"
+        "--destination",
+        metavar="LANE",
+        help="a destination's lane (profile_store, product_recs, ...) or accept (the accept "
+        "stage's retry lane); left out: the orders subscription's DLQ (invalid messages)",
     ),
 ]
 ReasonOption = Annotated[
@@ -300,6 +341,14 @@ def _filters(
     )
 
 
+def _source_or_exit(settings: AppSettings, destination: str | None) -> dlq.DeadLetterSource:
+    try:
+        return dlq.DeadLetterSource.of(settings, destination)
+    except SettingsError as exc:
+        console.print(escape(str(exc)), style="red")
+        raise typer.Exit(2) from None
+
+
 def _settings_or_exit(*, full: bool) -> AppSettings:
     try:
         return load_settings() if full else _service_bus_settings()
@@ -310,7 +359,7 @@ def _settings_or_exit(*, full: bool) -> AppSettings:
 
 @dlq_app.command()
 def peek(
-    entity: EntityOption = dlq.Entity.SUBSCRIPTION,
+    destination: DestinationOption = None,
     reason: ReasonOption = None,
     message_id: MessageIdOption = None,
     older_than: OlderOption = None,
@@ -323,17 +372,18 @@ def peek(
     """List dead letters: message id, orderId/eventType, reason, description, age, deliveries."""
     filters = _filters(reason, message_id, older_than, newer_than, limit)
     settings = _settings_or_exit(full=False)
-    _run(dlq.peek(settings=settings, entity=entity, filters=filters, console=console))
+    source = _source_or_exit(settings, destination)
+    _run(dlq.peek(settings=settings, source=source, filters=filters, console=console))
 
 
 @dlq_app.command()
 def replay(
-    entity: EntityOption = dlq.Entity.SUBSCRIPTION,
+    destination: DestinationOption = None,
     to: Annotated[
         dlq.Target,
         typer.Option(
-            help="topic: a new message on ORDERS_TOPIC (every subscription gets it); "
-            "process: run the handler here (needs the app's full settings)"
+            help="topic: a new message on the topic it came from (a lane's go back to that lane "
+            "only); process: run its stage here (needs the app's full settings)"
         ),
     ] = dlq.Target.TOPIC,
     reason: ReasonOption = None,
@@ -348,10 +398,11 @@ def replay(
     restarts and the ledger alone decides which destinations are still owed."""
     filters = _filters(reason, message_id, older_than, newer_than, limit)
     settings = _settings_or_exit(full=to is dlq.Target.PROCESS and not dry_run)
+    source = _source_or_exit(settings, destination)
     _run(
         dlq.replay(
             settings=settings,
-            entity=entity,
+            source=source,
             filters=filters,
             to=to,
             dry_run=dry_run,
@@ -362,7 +413,7 @@ def replay(
 
 @dlq_app.command()
 def purge(
-    entity: EntityOption = dlq.Entity.SUBSCRIPTION,
+    destination: DestinationOption = None,
     reason: ReasonOption = None,
     message_id: MessageIdOption = None,
     older_than: OlderOption = None,
@@ -377,9 +428,10 @@ def purge(
         console.print("[red]purge deletes dead letters for good: add --yes (or --dry-run)[/red]")
         raise typer.Exit(2)
     settings = _settings_or_exit(full=False)
+    source = _source_or_exit(settings, destination)
     _run(
         dlq.purge(
-            settings=settings, entity=entity, filters=filters, dry_run=dry_run, console=console
+            settings=settings, source=source, filters=filters, dry_run=dry_run, console=console
         )
     )
 

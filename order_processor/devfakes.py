@@ -19,65 +19,49 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from order_processor.destinations import DESTINATIONS
+
 ROOT = Path(__file__).resolve().parent.parent
-#: (module in tests.fakes, its rules class), served on the base port + position
-FAKES = (
-    ("loyalty", "LoyaltyRules"),
-    ("profile_store", "ProfileStoreRules"),
-    ("product_recs", "ProductRecsRules"),
-    ("richrelevance", "RichRelevanceRules"),
-    ("esputnik", "EsputnikRules"),
-)
+LOYALTY_FAKE = "tests.fakes.loyalty"
 
 
 class FakesUnavailable(Exception):
     """`tests.fakes` cannot be imported: not a checkout of this repository."""
 
 
-def _modules() -> dict[str, ModuleType]:
+def fakes() -> dict[str, tuple[ModuleType, str]]:
+    """System name -> (fake module, env prefix of its settings): the loyalty provider, then every
+    registered destination (each destination's class names its fake)."""
     # Imported at run time (not a package dependency): found from any directory of a checkout.
     if (ROOT / "tests" / "fakes").is_dir() and str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     try:
-        base = importlib.import_module("tests.fakes.base")
-        found = {name: importlib.import_module(f"tests.fakes.{name}") for name, _ in FAKES}
+        found = {"loyalty": (importlib.import_module(LOYALTY_FAKE), "LOYALTY_")}
+        for name, cls in DESTINATIONS.items():
+            prefix = str(cls.settings_class.model_config.get("env_prefix", ""))
+            found[name] = (importlib.import_module(cls.fake), prefix)
     except ImportError as exc:
         raise FakesUnavailable(
             f"the fakes live in tests/fakes of the repository checkout ({exc}); "
             "run this command from a clone of the repository"
         ) from None
-    return {"base": base, **found}
+    return found
 
 
-def local_settings(urls: dict[str, str], modules: dict[str, ModuleType]) -> dict[str, str]:
-    """The `Values` that point the app at the fakes, with the fakes' own keys and ids."""
-    loyalty, profile_store = modules["loyalty"], modules["profile_store"]
-    product_recs, rr, esputnik = (
-        modules["product_recs"],
-        modules["richrelevance"],
-        modules["esputnik"],
-    )
-    return {
+def local_settings(
+    urls: dict[str, str], modules: dict[str, tuple[ModuleType, str]]
+) -> dict[str, str]:
+    """The `Values` that point the app at the fakes (with the fakes' own keys and ids), plus
+    what `process --send` and `func start` need besides: Azurite for the ledger."""
+    values = {
         "ALLOW_INSECURE_HTTP": "true",
-        "LOYALTY_API_BASE_URL": urls["loyalty"],
-        "LOYALTY_AUTH": "header",
-        "LOYALTY_API_KEY": loyalty.API_KEY,
-        "LOYALTY_API_KEY_HEADER": "Ocp-Apim-Subscription-Key",
-        "PROFILE_STORE_BASE_URL": urls["profile_store"],
-        "PROFILE_STORE_API_KEY": profile_store.API_KEY,
-        "PROFILE_STORE_AUTH_STYLE": "subscription-key",
-        "PROFILE_STORE_SCOPE": profile_store.SCOPE,
-        "PRODUCT_RECS_URL": urls["product_recs"] + product_recs.PATH,
-        "PRODUCT_RECS_SITE": product_recs.SITE,
-        "PRODUCT_RECS_SITE_TOKEN": product_recs.SITE_TOKEN,
-        "PRODUCT_RECS_CHANNEL": product_recs.CHANNEL,
-        "RICHRELEVANCE_BASE_URL": urls["richrelevance"],
-        "RICHRELEVANCE_API_KEY": rr.API_KEY,
-        "RICHRELEVANCE_CLIENT_ID": rr.CLIENT_ID,
-        "RICHRELEVANCE_CLIENT_SECRET": rr.CLIENT_SECRET,
-        "ESPUTNIK_BASE_URL": urls["esputnik"],
-        "ESPUTNIK_API_KEY": esputnik.API_KEY,
+        # The delivery ledger (and the Functions host) on Azurite: see docs/local-dev.md.
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
     }
+    for name, (module, prefix) in modules.items():
+        for field, value in module.settings_for(urls[name]).items():
+            values[f"{prefix}{field.upper()}"] = str(value)
+    return values
 
 
 def _masked(path: str) -> str:
@@ -97,15 +81,15 @@ def start(
     *, host: str, base_port: int, say: Callable[[str], None]
 ) -> tuple[list[Any], dict[str, str]]:
     """Start every fake (base port 0: any free ports); their servers and the settings to use."""
-    modules = _modules()
+    modules = fakes()
+    base = importlib.import_module("tests.fakes.base")
     servers: list[Any] = []
     urls: dict[str, str] = {}
     shown_host = "127.0.0.1" if host in {"", "0.0.0.0"} else host  # noqa: S104 (not binding)
     try:
-        for offset, (name, rules_class) in enumerate(FAKES):
-            rules = getattr(modules[name], rules_class)()
+        for offset, (name, (module, _)) in enumerate(modules.items()):
             port = base_port + offset if base_port else 0
-            fake = modules["base"].FakeServer(_logged(name, rules, say), host=host, port=port)
+            fake = base.FakeServer(_logged(name, module.RULES(), say), host=host, port=port)
             servers.append(fake.start())
             urls[name] = f"http://{shown_host}:{fake.port}"
     except BaseException:
@@ -128,6 +112,12 @@ def serve(
     )
     try:
         console.print('Paste into "Values" of local.settings.json (plain HTTP: never in Azure):')
+        console.print(
+            "(the ledger needs Azurite: npx azurite-table --inMemoryPersistence; or add "
+            '"DELIVERY_LEDGER_ENABLED": "false" for a throwaway run, duplicates possible)',
+            markup=False,
+            soft_wrap=True,
+        )
         for name, value in values.items():
             console.print(f'    "{name}": "{value}",', markup=False, soft_wrap=True)
         console.print("fakes are running; Ctrl+C stops them", soft_wrap=True)

@@ -1,4 +1,5 @@
-"""Dead-letter tooling: peek at, replay and purge the subscription's or the retry queue's DLQ.
+"""Dead-letter tooling: peek at, replay and purge a dead-letter queue: the orders subscription's
+(poison, found at accept), the accept stage's retry lane's, or one destination lane's.
 
 The selection is made on a peek, so what `--dry-run` lists is exactly what a real run acts on.
 A real run then receives the DLQ in peek-lock and settles only the selected messages: completed
@@ -27,30 +28,21 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from order_processor.handler import OrderHandler
+from order_processor.delivery import DESTINATION
+from order_processor.destinations import DESTINATIONS
 from order_processor.model import Settlement
 from order_processor.outbound.redaction import scrub
-from order_processor.redelivery import (
-    FIRST_SEEN,
-    OWED,
-    RETRY_ATTEMPT,
-)
+from order_processor.pipeline import Pipeline
+from order_processor.redelivery import RETRY_BOOKKEEPING
 from order_processor.servicebus import message_body, message_metadata, service_bus_client
-from order_processor.settings import AppSettings, CoreSettings
+from order_processor.settings import AppSettings, SettingsError
 
 #: Dropped on replay: the service's dead-letter stamps, and the retry bookkeeping, so that the
-#: retry window restarts and the ledger alone decides which destinations are still owed.
-NOT_REPLAYED = frozenset(
-    {"DeadLetterReason", "DeadLetterErrorDescription", RETRY_ATTEMPT, FIRST_SEEN, OWED}
-)
+#: retry window restarts and the ledger alone decides what is still owed.
+NOT_REPLAYED = frozenset({"DeadLetterReason", "DeadLetterErrorDescription", *RETRY_BOOKKEEPING})
 PAGE = 100  # messages per peek and per receive
 RECEIVE_WAIT_SECONDS = 5.0  # an empty receive this long means the selection is gone
 LOCK_RENEWAL_SECONDS = 600.0  # processing one message can take the whole retry budget
-
-
-class Entity(StrEnum):
-    SUBSCRIPTION = "subscription"
-    RETRY = "retry"
 
 
 class Target(StrEnum):
@@ -58,11 +50,51 @@ class Target(StrEnum):
     PROCESS = "process"
 
 
-HandlerFactory = Callable[[AppSettings], OrderHandler]
+#: `--destination accept`: the accept stage's own retry lane
+ACCEPT = "accept"
 
 
-#: the same handler the function runs
-default_handler: HandlerFactory = OrderHandler.from_settings
+@dataclass(frozen=True, slots=True)
+class DeadLetterSource:
+    """Which dead-letter queue: a subscription, and where its messages are replayed to."""
+
+    #: None: the orders subscription; "accept": the accept retry lane; else a destination's lane
+    lane: str | None
+    topic: str
+    subscription: str
+    #: where `replay --to topic` sends: the orders topic, or the deliveries topic (same lane)
+    replay_topic: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.topic}/subscriptions/{self.subscription}/$DeadLetterQueue"
+
+    @classmethod
+    def of(cls, settings: AppSettings, destination: str | None) -> DeadLetterSource:
+        core = settings.core
+        if destination is None:
+            return cls(None, core.orders_topic, core.orders_subscription, core.orders_topic)
+        if destination == ACCEPT:
+            subscription = core.accept_retry_subscription
+        elif destination in DESTINATIONS:
+            block = settings.destinations.get(destination)
+            subscription = (
+                block.subscription_name
+                if block is not None
+                else DESTINATIONS[destination].settings_class.default_subscription()
+            )
+        else:
+            names = ", ".join([ACCEPT, *DESTINATIONS])
+            raise SettingsError([f"--destination {destination!r}: not a lane (one of {names})"])
+        return cls(destination, core.deliveries_topic, subscription, core.deliveries_topic)
+
+
+PipelineFactory = Callable[[AppSettings], Pipeline]
+
+
+def default_pipeline(settings: AppSettings) -> Pipeline:
+    """The same stages the functions run (publishing to the real deliveries topic)."""
+    return Pipeline.from_settings(settings)
 
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -155,20 +187,11 @@ class Filters:
         return self.newer_than is None or (age is not None and age <= self.newer_than)
 
 
-def entity_path(core: CoreSettings, entity: Entity) -> str:
-    if entity is Entity.RETRY:
-        return f"{core.orders_retry_queue}/$DeadLetterQueue"
-    return f"{core.orders_topic}/subscriptions/{core.orders_subscription}/$DeadLetterQueue"
-
-
 def _receiver(
-    client: aio.ServiceBusClient, core: CoreSettings, entity: Entity, **options: Any
+    client: aio.ServiceBusClient, source: DeadLetterSource, **options: Any
 ) -> aio.ServiceBusReceiver:
-    dead_letters = ServiceBusSubQueue.DEAD_LETTER
-    if entity is Entity.RETRY:
-        return client.get_queue_receiver(core.orders_retry_queue, sub_queue=dead_letters, **options)
     return client.get_subscription_receiver(
-        core.orders_topic, core.orders_subscription, sub_queue=dead_letters, **options
+        source.topic, source.subscription, sub_queue=ServiceBusSubQueue.DEAD_LETTER, **options
     )
 
 
@@ -223,15 +246,20 @@ def show(letters: Sequence[DeadLetter], *, title: str, console: Console, now: da
     console.print(table)
 
 
-def replay_message(message: ServiceBusReceivedMessage) -> ServiceBusMessage:
+def replay_message(
+    message: ServiceBusReceivedMessage, *, lane: str | None = None
+) -> ServiceBusMessage:
     """A new message with the dead letter's body, content type, session and properties (minus
     NOT_REPLAYED). Its MessageId is new, or the topic's duplicate detection would drop it, but
-    deterministic per dead letter, so replaying one twice is dropped as a duplicate."""
+    deterministic per dead letter, so replaying one twice is dropped as a duplicate. A lane's
+    dead letter keeps (or gets) `destination` = that lane, so only that lane receives it."""
     properties: dict[str | bytes, Any] = {}
     for key, value in (message.application_properties or {}).items():
         name = key.decode("utf-8") if isinstance(key, bytes) else str(key)
         if name not in NOT_REPLAYED:
             properties[name] = value.decode("utf-8") if isinstance(value, bytes) else value
+    if lane is not None:
+        properties[DESTINATION] = lane
     original = str(message.message_id) if message.message_id is not None else "message"
     message_id = f"{original}:replay-{message.sequence_number}"
     if len(message_id) > 128:
@@ -248,16 +276,26 @@ def replay_message(message: ServiceBusReceivedMessage) -> ServiceBusMessage:
 
 
 class NotProcessed(Exception):
-    """The handler did not complete the message (dead-letter or abandon again)."""
+    """The stage did not complete the message (dead-letter or abandon again)."""
 
 
-async def process_message(handler: OrderHandler, message: ServiceBusReceivedMessage) -> str:
-    """Run the handler as if the message had just arrived: without the retry bookkeeping (the
-    ledger decides what is owed) and without the old enqueued time (the retry window restarts)."""
+async def process_message(
+    pipeline: Pipeline, source: DeadLetterSource, message: ServiceBusReceivedMessage
+) -> str:
+    """Run the source's stage as if the message had just arrived: without the retry bookkeeping
+    and without the old enqueued time (the retry window restarts); the ledger decides what is
+    still owed."""
     metadata = message_metadata(message)
     properties = {k: v for k, v in metadata.application_properties.items() if k not in NOT_REPLAYED}
     metadata = replace(metadata, enqueued_time=None, application_properties=properties)
-    outcome = await handler.handle(message_body(message), metadata)
+    body = message_body(message)
+    if source.lane is None or source.lane == ACCEPT:
+        outcome = await pipeline.accept.accept(body, metadata)
+    else:
+        lane = pipeline.lanes.get(source.lane)
+        if lane is None:
+            raise NotProcessed(f"{source.lane} is disabled ({source.lane.upper()}_ENABLED)")
+        outcome = await lane.deliver(body, metadata)
     if outcome.settlement is not Settlement.COMPLETE:
         raise NotProcessed(f"{outcome.settlement.value} {outcome.reason}: {outcome.description}")
     return f"retry scheduled for {outcome.retry_at.isoformat()}" if outcome.retry_at else "done"
@@ -340,74 +378,78 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-async def peek(*, settings: AppSettings, entity: Entity, filters: Filters, console: Console) -> int:
+async def peek(
+    *, settings: AppSettings, source: DeadLetterSource, filters: Filters, console: Console
+) -> int:
     async with (
         service_bus_client(settings.service_bus) as client,
-        _receiver(client, settings.core, entity) as receiver,
+        _receiver(client, source) as receiver,
     ):
         now = _utcnow()
         letters = await select(receiver, filters, now=now)
-    path = entity_path(settings.core, entity)
-    show(letters, title=f"{len(letters)} dead letter(s) in {path}", console=console, now=now)
+    show(letters, title=f"{len(letters)} dead letter(s) in {source.path}", console=console, now=now)
     return 0
 
 
 async def replay(
     *,
     settings: AppSettings,
-    entity: Entity,
+    source: DeadLetterSource,
     filters: Filters,
     to: Target,
     dry_run: bool,
     console: Console,
-    handler_factory: HandlerFactory = default_handler,
+    pipeline_factory: PipelineFactory = default_pipeline,
 ) -> int:
-    """Re-send the selected dead letters to the topic, or process them here; returns failures.
-    `handler_factory` is the testing hook for `--to process`."""
+    """Re-send the selected dead letters (a lane's go back to that lane only), or process them
+    here; returns failures. `pipeline_factory` is the testing hook for `--to process`."""
     renewer = aio.AutoLockRenewer(max_lock_renewal_duration=LOCK_RENEWAL_SECONDS)
     try:
         async with (
             service_bus_client(settings.service_bus) as client,
-            _receiver(client, settings.core, entity, auto_lock_renewer=renewer) as receiver,
+            _receiver(client, source, auto_lock_renewer=renewer) as receiver,
         ):
             now = _utcnow()
             letters = await select(receiver, filters, now=now)
-            where = settings.core.orders_topic if to is Target.TOPIC else "processing here"
-            title = f"{len(letters)} dead letter(s) to replay ({where})"
+            where = source.replay_topic if to is Target.TOPIC else "processing here"
+            title = f"{len(letters)} dead letter(s) from {source.path} to replay ({where})"
             if dry_run:
                 title += ": dry run, nothing changes"
             show(letters, title=title, console=console, now=now)
             if dry_run or not letters:
                 return 0
             if to is Target.TOPIC:
-                async with client.get_topic_sender(
-                    settings.core.orders_topic, keep_alive=None
-                ) as sender:
+                async with client.get_topic_sender(source.replay_topic, keep_alive=None) as sender:
 
                     async def resend(message: ServiceBusReceivedMessage) -> str:
-                        await sender.send_messages(replay_message(message))
+                        await sender.send_messages(replay_message(message, lane=source.lane))
                         return ""
 
                     return await settle(
                         receiver, letters, action=resend, verb="replayed", console=console
                     )
-            handler = handler_factory(settings)
+            pipeline = pipeline_factory(settings)
             try:
                 return await settle(
                     receiver,
                     letters,
-                    action=lambda message: process_message(handler, message),
+                    action=lambda message: process_message(pipeline, source, message),
                     verb="processed",
                     console=console,
                 )
             finally:
-                await handler.aclose()
+                await pipeline.aclose()
     finally:
         await renewer.close()
 
 
 async def purge(
-    *, settings: AppSettings, entity: Entity, filters: Filters, dry_run: bool, console: Console
+    *,
+    settings: AppSettings,
+    source: DeadLetterSource,
+    filters: Filters,
+    dry_run: bool,
+    console: Console,
 ) -> int:
     """Delete the selected dead letters for good; returns failures."""
 
@@ -416,11 +458,11 @@ async def purge(
 
     async with (
         service_bus_client(settings.service_bus) as client,
-        _receiver(client, settings.core, entity) as receiver,
+        _receiver(client, source) as receiver,
     ):
         now = _utcnow()
         letters = await select(receiver, filters, now=now)
-        title = f"{len(letters)} dead letter(s) to purge from {entity_path(settings.core, entity)}"
+        title = f"{len(letters)} dead letter(s) to purge from {source.path}"
         if dry_run:
             title += ": dry run, nothing changes"
         show(letters, title=title, console=console, now=now)

@@ -158,6 +158,10 @@ class Outcome:
     order_id: str | None = None
     event_type: EventType | None = None
     event_key: str | None = None
+    #: the lane (destination) this outcome is about; None for the accept stage
+    destination: str | None = None
+    #: accept stage: the destinations a delivery message was published for
+    routed: tuple[str, ...] = ()
     #: when a retry copy was scheduled (the message itself is then completed)
     retry_at: datetime | None = None
 

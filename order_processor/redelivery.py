@@ -1,28 +1,30 @@
-"""Retry later without holding the lock: scheduled copies on the retry queue.
+"""Retry later without holding the lock: a copy scheduled on the deliveries topic, for one lane.
 
-When a destination is still failing after the in-message retry budget, the message is not kept
-locked (or abandoned into a tight redelivery loop): a copy with the same body and properties,
-plus `retryAttempt`, `firstSeenUtc` and `owedDestinations`, is scheduled on the retry queue
-(`ORDERS_RETRY_QUEUE`) by the backoff schedule, and the original is completed. Past the retry
-window (and a minimum number of attempts) the message is dead-lettered `RetriesExhausted`.
+When a lane's vendor (or, at the accept stage, the loyalty provider) is still failing after the
+in-message retry budget, the message is not kept locked or abandoned into a tight redelivery loop:
+a copy with the same body and properties, plus `retryAttempt`, `firstSeenUtc` and
+`originalMessageId`, is scheduled on the deliveries topic by the backoff schedule with the
+`destination` of that lane only, and the original is completed. Past the retry window (and a
+minimum number of attempts) the message is dead-lettered `RetriesExhausted` on its lane.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from azure.servicebus import ServiceBusMessage, aio
-
+from order_processor.delivery import DESTINATION, bounded_id
+from order_processor.model import DeadLetterReason, MessageMetadata, Outcome, Settlement
+from order_processor.outbox import Outbox, Outgoing
 from order_processor.settings import CoreSettings
 
 RETRY_ATTEMPT = "retryAttempt"
 FIRST_SEEN = "firstSeenUtc"
-OWED = "owedDestinations"
 ORIGINAL_MESSAGE_ID = "originalMessageId"
+#: the bookkeeping a replay drops, so that the retry window restarts
+RETRY_BOOKKEEPING = frozenset({RETRY_ATTEMPT, FIRST_SEEN})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,19 +55,13 @@ class RetryState:
 
     attempt: int = 0
     first_seen: datetime | None = None
-    owed: frozenset[str] | None = None
 
     @classmethod
     def of(cls, properties: Mapping[str, Any]) -> RetryState:
-        attempt = _int(properties.get(RETRY_ATTEMPT))
-        first_seen = _when(properties.get(FIRST_SEEN))
-        owed_text = properties.get(OWED)
-        owed = (
-            frozenset(name for name in str(owed_text).split(",") if name)
-            if owed_text is not None
-            else None
+        return cls(
+            attempt=_int(properties.get(RETRY_ATTEMPT)),
+            first_seen=_when(properties.get(FIRST_SEEN)),
         )
-        return cls(attempt=attempt, first_seen=first_seen, owed=owed)
 
 
 def _int(value: Any) -> int:
@@ -83,68 +79,70 @@ def _when(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryCopy:
-    """The scheduled copy: same body, session and properties, plus the retry bookkeeping."""
-
-    body: bytes
-    message_id: str
-    scheduled_at: datetime
-    application_properties: dict[str, str | int] = field(default_factory=dict)
-    session_id: str | None = None
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
-class RetryQueue(Protocol):
-    async def schedule(self, copy: RetryCopy) -> None: ...
+class RetryLater:
+    """Turns a "retry" outcome into a scheduled copy for one lane (or, past the window, a
+    RetriesExhausted dead letter; or, when even the copy cannot be scheduled, an abandon)."""
 
-    async def aclose(self) -> None: ...
+    def __init__(
+        self, *, outbox: Outbox, schedule: RetrySchedule, now: Callable[[], datetime] = _utcnow
+    ) -> None:
+        self.outbox = outbox
+        self.schedule = schedule
+        self._now = now
 
-
-class ServiceBusRetryQueue:
-    """Sends scheduled copies with one pooled async sender per process."""
-
-    def __init__(self, client: aio.ServiceBusClient, *, queue: str) -> None:
-        self._client = client
-        self._queue = queue
-        self._sender: aio.ServiceBusSender | None = None
-        self._lock = asyncio.Lock()
-
-    async def _get_sender(self) -> aio.ServiceBusSender:
-        async with self._lock:
-            if self._sender is None:
-                self._sender = self._client.get_queue_sender(self._queue)
-            return self._sender
-
-    async def schedule(self, copy: RetryCopy) -> None:
-        sender = await self._get_sender()
-        message = ServiceBusMessage(
-            copy.body,
-            message_id=copy.message_id,
-            session_id=copy.session_id,
-            content_type="application/json",
-            application_properties=dict(copy.application_properties),  # type: ignore[arg-type]
-            scheduled_enqueue_time_utc=copy.scheduled_at,
+    async def __call__(
+        self, body: bytes, metadata: MessageMetadata, outcome: Outcome, *, lane: str
+    ) -> Outcome:
+        now = self._now()
+        state = RetryState.of(metadata.application_properties)
+        first_seen = state.first_seen or metadata.enqueued_time or now
+        if self.schedule.exhausted(retries_done=state.attempt, first_seen=first_seen, now=now):
+            minutes = (now - first_seen).total_seconds() // 60
+            return replace(
+                outcome,
+                settlement=Settlement.DEAD_LETTER,
+                reason=DeadLetterReason.RETRIES_EXHAUSTED,
+                description=f"still failing after {state.attempt + 1} attempts over "
+                f"{minutes:.0f} min ({outcome.reason}): {outcome.description}. "
+                "Fix the cause, then replay: the ledger keeps what was delivered from being sent "
+                "again.",
+            )
+        attempt = state.attempt + 1
+        at = now + self.schedule.delay(attempt)
+        original = metadata.application_properties.get(ORIGINAL_MESSAGE_ID) or metadata.message_id
+        properties: dict[str, str | int] = {
+            **metadata.application_properties,
+            RETRY_ATTEMPT: attempt,
+            FIRST_SEEN: first_seen.isoformat(),
+            DESTINATION: lane,
+        }
+        if original:
+            properties[ORIGINAL_MESSAGE_ID] = original
+        copy = Outgoing(
+            body=body,
+            # Deterministic: a re-sent copy of the same attempt is a duplicate the topic drops.
+            message_id=bounded_id(f"{original or outcome.event_key}:retry-{attempt}"),
+            destination=lane,
+            application_properties=properties,
+            session_id=metadata.session_id,
+            scheduled_at=at,
         )
-        await sender.send_messages(message)
-
-    async def aclose(self) -> None:
-        if self._sender is not None:
-            await self._sender.close()
-        await self._client.close()
-
-
-class RecordingRetryQueue:
-    """Keeps scheduled copies in memory: for tests, the CLI and the chaos test."""
-
-    def __init__(self) -> None:
-        self.copies: list[RetryCopy] = []
-        #: testing hook: when set, `schedule` raises it (Service Bus unreachable)
-        self.failure: Exception | None = None
-
-    async def schedule(self, copy: RetryCopy) -> None:
-        if self.failure is not None:
-            raise self.failure
-        self.copies.append(copy)
-
-    async def aclose(self) -> None:
-        return None
+        try:
+            await self.outbox.publish([copy])
+        except Exception as exc:  # any failure here means "abandon"; said in the description
+            return replace(
+                outcome,
+                settlement=Settlement.RETRY,
+                description=f"{outcome.description}; scheduling the retry copy failed "
+                f"({type(exc).__name__}), abandoned for redelivery",
+            )
+        return replace(
+            outcome,
+            settlement=Settlement.COMPLETE,
+            retry_at=at,
+            description=f"retry {attempt} scheduled for {at.isoformat()}; {outcome.description}",
+        )

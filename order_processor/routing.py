@@ -1,8 +1,9 @@
-"""Which event goes where: DESIGN.md's routing table, as data, in one place.
+"""Which event goes where: DESIGN.md's routing table, as data.
 
-Each cell is the destination's own name for the event (a Profile Store event type, an eSputnik
-event key or order status, ...); an event a destination does not take is simply absent, and the
-core records it as skipped. A new destination adds one row here.
+Each destination declares its own column (`Destination.routes`: the destination's own name for
+each event it takes, such as a Profile Store event type or an eSputnik order status); an event a
+destination does not take is simply absent, and is recorded as skipped. This module only reads the
+columns together.
 """
 
 from __future__ import annotations
@@ -11,37 +12,14 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from order_processor.contract import EventType
-
-CREATED, UPDATED, DELIVERED, CANCELLED = (
-    EventType.ORDER_CREATED,
-    EventType.ORDER_UPDATED,
-    EventType.ORDER_DELIVERED,
-    EventType.ORDER_CANCELLED,
-)
+from order_processor.destinations import DESTINATIONS
 
 ROUTES: Mapping[str, Mapping[EventType, str]] = MappingProxyType(
-    {
-        "profile_store": {
-            CREATED: "StorePurchase",
-            UPDATED: "StoreOrderUpdated",
-            DELIVERED: "StoreOrderDelivered",
-            CANCELLED: "StoreOrderCancelled",
-        },
-        # Offline orders only: an update/delivery/cancellation has no offline-order equivalent.
-        "product_recs": {CREATED: "offline-order"},
-        # An update re-imports the same order id, which replaces the order.
-        "richrelevance": {CREATED: "order-import", UPDATED: "order-import"},
-        # orders mode: the order status; events mode maps these to eventTypeKey (see the module).
-        "esputnik": {
-            CREATED: "DELIVERED",
-            UPDATED: "orderUpdated",
-            DELIVERED: "orderDelivered",
-            CANCELLED: "orderCancelled",
-        },
-    }
+    {name: cls.routes for name, cls in DESTINATIONS.items()}
 )
 
 
 def route(destination: str, event_type: EventType) -> str | None:
     """The destination's name for this event, or None when the event is not sent there."""
-    return ROUTES.get(destination, {}).get(event_type)
+    cls = DESTINATIONS.get(destination)
+    return cls.routes.get(event_type) if cls is not None else None

@@ -57,9 +57,15 @@ class CoreSettings(BaseSettings):
     applicationinsights_connection_string: SecretStr | None = Field(
         default=None, validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
     )
-    orders_retry_queue: str = Field(
-        default="orders-retry",
-        description="queue for scheduled retry copies (%ORDERS_RETRY_QUEUE%)",
+    deliveries_topic: str = Field(
+        default="order-deliveries",
+        description="topic the accept stage publishes delivery messages to; every lane "
+        "subscribes to it (%DELIVERIES_TOPIC%)",
+    )
+    accept_retry_subscription: str = Field(
+        default="accept-retry",
+        description="subscription of DELIVERIES_TOPIC taking the accept stage's own retry "
+        "copies (loyalty provider down) (%ACCEPT_RETRY_SUBSCRIPTION%)",
     )
     orders_sessions_enabled: bool = Field(
         default=False, description="the subscription requires sessions (SessionId = orderId)"

@@ -29,6 +29,7 @@ class Telemetry:
     retries_scheduled: metrics.Counter
     dead_letters: metrics.Counter
     destination_duration: metrics.Histogram
+    end_to_end_latency: metrics.Histogram
     meter: metrics.Meter
 
     @classmethod
@@ -42,7 +43,7 @@ class Telemetry:
         return cls(
             tracer=(tracer_provider or trace.get_tracer_provider()).get_tracer(SCOPE),
             messages=meter.create_counter(
-                "orders.messages", description="messages settled, by outcome"
+                "orders.messages", description="messages settled, by stage, lane and outcome"
             ),
             deliveries=meter.create_counter(
                 "orders.deliveries", description="destination results, by destination and result"
@@ -57,6 +58,11 @@ class Telemetry:
                 "orders.destination.duration",
                 unit="ms",
                 description="time to a destination's result, retries included",
+            ),
+            end_to_end_latency=meter.create_histogram(
+                "orders.delivery.latency",
+                unit="ms",
+                description="from the order reaching the orders topic to the vendor accepting it",
             ),
             meter=meter,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import uuid
@@ -37,13 +38,14 @@ BASELINE_ENV = {
 for _name, _value in BASELINE_ENV.items():
     os.environ.setdefault(_name, _value)
 
-from order_processor.handler import OrderHandler  # noqa: E402
+from order_processor.destinations import DESTINATIONS  # noqa: E402
 from order_processor.ledger import MemoryLedger  # noqa: E402
+from order_processor.local import LocalRun  # noqa: E402
 from order_processor.logs import install_redaction  # noqa: E402
 from order_processor.model import MessageMetadata  # noqa: E402
 from order_processor.outbound.retry import RetryPolicy  # noqa: E402
-from order_processor.processor import Processor  # noqa: E402
-from order_processor.redelivery import RecordingRetryQueue, RetrySchedule  # noqa: E402
+from order_processor.outbox import MemoryOutbox  # noqa: E402
+from order_processor.pipeline import Pipeline  # noqa: E402
 from order_processor.settings import load_settings  # noqa: E402
 from tests.azurite import AzuriteMissing, azurite_tables  # noqa: E402
 from tests.azurite import required as azurite_required  # noqa: E402
@@ -53,8 +55,7 @@ from tests.fakes import richrelevance as richrelevance_fake  # noqa: E402
 from tests.fakes.base import FakeServer  # noqa: E402
 from tests.fakes.loyalty import API_KEY as LOYALTY_KEY  # noqa: E402
 from tests.fakes.loyalty import loyalty_server  # noqa: E402
-from tests.fakes.profile_store import API_KEY as PROFILE_STORE_KEY  # noqa: E402
-from tests.fakes.profile_store import SCOPE, ProfileStoreRules, profile_store_server  # noqa: E402
+from tests.fakes.profile_store import ProfileStoreRules, profile_store_server  # noqa: E402
 from tests.pii_guard import PiiGuard  # noqa: E402
 
 PII_GUARD = PiiGuard()
@@ -155,22 +156,10 @@ def esputnik() -> Iterator[tuple[FakeServer, esputnik_fake.EsputnikRules]]:
 
 
 def destination_overrides(name: str, url: str) -> dict[str, Any]:
-    """Settings that point one destination at its loopback fake, with the fake's credentials."""
-    return {
-        "profile_store": {"base_url": url, "api_key": PROFILE_STORE_KEY, "scope": SCOPE},
-        "product_recs": {
-            "url": url + product_recs_fake.PATH,
-            "site": product_recs_fake.SITE,
-            "site_token": product_recs_fake.SITE_TOKEN,
-        },
-        "richrelevance": {
-            "base_url": url,
-            "api_key": richrelevance_fake.API_KEY,
-            "client_id": richrelevance_fake.CLIENT_ID,
-            "client_secret": richrelevance_fake.CLIENT_SECRET,
-        },
-        "esputnik": {"base_url": url, "api_key": esputnik_fake.API_KEY},
-    }[name]
+    """Settings that point one destination at its loopback fake, with the fake's credentials
+    (the registry names each destination's fake)."""
+    module = importlib.import_module(DESTINATIONS[name].fake)
+    return dict(module.settings_for(url))
 
 
 def settings_for(
@@ -194,7 +183,7 @@ def settings_for(
         "ledger": {"enabled": False},
         "core": {"allow_insecure_http": True},  # the fakes speak plain http on loopback
     }
-    for name in ("profile_store", "product_recs", "richrelevance", "esputnik"):
+    for name in DESTINATIONS:
         overrides[name] = (
             destination_overrides(name, urls[name]) if name in urls else {"enabled": False}
         )
@@ -204,7 +193,13 @@ def settings_for(
 
 
 @pytest.fixture
-async def processor(
+def outbox() -> MemoryOutbox:
+    """The deliveries topic, in memory: what the accept stage published, retry copies too."""
+    return MemoryOutbox()
+
+
+@pytest.fixture
+async def pipeline(
     profile_store: tuple[FakeServer, ProfileStoreRules],
     product_recs: tuple[FakeServer, Any],
     richrelevance: tuple[FakeServer, Any],
@@ -213,19 +208,26 @@ async def processor(
     retry: RetryPolicy,
     clock: FakeClock,
     ledger: MemoryLedger,
-) -> AsyncIterator[Processor]:
-    """The real core wired to all four fake destinations and the fake loyalty provider."""
+    outbox: MemoryOutbox,
+) -> AsyncIterator[Pipeline]:
+    """The real stages wired to all four fake destinations and the fake loyalty provider."""
     others = {
         "product_recs": product_recs[0].url,
         "richrelevance": richrelevance[0].url,
         "esputnik": esputnik[0].url,
     }
     settings = settings_for(profile_store[0].url, loyalty.url, others=others)
-    built = Processor.from_settings(
-        settings, retry=retry, clock=clock, now=clock.utc, ledger=ledger
+    built = Pipeline.from_settings(
+        settings, retry=retry, clock=clock, now=clock.utc, ledger=ledger, outbox=outbox
     )
     yield built
     await built.aclose()
+
+
+@pytest.fixture
+def local(pipeline: Pipeline) -> LocalRun:
+    """Both stages in process: an order message through accept and then every lane."""
+    return LocalRun(pipeline)
 
 
 @pytest.fixture
@@ -264,24 +266,6 @@ def azurite() -> Iterator[str]:
         if azurite_required():
             raise
         pytest.skip(str(exc))
-
-
-@pytest.fixture
-def retry_queue() -> RecordingRetryQueue:
-    return RecordingRetryQueue()
-
-
-@pytest.fixture
-def handler(
-    processor: Processor, retry_queue: RecordingRetryQueue, clock: FakeClock
-) -> OrderHandler:
-    """The processor plus retry-later: scheduled copies land in `retry_queue`."""
-    return OrderHandler(
-        processor=processor,
-        retry_queue=retry_queue,
-        schedule=RetrySchedule.from_settings(processor.settings.core),
-        now=clock.utc,
-    )
 
 
 def sample(name: str) -> bytes:

@@ -4,14 +4,15 @@ a reading of the vendor's answer. Retries, timeouts, fan-out and settlement belo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import httpx
-from pydantic import SecretStr, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, SecretStr, TypeAdapter, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from order_processor.contract import EventType
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind, error_from_response
 from order_processor.outbound.http import Timeouts, send
@@ -27,7 +28,11 @@ class DestinationSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="`false`: never called, recorded as skipped")
+    subscription: str | None = Field(
+        default=None,
+        description="the lane's subscription of DELIVERIES_TOPIC (its trigger binding reads it)",
+    )
     required: ClassVar[tuple[str, ...]] = ()
     #: placeholder values a dry run uses for required settings the environment lacks
     example: ClassVar[dict[str, str]] = {}
@@ -35,6 +40,15 @@ class DestinationSettings(BaseSettings):
     @property
     def prefix(self) -> str:
         return str(self.model_config.get("env_prefix", ""))
+
+    @classmethod
+    def default_subscription(cls) -> str:
+        """`PROFILE_STORE_` -> `profile-store`: the lane's subscription unless set otherwise."""
+        return str(cls.model_config.get("env_prefix", "")).strip("_").lower().replace("_", "-")
+
+    @property
+    def subscription_name(self) -> str:
+        return self.subscription or self.default_subscription()
 
     @model_validator(mode="wrap")
     @classmethod
@@ -97,11 +111,21 @@ class Sent:
 
 
 class Destination(ABC):
-    """One marketing/personalisation system. Subclasses are stateless mappers plus `send`."""
+    """One marketing/personalisation system. Subclasses are stateless mappers plus `send`.
+
+    The class is also the destination's registration: everything per destination (its lane's
+    function and subscription, settings docs, dev fakes, bench vendors, test fixtures) is derived
+    from these class attributes.
+    """
 
     name: ClassVar[str]
     title: ClassVar[str]
     settings_class: ClassVar[type[DestinationSettings]]
+    #: its column of the routing table: the destination's own name for each event it takes
+    routes: ClassVar[Mapping[EventType, str]]
+    #: the loopback fake implementing the vendor's documented behaviour: a module with RULES,
+    #: settings_for(url) and the fake's credentials (tests, `fakes`, the bench)
+    fake: ClassVar[str]
     #: the vendor's documented success answer, used by --dry-run instead of the network
     dry_run_status: ClassVar[int] = 200
     dry_run_body: ClassVar[Any] = None
@@ -113,6 +137,16 @@ class Destination(ABC):
         self.client = client
         self.timeouts = timeouts
         self._urls: dict[str, httpx.URL] = {}
+
+    @classmethod
+    def function_name(cls) -> str:
+        """The lane's Azure Function."""
+        return f"deliver_{cls.name}"
+
+    @classmethod
+    def subscription_setting(cls) -> str:
+        """The app setting naming the lane's subscription (`%<NAME>_SUBSCRIPTION%`)."""
+        return f"{cls.settings_class.model_config.get('env_prefix', '')}SUBSCRIPTION"
 
     def url(self, text: str) -> httpx.URL:
         """`text` parsed once: httpx parses a str URL on every request (~45 us each), and with
@@ -127,9 +161,14 @@ class Destination(ABC):
         """Map the event to the vendor's request, or Skip; raise a permanent DeliveryError when the
         vendor's own rules would reject it (size, totals) so it is never sent."""
 
-    def bulk_limit(self) -> int:
-        """The most events one request may carry (the vendor's bulk form); 1 means none."""
+    @classmethod
+    def max_batch(cls, settings: DestinationSettings) -> int:
+        """The most events one request may carry with these settings (the vendor's bulk form);
+        1 means none. Decides whether the lane's trigger takes batches."""
         return 1
+
+    def bulk_limit(self) -> int:
+        return self.max_batch(self.settings)
 
     def encode(self, event: TrackingEvent, route: str) -> bytes | Skip:
         """One event as an element of a bulk body, checked and serialised once: Skip, or raise

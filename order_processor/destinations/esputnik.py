@@ -34,7 +34,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from order_processor import jsonbody
-from order_processor.contract import OrderLine
+from order_processor.contract import EventType, OrderLine
 from order_processor.destinations.base import Destination, DestinationSettings, Skip
 from order_processor.model import TrackingEvent
 from order_processor.outbound.urls import OutboundUrl
@@ -209,6 +209,16 @@ def key_value(event: TrackingEvent) -> str | None:
 
 class Esputnik(Destination):
     name = "esputnik"
+    # orders mode: the order status; events mode maps these to eventTypeKey (TARGETS).
+    routes = MappingProxyType(
+        {
+            EventType.ORDER_CREATED: "DELIVERED",
+            EventType.ORDER_UPDATED: "orderUpdated",
+            EventType.ORDER_DELIVERED: "orderDelivered",
+            EventType.ORDER_CANCELLED: "orderCancelled",
+        }
+    )
+    fake = "tests.fakes.esputnik"
     title = "eSputnik"
     settings_class = EsputnikSettings
     dry_run_status = 200
@@ -277,8 +287,10 @@ class Esputnik(Destination):
         if self.settings.mode is not EsputnikMode.ORDERS:
             raise ValueError("bulk delivery is for orders mode; v1/event takes one event")
 
-    def bulk_limit(self) -> int:
-        return MAX_BULK_ORDERS if self.settings.mode is EsputnikMode.ORDERS else 1
+    @classmethod
+    def max_batch(cls, settings: DestinationSettings) -> int:
+        assert isinstance(settings, EsputnikSettings)
+        return MAX_BULK_ORDERS if settings.mode is EsputnikMode.ORDERS else 1
 
     def encode(self, event: TrackingEvent, route: str) -> bytes | Skip:
         """One element of the v1/orders `orders` array (orders mode)."""

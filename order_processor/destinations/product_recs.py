@@ -24,7 +24,7 @@ from pydantic_settings import SettingsConfigDict
 
 from loyalty_client.customer import Customer
 from order_processor import jsonbody
-from order_processor.contract import InStoreOrder, OrderLine
+from order_processor.contract import EventType, InStoreOrder, OrderLine
 from order_processor.destinations.base import Destination, DestinationSettings, Sent, Skip
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind, error_from_response
@@ -156,6 +156,9 @@ def _read_status(response: httpx.Response) -> tuple[str | None, Mapping[str, Any
 
 class ProductRecs(Destination):
     name = "product_recs"
+    # Offline orders only: an update/delivery/cancellation has no offline-order equivalent.
+    routes = MappingProxyType({EventType.ORDER_CREATED: "offline-order"})
+    fake = "tests.fakes.product_recs"
     title = "Optimizely Product Recommendations (offline orders)"
     settings_class = ProductRecsSettings
     dry_run_status = 200

@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from order_processor import jsonbody
+from order_processor.contract import EventType
 from order_processor.destinations.base import Destination, DestinationSettings, Skip
 from order_processor.model import TrackingEvent
 from order_processor.outbound.urls import OutboundUrl
@@ -64,6 +65,15 @@ _PAYLOAD_EXCLUDE: dict[str, Any] = {"customer": {"loyalty_card_number", "email",
 
 class ProfileStore(Destination):
     name = "profile_store"
+    routes = MappingProxyType(
+        {
+            EventType.ORDER_CREATED: "StorePurchase",
+            EventType.ORDER_UPDATED: "StoreOrderUpdated",
+            EventType.ORDER_DELIVERED: "StoreOrderDelivered",
+            EventType.ORDER_CANCELLED: "StoreOrderCancelled",
+        }
+    )
+    fake = "tests.fakes.profile_store"
     title = "Optimizely Profile Store"
     settings_class = ProfileStoreSettings
     dry_run_status = 202
@@ -110,7 +120,8 @@ class ProfileStore(Destination):
             "POST", self._url(operation), headers=self._headers(), content=body
         )
 
-    def bulk_limit(self) -> int:
+    @classmethod
+    def max_batch(cls, settings: DestinationSettings) -> int:
         return MAX_BULK_EVENTS
 
     def encode(self, event: TrackingEvent, route: str) -> bytes | Skip:

@@ -27,6 +27,7 @@ from pydantic_settings import SettingsConfigDict
 
 from loyalty_client.customer import read_path
 from order_processor import jsonbody
+from order_processor.contract import EventType
 from order_processor.destinations.base import Destination, DestinationSettings, Sent, Skip
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import error_from_response
@@ -199,6 +200,11 @@ def order_body(event: TrackingEvent, settings: RichRelevanceSettings) -> dict[st
 
 class RichRelevance(Destination):
     name = "richrelevance"
+    # An update re-imports the same order id, which replaces the order.
+    routes = MappingProxyType(
+        {EventType.ORDER_CREATED: "order-import", EventType.ORDER_UPDATED: "order-import"}
+    )
+    fake = "tests.fakes.richrelevance"
     title = "RichRelevance / Algonomy Omnichannel orders"
     settings_class = RichRelevanceSettings
     dry_run_status = 200
@@ -235,7 +241,8 @@ class RichRelevance(Destination):
     def orders_url(self) -> str:
         return f"{self._base}/omnichannel/api/v1/{self.settings.secret('api_key')}/orders"
 
-    def bulk_limit(self) -> int:
+    @classmethod
+    def max_batch(cls, settings: DestinationSettings) -> int:
         return MAX_BULK_ORDERS
 
     def encode(self, event: TrackingEvent, route: str) -> bytes | Skip:

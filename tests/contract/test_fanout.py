@@ -1,4 +1,5 @@
-"""Routing and fan-out through the real core to all four fakes, for every event type."""
+"""Routing and fan-out through both stages to all four fakes, for every event type: the accept
+stage publishes one delivery per routed destination, and each lane delivers on its own."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import httpx
 import pytest
 
 from order_processor.contract import EventType, parse_order
+from order_processor.local import LocalRun
 from order_processor.model import DeliveryStatus, Outcome, Settlement
-from order_processor.processor import Processor
+from order_processor.outbox import MemoryOutbox
+from order_processor.pipeline import Pipeline
 from order_processor.routing import ROUTES, route
 from tests.conftest import FakeClock, business_requests, metadata, sample, settings_for
 from tests.fakes.base import FakeServer, Reply
@@ -38,12 +41,14 @@ def test_routing_table_matches_the_design() -> None:
 
 @pytest.mark.parametrize("event_type", list(EventType), ids=lambda e: e.value)
 async def test_every_event_type_reaches_exactly_its_routed_destinations(
-    processor: Processor, fakes: dict[str, FakeServer], event_type: EventType
+    local: LocalRun, fakes: dict[str, FakeServer], event_type: EventType
 ) -> None:
-    outcome = await processor.process(sample(SAMPLE_FOR[event_type]), metadata())
-    assert outcome.settlement is Settlement.COMPLETE, outcome.description
+    run = await local.run(sample(SAMPLE_FOR[event_type]), metadata())
+    assert run.settlement is Settlement.COMPLETE, run.description
+    assert set(run.accept.routed) == DESIGN_TABLE[event_type]
+    assert set(run.lanes) == DESIGN_TABLE[event_type]  # one delivery message per routed lane
     for name, server in fakes.items():
-        result = outcome.result_for(name)
+        result = run.result_for(name)
         assert result is not None
         routed = name in DESIGN_TABLE[event_type]
         assert result.status is (DeliveryStatus.DELIVERED if routed else DeliveryStatus.SKIPPED), (
@@ -52,56 +57,54 @@ async def test_every_event_type_reaches_exactly_its_routed_destinations(
         assert len(business_requests(server)) == (1 if routed else 0), name
 
 
-async def test_a_permanent_failure_does_not_stop_the_others(
-    processor: Processor, fakes: dict[str, FakeServer]
+async def test_a_permanent_failure_is_dead_lettered_on_its_own_lane_only(
+    local: LocalRun, fakes: dict[str, FakeServer]
 ) -> None:
     fakes["richrelevance"].inject(Reply(400, {"message": "lineItems[0].productId is required"}))
-    outcome = await processor.process(sample("order-created.json"), metadata())
-    assert outcome.settlement is Settlement.DEAD_LETTER
-    assert outcome.reason == "DestinationRejected"
-    statuses = {r.destination: r.status for r in outcome.results}
-    assert statuses == {
-        "profile_store": DeliveryStatus.DELIVERED,
-        "product_recs": DeliveryStatus.DELIVERED,
-        "richrelevance": DeliveryStatus.PERMANENT_ERROR,
-        "esputnik": DeliveryStatus.DELIVERED,
-    }
-    description = outcome.description or ""
-    assert description.startswith("rejected by richrelevance.")
-    for name in fakes:
-        assert name in description
+    run = await local.run(sample("order-created.json"), metadata())
+    assert run.accept.settlement is Settlement.COMPLETE
+    rejected = run.lanes["richrelevance"]
+    assert (rejected.settlement, rejected.reason) == (Settlement.DEAD_LETTER, "DestinationRejected")
+    assert (rejected.description or "").startswith("rejected by richrelevance: ")
+    others = {name: o.settlement for name, o in run.lanes.items() if name != "richrelevance"}
+    assert others == dict.fromkeys(
+        ("profile_store", "product_recs", "esputnik"), Settlement.COMPLETE
+    )
 
 
-async def test_transient_failure_anywhere_asks_for_a_retry(
-    processor: Processor, fakes: dict[str, FakeServer]
+async def test_a_transient_failure_schedules_a_retry_for_that_lane_only(
+    local: LocalRun, fakes: dict[str, FakeServer]
 ) -> None:
     fakes["esputnik"].inject(*[Reply(503)] * 3)
-    outcome = await processor.process(sample("order-created.json"), metadata())
-    assert (outcome.settlement, outcome.reason) == (Settlement.RETRY, "DestinationUnavailable")
-    esputnik = outcome.result_for("esputnik")
-    assert esputnik is not None
-    assert esputnik.status is DeliveryStatus.TRANSIENT_ERROR
+    run = await local.run(sample("order-created.json"), metadata())
+    esputnik = run.lanes["esputnik"]
+    assert (esputnik.settlement, esputnik.reason) == (Settlement.COMPLETE, "DestinationUnavailable")
+    assert esputnik.retry_at is not None
+    (copy,) = run.scheduled
+    assert (copy.destination, copy.application_properties["destination"]) == ("esputnik",) * 2
+    assert all(o.retry_at is None for name, o in run.lanes.items() if name != "esputnik")
 
 
-async def test_disabled_destinations_are_never_called_and_recorded_as_skipped(
+async def test_disabled_destinations_get_no_delivery_message_and_are_never_called(
     fakes: dict[str, FakeServer], loyalty: FakeServer
 ) -> None:
     settings = settings_for(
         fakes["profile_store"].url, loyalty.url, others={"esputnik": fakes["esputnik"].url}
     )
-    processor = Processor.from_settings(settings)
-    outcome = await processor.process(sample("order-created.json"), metadata())
-    await processor.aclose()
-    assert outcome.settlement is Settlement.COMPLETE
+    pipeline = Pipeline.from_settings(settings, outbox=MemoryOutbox())
+    run = await LocalRun(pipeline).run(sample("order-created.json"), metadata())
+    await pipeline.aclose()
+    assert run.settlement is Settlement.COMPLETE
+    assert set(run.accept.routed) == {"profile_store", "esputnik"}
     for name in ("product_recs", "richrelevance"):
-        result = outcome.result_for(name)
+        result = run.result_for(name)
         assert result is not None
         assert (result.status, result.detail) == (DeliveryStatus.SKIPPED, "disabled")
         assert fakes[name].requests == []
 
 
-async def test_destinations_are_called_concurrently(loyalty: FakeServer, clock: FakeClock) -> None:
-    """Profile Store answers only once eSputnik has been called: sequential delivery would hang."""
+async def test_lanes_do_not_wait_for_each_other(loyalty: FakeServer, clock: FakeClock) -> None:
+    """Profile Store answers only once eSputnik has been called: lanes that waited would hang."""
     esputnik_called = asyncio.Event()
 
     async def profile_store(request: httpx.Request) -> httpx.Response:
@@ -119,25 +122,24 @@ async def test_destinations_are_called_concurrently(loyalty: FakeServer, clock: 
     settings = settings_for(
         "https://ps.example", loyalty.url, others={"esputnik": "https://es.example"}
     )
-    processor = Processor.from_settings(settings, transports=transports.get, clock=clock)
-    outcome = await asyncio.wait_for(
-        processor.process(sample("order-created.json"), metadata()), 10
+    pipeline = Pipeline.from_settings(
+        settings, transports=transports.get, clock=clock, outbox=MemoryOutbox()
     )
-    await processor.aclose()
-    assert outcome.settlement is Settlement.COMPLETE
+    run = await asyncio.wait_for(
+        LocalRun(pipeline).run(sample("order-created.json"), metadata()), 10
+    )
+    await pipeline.aclose()
+    assert run.settlement is Settlement.COMPLETE
 
 
 async def test_a_slow_destination_is_bounded_by_its_own_timeout(loyalty: FakeServer) -> None:
     never = asyncio.Event()
-    calls = {"profile_store": 0, "esputnik": 0}
 
     async def hangs(request: httpx.Request) -> httpx.Response:
-        calls["profile_store"] += 1
         await never.wait()
         raise AssertionError("unreachable")
 
     async def answers(request: httpx.Request) -> httpx.Response:
-        calls["esputnik"] += 1
         return httpx.Response(200, json={})
 
     transports = {
@@ -150,17 +152,17 @@ async def test_a_slow_destination_is_bounded_by_its_own_timeout(loyalty: FakeSer
         others={"esputnik": "https://es.example"},
         core={"destination_timeout_seconds": 0.05, "destination_max_attempts": 1},
     )
-    processor = Processor.from_settings(settings, transports=transports.get)
-    outcome = await asyncio.wait_for(
-        processor.process(sample("order-created.json"), metadata()), 10
+    pipeline = Pipeline.from_settings(settings, transports=transports.get, outbox=MemoryOutbox())
+    run = await asyncio.wait_for(
+        LocalRun(pipeline).run(sample("order-created.json"), metadata()), 10
     )
-    await processor.aclose()
-    assert outcome.settlement is Settlement.RETRY
-    slow, fast = outcome.result_for("profile_store"), outcome.result_for("esputnik")
+    await pipeline.aclose()
+    slow, fast = run.result_for("profile_store"), run.result_for("esputnik")
     assert slow is not None
     assert fast is not None
     assert (slow.status, fast.status) == (DeliveryStatus.TRANSIENT_ERROR, DeliveryStatus.DELIVERED)
     assert "no answer within 0.05s" in slow.detail
+    assert run.lanes["profile_store"].retry_at is not None
 
 
 def test_dead_letter_texts_are_truncated_to_service_bus_limits() -> None:

@@ -198,6 +198,14 @@ class EsputnikRules:
         return self._event(document)
 
 
+def settings_for(url: str) -> dict[str, Any]:
+    """The destination's settings (field -> value) that point it at this fake."""
+    return {"base_url": url, "api_key": API_KEY}
+
+
+RULES = EsputnikRules
+
+
 def esputnik_server(**rules: Any) -> tuple[FakeServer, EsputnikRules]:
     handler = EsputnikRules(**rules)
     return FakeServer(handler), handler

@@ -97,5 +97,18 @@ class LoyaltyRules:
         return Reply(200, body)
 
 
+def settings_for(url: str) -> dict[str, Any]:
+    """The loyalty settings (field -> value) that point the app at this fake."""
+    return {
+        "api_base_url": url,
+        "auth": "header",
+        "api_key": API_KEY,
+        "api_key_header": "Ocp-Apim-Subscription-Key",
+    }
+
+
+RULES = LoyaltyRules
+
+
 def loyalty_server(**rules: Any) -> FakeServer:
     return FakeServer(LoyaltyRules(**rules))

@@ -120,6 +120,14 @@ class ProductRecsRules:
         return Reply(200, {"status": "OK"})
 
 
+def settings_for(url: str) -> dict[str, Any]:
+    """The destination's settings (field -> value) that point it at this fake."""
+    return {"url": url + PATH, "site": SITE, "site_token": SITE_TOKEN, "channel": CHANNEL}
+
+
+RULES = ProductRecsRules
+
+
 def product_recs_server(**rules: Any) -> tuple[FakeServer, ProductRecsRules]:
     handler = ProductRecsRules(**rules)
     return FakeServer(handler), handler

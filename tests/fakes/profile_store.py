@@ -72,6 +72,14 @@ class ProfileStoreRules:
         return Reply(202, None)
 
 
+def settings_for(url: str) -> dict[str, Any]:
+    """The destination's settings (field -> value) that point it at this fake."""
+    return {"base_url": url, "api_key": API_KEY, "scope": SCOPE}
+
+
+RULES = ProfileStoreRules
+
+
 def profile_store_server(**rules: Any) -> tuple[FakeServer, ProfileStoreRules]:
     handler = ProfileStoreRules(**rules)
     return FakeServer(handler), handler

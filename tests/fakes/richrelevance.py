@@ -149,6 +149,19 @@ class RichRelevanceRules:
         return self._orders(request, match["key"])
 
 
+def settings_for(url: str) -> dict[str, Any]:
+    """The destination's settings (field -> value) that point it at this fake."""
+    return {
+        "base_url": url,
+        "api_key": API_KEY,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
+
+
+RULES = RichRelevanceRules
+
+
 def richrelevance_server(**rules: Any) -> tuple[FakeServer, RichRelevanceRules]:
     handler = RichRelevanceRules(**rules)
     return FakeServer(handler), handler
