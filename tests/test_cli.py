@@ -67,9 +67,9 @@ def test_schema_check_passes_on_the_committed_schema() -> None:
 
 
 def test_schema_check_fails_on_a_stale_file(tmp_path: Path) -> None:
-    stale = tmp_path / "schema.json"
+    stale = tmp_path / "order-message.v1.schema.json"
     stale.write_text("{}")
-    result = run("schema", "--check", "--output", str(stale))
+    result = run("schema", "--check", "--dir", str(tmp_path))
     assert result.returncode == 1
     assert "stale" in result.stdout
 
@@ -97,5 +97,8 @@ def test_piped_output_is_not_hard_wrapped() -> None:
     assert long_name in table.stdout  # whole, in one cell, though COLUMNS=80
     assert "100246:OrderCreated:9307724d67e40c0d" in table.stdout
     help_text = run("dlq", "replay", "--help").stdout
-    assert "ORDERS_TOPIC/ORDERS_SUBSCRIPTION's DLQ" in help_text
-    assert "[default: subscription]" in help_text
+    assert (
+        "or accept (the accept stage's retry lane); left out: the orders subscription's"
+        in help_text
+    )
+    assert "[default: topic]" in help_text

@@ -1,5 +1,5 @@
-"""The batch path (ORDERS_BATCH_ENABLED) through the real core to all four loopback fakes: bulk
-requests where the vendor has a bulk form, one Outcome per message, and one bad event never
+"""The batch lanes (ORDERS_BATCH_ENABLED) through the real stages to all four loopback fakes:
+bulk requests where the vendor has a bulk form, one Outcome per message, and one bad event never
 failing the rest of the batch."""
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from order_processor.handler import OrderHandler
-from order_processor.ledger import MemoryLedger
+from order_processor.local import received
 from order_processor.model import DeliveryStatus, MessageMetadata, Outcome, Settlement
-from order_processor.processor import Processor
-from order_processor.redelivery import RecordingRetryQueue
+from order_processor.outbox import MemoryOutbox
+from order_processor.pipeline import Pipeline
 from tests.conftest import FakeClock, business_requests, sample, settings_for
 from tests.fakes.base import FakeServer, Recorded, Reply
 
@@ -36,6 +35,23 @@ def created(count: int, prefix: str = "B") -> Batch:
 
 def settlements(outcomes: list[Outcome]) -> list[str]:
     return [o.settlement.value for o in outcomes]
+
+
+Lanes = dict[str, list[Outcome]]
+
+
+async def through_lanes(pipeline: Pipeline, outbox: MemoryOutbox, messages: Batch) -> Lanes:
+    """Accept each message, then hand each lane its delivery messages as one batch (as a
+    cardinality-many trigger would): the lane's outcomes, in order."""
+    for body, metadata in messages:
+        await pipeline.accept.accept(body, metadata)
+    by_lane: dict[str, list[tuple[bytes, MessageMetadata]]] = {}
+    for message in outbox.take():
+        by_lane.setdefault(message.destination, []).append((message.body, received(message)))
+    return {
+        name: await pipeline.lanes[name].deliver_batch(delivered)
+        for name, delivered in by_lane.items()
+    }
 
 
 def ids_in(server: FakeServer, field: str) -> list[str]:
@@ -72,10 +88,12 @@ def refuse_order(order_id: str, marker: str) -> Any:
 
 
 async def test_a_batch_goes_out_in_one_request_per_bulk_destination(
-    processor: Processor, fakes: dict[str, FakeServer]
+    pipeline: Pipeline, outbox: MemoryOutbox, fakes: dict[str, FakeServer]
 ) -> None:
-    outcomes = await processor.process_batch(created(12))
-    assert settlements(outcomes) == ["complete"] * 12
+    lanes = await through_lanes(pipeline, outbox, created(12))
+    assert {name: settlements(o) for name, o in lanes.items()} == {
+        name: ["complete"] * 12 for name in fakes
+    }
     assert business_requests(fakes["profile_store"]) == ["/api/v1.0/TrackBulk"]
     assert [r.method for r in _business(fakes["richrelevance"])] == ["POST"]
     assert business_requests(fakes["esputnik"]) == ["/api/v1/orders"]
@@ -85,30 +103,26 @@ async def test_a_batch_goes_out_in_one_request_per_bulk_destination(
     assert sorted(ids_in(fakes["profile_store"], "payload.orderId")) == expected
     assert sorted(ids_in(fakes["richrelevance"], "externalOrderId")) == expected
     assert sorted(ids_in(fakes["esputnik"], "externalOrderId")) == expected
-    for outcome in outcomes:
-        assert {r.status for r in outcome.results} == {DeliveryStatus.DELIVERED}
+    for outcomes in lanes.values():
+        assert {r.status for o in outcomes for r in o.results} == {DeliveryStatus.DELIVERED}
 
 
 async def test_each_message_gets_its_own_outcome(
-    processor: Processor, fakes: dict[str, FakeServer]
+    pipeline: Pipeline, outbox: MemoryOutbox, fakes: dict[str, FakeServer]
 ) -> None:
-    messages = batch(
-        order("G1"),
-        b'{"not": "an order"}',
-        sample("order-delivered.json"),
-        order("G2", "order-created-with-email.json"),
-    )
-    outcomes = await processor.process_batch(messages)
-    assert settlements(outcomes) == ["complete", "dead-letter", "complete", "complete"]
+    lane = pipeline.lanes["profile_store"]
+    for body in (order("G1"), order("G2", "order-created-with-email.json")):
+        await pipeline.accept.accept(body, MessageMetadata(message_id="m"))
+    published = [m for m in outbox.take() if m.destination == "profile_store"]
+    messages = [
+        (published[0].body, received(published[0])),
+        (b'{"not": "a delivery"}', MessageMetadata(message_id="x")),
+        (published[1].body, received(published[1])),
+    ]
+    outcomes = await lane.deliver_batch(messages)
+    assert settlements(outcomes) == ["complete", "dead-letter", "complete"]
     assert outcomes[1].reason == "InvalidMessage"
-    delivered = outcomes[2]
-    assert delivered.result_for("product_recs").status is DeliveryStatus.SKIPPED  # type: ignore[union-attr]
-    assert delivered.result_for("esputnik").status is DeliveryStatus.DELIVERED  # type: ignore[union-attr]
-    # The email-only order has no loyalty customer id: RichRelevance skips it, as one by one.
-    skipped = outcomes[3].result_for("richrelevance")
-    assert skipped is not None
-    assert skipped.status is DeliveryStatus.SKIPPED
-    assert sorted(ids_in(fakes["richrelevance"], "externalOrderId")) == ["G1"]
+    assert sorted(ids_in(fakes["profile_store"], "payload.orderId")) == ["G1", "G2"]
 
 
 @pytest.mark.parametrize(
@@ -120,11 +134,15 @@ async def test_each_message_gets_its_own_outcome(
     ],
 )
 async def test_one_refused_event_is_split_out_and_the_rest_are_delivered(
-    processor: Processor, fakes: dict[str, FakeServer], destination: str, marker: str
+    pipeline: Pipeline,
+    outbox: MemoryOutbox,
+    fakes: dict[str, FakeServer],
+    destination: str,
+    marker: str,
 ) -> None:
     server = fakes[destination]
     server.chaos = refuse_order("B5", marker)
-    outcomes = await processor.process_batch(created(10))
+    outcomes = (await through_lanes(pipeline, outbox, created(10)))[destination]
     assert settlements(outcomes) == ["complete"] * 5 + ["dead-letter"] + ["complete"] * 4
     refused = outcomes[5]
     assert refused.reason == "DestinationRejected"
@@ -137,57 +155,61 @@ async def test_one_refused_event_is_split_out_and_the_rest_are_delivered(
 
 
 async def test_a_refusal_that_is_not_about_the_content_is_not_split(
-    processor: Processor, fakes: dict[str, FakeServer]
+    pipeline: Pipeline, outbox: MemoryOutbox, fakes: dict[str, FakeServer]
 ) -> None:
     fakes["esputnik"].inject(Reply(401, None, headers={"WWW-Authenticate": "Basic"}))
-    outcomes = await processor.process_batch(created(8))
-    assert settlements(outcomes) == ["dead-letter"] * 8
+    lanes = await through_lanes(pipeline, outbox, created(8))
+    assert settlements(lanes["esputnik"]) == ["dead-letter"] * 8
+    assert settlements(lanes["profile_store"]) == ["complete"] * 8
     assert business_requests(fakes["esputnik"]) == ["/api/v1/orders"]
 
 
 async def test_a_destination_that_stays_down_owes_only_its_own_events(
-    handler: OrderHandler,
-    fakes: dict[str, FakeServer],
-    retry_queue: RecordingRetryQueue,
+    pipeline: Pipeline, outbox: MemoryOutbox, fakes: dict[str, FakeServer]
 ) -> None:
     fakes["richrelevance"].chaos = lambda r: Reply(503) if "/orders" in r.path else None
-    outcomes = await handler.handle_batch(created(6))
-    assert settlements(outcomes) == ["complete"] * 6
-    assert all(o.retry_at is not None for o in outcomes)
-    assert {c.application_properties["owedDestinations"] for c in retry_queue.copies} == {
-        "richrelevance"
-    }
-    assert [c.message_id for c in retry_queue.copies] == [f"m-{i}:retry-1" for i in range(6)]
+    lanes = await through_lanes(pipeline, outbox, created(6))
+    assert all(o.retry_at is not None for o in lanes["richrelevance"])
+    assert all(
+        o.retry_at is None for name, os in lanes.items() if name != "richrelevance" for o in os
+    )
+    copies = outbox.take()
+    assert {c.destination for c in copies} == {"richrelevance"}
+    assert len(copies) == 6
     assert len(ids_in(fakes["profile_store"], "payload.orderId")) == 6
 
 
 async def test_a_redelivered_batch_sends_nothing_twice(
-    processor: Processor, fakes: dict[str, FakeServer]
+    pipeline: Pipeline, outbox: MemoryOutbox, fakes: dict[str, FakeServer]
 ) -> None:
-    messages = created(7)
-    first = await processor.process_batch(messages)
-    before = {name: len(server.accepted) for name, server in fakes.items()}
-    again = await processor.process_batch(messages)
+    for body, metadata in created(7):
+        await pipeline.accept.accept(body, metadata)
+    published = outbox.take()
+    lane = pipeline.lanes["esputnik"]
+    batch_of = [(m.body, received(m)) for m in published if m.destination == "esputnik"]
+    first = await lane.deliver_batch(batch_of)
+    before = len(fakes["esputnik"].accepted)
+    again = await lane.deliver_batch(batch_of)
     assert settlements(first) == settlements(again) == ["complete"] * 7
-    assert {name: len(server.accepted) for name, server in fakes.items()} == before
-    assert all(r.previously for o in again for r in o.results if r.status.value == "delivered")
+    assert len(fakes["esputnik"].accepted) == before
+    assert all(o.results[0].previously for o in again)
 
 
 async def test_a_batch_larger_than_the_bulk_limit_is_chunked(
-    processor: Processor, fakes: dict[str, FakeServer]
+    pipeline: Pipeline, outbox: MemoryOutbox, fakes: dict[str, FakeServer]
 ) -> None:
-    outcomes = await processor.process_batch(created(101))
-    assert settlements(outcomes) == ["complete"] * 101
+    lanes = await through_lanes(pipeline, outbox, created(101))
+    assert settlements(lanes["profile_store"]) == ["complete"] * 101
     sizes = sorted(len(r.json()) for r in fakes["profile_store"].accepted)
     assert sizes == [1, 100]
     assert len(ids_in(fakes["richrelevance"], "externalOrderId")) == 101
 
 
 async def test_a_batch_of_one_is_sent_as_a_single_event(
-    processor: Processor, fakes: dict[str, FakeServer]
+    pipeline: Pipeline, outbox: MemoryOutbox, fakes: dict[str, FakeServer]
 ) -> None:
-    (outcome,) = await processor.process_batch(created(1))
-    assert outcome.settlement is Settlement.COMPLETE
+    lanes = await through_lanes(pipeline, outbox, created(1))
+    assert settlements(lanes["profile_store"]) == ["complete"]
     assert business_requests(fakes["profile_store"]) == ["/api/v1.0/Track"]
     assert [r.method for r in _business(fakes["richrelevance"])] == ["PUT"]
 
@@ -206,40 +228,29 @@ async def test_events_mode_esputnik_has_no_bulk_form(
         esputnik={"mode": "events"},
     )
     rules.contacts.add(rules._contact_key("ann.shopper@example.com"))
-    built = Processor.from_settings(settings, clock=clock, now=clock.utc, ledger=MemoryLedger())
+    outbox = MemoryOutbox()
+    built = Pipeline.from_settings(settings, clock=clock, now=clock.utc, outbox=outbox)
     try:
-        outcomes = await built.process_batch(created(3))
+        assert not built.lanes["esputnik"].takes_batches
+        lanes = await through_lanes(built, outbox, created(3))
     finally:
         await built.aclose()
-    assert settlements(outcomes) == ["complete"] * 3
+    assert settlements(lanes["esputnik"]) == ["complete"] * 3
     assert business_requests(server) == ["/api/v1/event"] * 3
 
 
-async def test_an_event_refused_before_sending_fails_alone(
-    processor: Processor, fakes: dict[str, FakeServer]
-) -> None:
-    # eSputnik's totals rule is checked before any call: that order is never in the bulk body.
-    bad = order("B1", total="91.00")
-    outcomes = await processor.process_batch(batch(order("B0"), bad, order("B2")))
-    assert settlements(outcomes) == ["complete", "dead-letter", "complete"]
-    refused = outcomes[1].result_for("esputnik")
-    assert refused is not None
-    assert refused.status is DeliveryStatus.PERMANENT_ERROR
-    assert refused.vendor_code == "TotalsMismatch"
-    assert sorted(ids_in(fakes["esputnik"], "externalOrderId")) == ["B0", "B2"]
-    assert business_requests(fakes["esputnik"]) == ["/api/v1/orders"]
-
-
 async def test_a_duplicate_in_the_same_batch_is_sent_once(
-    processor: Processor, fakes: dict[str, FakeServer]
+    pipeline: Pipeline, outbox: MemoryOutbox, fakes: dict[str, FakeServer]
 ) -> None:
-    body = order("D1")
-    outcomes = await processor.process_batch(batch(body, body, order("D2")))
+    for body in (order("D1"), order("D2")):
+        await pipeline.accept.accept(body, MessageMetadata(message_id="m"))
+    d1, d2 = [m for m in outbox.take() if m.destination == "profile_store"]
+    outcomes = await pipeline.lanes["profile_store"].deliver_batch(
+        [(d1.body, received(d1)), (d1.body, received(d1)), (d2.body, received(d2))]
+    )
     first, duplicate, _ = outcomes
     assert first.settlement is Settlement.COMPLETE
     # The second copy finds the ledger claim held: it retries later, sending nothing now.
-    assert duplicate.settlement is Settlement.RETRY
-    assert {r.vendor_code for r in duplicate.results if r.status.value == "transient-error"} == {
-        "InFlight"
-    }
+    assert duplicate.retry_at is not None
+    assert duplicate.results[0].vendor_code == "InFlight"
     assert sorted(ids_in(fakes["profile_store"], "payload.orderId")) == ["D1", "D2"]
