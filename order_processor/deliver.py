@@ -23,6 +23,7 @@ from order_processor.delivery import DeliveryMessage, parse_delivery
 from order_processor.destinations import Destination, Skip
 from order_processor.ledger import (
     Claimed,
+    ClaimRequest,
     Held,
     Ledger,
     LedgerRejected,
@@ -151,16 +152,9 @@ class DeliveryStage:
                 continue
             work.append(_Work(index, message, message.event()))
         started = time.perf_counter()
-        gates = await asyncio.gather(*(self._gate(w) for w in work))
-        results: dict[int, DestinationResult] = {}
-        cleared: list[_Cleared] = []
-        for w, gate in zip(work, gates, strict=True):
-            if isinstance(gate, _Cleared):
-                cleared.append(gate)
-            else:
-                results[w.index] = gate
+        results, cleared = await self._gate(work)
         results |= await self._send(cleared, deadline)
-        await asyncio.gather(*(self._record(c.claim, results[c.work.index]) for c in cleared))
+        await self._record([(c.claim, results[c.work.index]) for c in cleared])
         elapsed_ms = (time.perf_counter() - started) * 1000
         sent = {c.work.index for c in cleared}
         decided = await asyncio.gather(
@@ -174,33 +168,48 @@ class DeliveryStage:
         outcomes |= {w.index: outcome for w, outcome in zip(work, decided, strict=True)}
         return [outcomes[i] for i in range(len(messages))]
 
-    async def _gate(self, work: _Work) -> _Cleared | DestinationResult:
-        """Whether this event still goes to the vendor: the routing table, then the ledger's
-        claim. A result when the answer is no."""
-        event = work.event
-        target = self.destination.routes.get(event.event_type)
-        if target is None:
-            return self._result(
-                DeliveryStatus.SKIPPED, f"{event.event_type.value} is not routed here"
-            )
-        try:
-            gate = await self.ledger.claim(
-                event.key,
-                self.name,
-                message_id=event.message_id,
-                now=self._now(),
-                lease=self.core.ledger_lease,
-            )
-        except LedgerUnavailable as exc:
+    async def _gate(
+        self, work: Sequence[_Work]
+    ) -> tuple[dict[int, DestinationResult], list[_Cleared]]:
+        """Which events still go to the vendor: the routing table, then the ledger's claims (one
+        call for the whole batch). A result for each one that does not, and the cleared rest."""
+        results: dict[int, DestinationResult] = {}
+        routed: list[tuple[_Work, str]] = []
+        for w in work:
+            target = self.destination.routes.get(w.event.event_type)
+            if target is None:
+                detail = f"{w.event.event_type.value} is not routed here"
+                results[w.index] = self._result(DeliveryStatus.SKIPPED, detail)
+            else:
+                routed.append((w, target))
+        gates = await self.ledger.claim_many(
+            [ClaimRequest(w.event.key, w.event.message_id) for w, _ in routed],
+            self.name,
+            now=self._now(),
+            lease=self.core.ledger_lease,
+        )
+        cleared: list[_Cleared] = []
+        for (w, target), gate in zip(routed, gates, strict=True):
+            if isinstance(gate, Claimed):
+                cleared.append(_Cleared(w, gate, target))
+            else:
+                results[w.index] = self._refused(gate)
+        return results, cleared
+
+    def _refused(
+        self, gate: Settled | Held | LedgerUnavailable | LedgerRejected
+    ) -> DestinationResult:
+        """What a ledger answer other than "go ahead" means for this delivery."""
+        if isinstance(gate, LedgerUnavailable):
             return self._result(
                 DeliveryStatus.TRANSIENT_ERROR,
-                f"delivery ledger unavailable ({exc}); not sent",
+                f"delivery ledger unavailable ({gate}); not sent",
                 vendor_code=LEDGER_UNAVAILABLE,
             )
-        except LedgerRejected as exc:
+        if isinstance(gate, LedgerRejected):
             return self._result(
                 DeliveryStatus.PERMANENT_ERROR,
-                f"the delivery ledger refused the request ({exc}); not sent",
+                f"the delivery ledger refused the request ({gate}); not sent",
                 vendor_code=LEDGER_REJECTED,
             )
         if isinstance(gate, Settled):
@@ -212,13 +221,11 @@ class DeliveryStage:
                 response_id=gate.entry.response_id,
                 previously=True,
             )
-        if isinstance(gate, Held):
-            return self._result(
-                DeliveryStatus.TRANSIENT_ERROR,
-                "another copy of this event is being delivered (ledger claim held)",
-                vendor_code=IN_FLIGHT,
-            )
-        return _Cleared(work, gate, target)
+        return self._result(
+            DeliveryStatus.TRANSIENT_ERROR,
+            "another copy of this event is being delivered (ledger claim held)",
+            vendor_code=IN_FLIGHT,
+        )
 
     async def _send(
         self, cleared: Sequence[_Cleared], deadline: float
@@ -274,13 +281,13 @@ class DeliveryStage:
         except DeliveryError as exc:
             return DestinationResult.failed(self.name, exc, attempts=attempts)
 
-    async def _record(self, claim: Claimed, result: DestinationResult) -> None:
-        try:
-            await self.ledger.record(claim, result, now=self._now())
-        except (LedgerUnavailable, LedgerRejected):
-            # The vendor's answer stands; a later copy may call again once the claim's lease
-            # ends (only if this message is retried). Said loudly: it is the duplicate window.
-            self.observer.record_failed(claim.entry.event_key, result)
+    async def _record(self, recorded: Sequence[tuple[Claimed, DestinationResult]]) -> None:
+        failures = await self.ledger.record_many(recorded, now=self._now())
+        for (claim, result), failure in zip(recorded, failures, strict=True):
+            if failure is not None:
+                # The vendor's answer stands; a later copy may call again once the claim's
+                # lease ends (only if this message is retried): the one duplicate window.
+                self.observer.record_failed(claim.entry.event_key, result)
 
     async def _decide(
         self,

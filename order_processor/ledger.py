@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -111,6 +112,25 @@ class Held:
 
 
 Gate = Claimed | Settled | Held
+LedgerFailure = LedgerUnavailable | LedgerRejected
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """One event a lane wants to deliver."""
+
+    event_key: str
+    message_id: str | None = None
+
+
+def _gate_or_failure(found: object) -> Any:
+    """gather(return_exceptions=True)'s item: a ledger failure stays a value; anything else
+    unexpected is raised, as it would have been without the batch."""
+    if isinstance(found, LedgerUnavailable | LedgerRejected):
+        return found
+    if isinstance(found, BaseException):
+        raise found
+    return found
 
 
 class Ledger(ABC):
@@ -175,6 +195,36 @@ class Ledger(ABC):
                 claim.entry.destination,
                 extra={"event_key": claim.entry.event_key, "destination": result.destination},
             )
+
+    async def claim_many(
+        self,
+        requests: Sequence[ClaimRequest],
+        destination: str,
+        *,
+        now: datetime,
+        lease: timedelta,
+    ) -> list[Gate | LedgerFailure]:
+        """One gate per request, in order (a batch lane's messages for one destination). A
+        failure of one request is returned in its place, not raised. Stores that can write many
+        rows in one request override this; the default claims one by one, concurrently."""
+        gates = await asyncio.gather(
+            *(
+                self.claim(r.event_key, destination, message_id=r.message_id, now=now, lease=lease)
+                for r in requests
+            ),
+            return_exceptions=True,
+        )
+        return [_gate_or_failure(g) for g in gates]
+
+    async def record_many(
+        self, recorded: Sequence[tuple[Claimed, DestinationResult]], *, now: datetime
+    ) -> list[LedgerFailure | None]:
+        """Write each result over its claim; a failure is returned in its place, not raised."""
+        done = await asyncio.gather(
+            *(self.record(claim, result, now=now) for claim, result in recorded),
+            return_exceptions=True,
+        )
+        return [_gate_or_failure(d) if d is not None else None for d in done]
 
     async def read(self, event_key: str, destination: str) -> LedgerEntry | None:
         found = await self._get(event_key, destination)
