@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from order_processor import devfakes, dlq, dryrun
+from order_processor import devfakes, dlq, docgen, dryrun
 from order_processor import publish as publishing
 from order_processor.contract import InStoreOrder
 from order_processor.delivery import DeliveryMessage
@@ -194,6 +194,21 @@ def process(
         console.print(escape(str(exc)), style="red")
         raise typer.Exit(2) from None
     raise typer.Exit(1 if failures else 0)
+
+
+@app.command()
+def docs(
+    check: Annotated[bool, typer.Option(help="Fail if a generated section is stale")] = False,
+) -> None:
+    """Regenerate what the destination registry decides in the docs: the README's settings
+    tables, local.settings.example.json's Values, docs/destinations/README.md's table."""
+    if check:
+        stale = docgen.stale()
+        for path in stale:
+            console.print(f"[red]{path} is stale: run python -m order_processor docs[/red]")
+        raise typer.Exit(1 if stale else 0)
+    for path in docgen.write():
+        console.print(f"wrote {path}")
 
 
 # -- Service Bus commands ---------------------------------------------------------------------

@@ -60,11 +60,17 @@ class EsputnikSettings(DestinationSettings):
     required: ClassVar[tuple[str, ...]] = ("api_key",)
     example: ClassVar[dict[str, str]] = {"api_key": "dry-run-key"}
 
-    base_url: OutboundUrl = Field(default="https://esputnik.com", description="eSputnik API host")
-    api_key: SecretStr | None = Field(default=None, description="the API key (Basic password)")
-    mode: EsputnikMode = EsputnikMode.ORDERS
+    base_url: OutboundUrl = Field(default="https://esputnik.com", description="API host")
+    api_key: SecretStr | None = Field(
+        default=None, description="API key, sent as the HTTP Basic password (secret)"
+    )
+    mode: EsputnikMode = Field(
+        default=EsputnikMode.ORDERS,
+        description="`orders` (`POST /api/v1/orders`, creates contacts) or `events` "
+        "(`POST /api/v1/event`, contacts must exist)",
+    )
     user_name: str = Field(
-        default="instore-order-sync", description="Basic auth user name (eSputnik ignores it)"
+        default="instore-order-sync", description="HTTP Basic user name (eSputnik ignores it)"
     )
 
     def secret_values(self) -> list[str]:

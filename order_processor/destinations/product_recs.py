@@ -48,11 +48,16 @@ class ProductRecsSettings(DestinationSettings):
 
     url: OutboundUrl | None = Field(
         default=None,
-        description="e.g. https://<site>.peerius.com/tracker/smart-api/orders/offline",
+        description="e.g. `https://<site>.peerius.com/tracker/smart-api/orders/offline` "
+        "(UAT: `https://uat.peerius.com/...`)",
     )
-    site: str | None = Field(default=None, description="the site name Optimizely assigned")
-    site_token: SecretStr | None = Field(default=None, description="the channel's siteToken")
-    channel: str = Field(default="store", description="the channel the siteToken belongs to")
+    site: str | None = Field(
+        default=None, description="`site` header: the site name Optimizely assigned"
+    )
+    site_token: SecretStr | None = Field(
+        default=None, description="`siteToken` header of the channel (secret)"
+    )
+    channel: str = Field(default="store", description="`channel` header")
 
 
 def offline_date(moment: datetime) -> str:

@@ -42,12 +42,19 @@ class ProfileStoreSettings(DestinationSettings):
     }
 
     base_url: OutboundUrl | None = Field(
-        default=None, description="e.g. https://track-emea01.profilestore.episerver.net"
+        default=None,
+        description="Track API host, e.g. `https://track-emea01.profilestore.episerver.net`",
     )
-    api_key: SecretStr | None = None
-    auth_style: AuthStyle = AuthStyle.SUBSCRIPTION_KEY
-    scope: str | None = Field(default=None, description="the website's tracking scope, lowercase")
-    device_id: str = "InStoreDevice"
+    api_key: SecretStr | None = Field(default=None, description="subscription key (secret)")
+    auth_style: AuthStyle = Field(
+        default=AuthStyle.SUBSCRIPTION_KEY,
+        description="`subscription-key` (`Ocp-Apim-Subscription-Key: <key>`) or `epi-single` "
+        "(`Authorization: epi-single <key>`)",
+    )
+    scope: str | None = Field(
+        default=None, description="the website's tracking scope, lowercase letters and digits"
+    )
+    device_id: str = Field(default="InStoreDevice", description="`deviceId` of in-store events")
 
     @field_validator("scope")
     @classmethod

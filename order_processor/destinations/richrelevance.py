@@ -65,15 +65,24 @@ class RichRelevanceSettings(DestinationSettings):
 
     base_url: OutboundUrl = Field(
         default=PRODUCTION_BASE_URL,
-        description="gateway host: production https://gateway.richrelevance.com, QA "
-        "https://qa-gateway.richrelevance.com, staging https://staging-gateway.richrelevance.com",
+        description="gateway host (QA `https://qa-gateway.richrelevance.com`, staging "
+        "`https://staging-gateway.richrelevance.com`); a token works only on its own host",
     )
-    api_key: SecretStr | None = Field(default=None, description="the site environment's apiKey")
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    mode: Mode = Mode.OFFLINE
-    channel: str = Field(default="store", min_length=1, max_length=64)
-    email_hash: EmailHash = EmailHash.SHA256
+    api_key: SecretStr | None = Field(
+        default=None, description="the site environment's apiKey (path segment; secret)"
+    )
+    client_id: str | None = Field(default=None, description="OAuth2 client id")
+    client_secret: SecretStr | None = Field(
+        default=None, description="OAuth2 client secret (secret)"
+    )
+    mode: Mode = Field(default=Mode.OFFLINE, description="`offline` or `online` import")
+    channel: str = Field(
+        default="store", min_length=1, max_length=64, description="`channel` of the orders"
+    )
+    email_hash: EmailHash = Field(
+        default=EmailHash.SHA256,
+        description="`emailHash` of the lower-cased trimmed email: `sha256`, `md5` or `off`",
+    )
 
 
 # --- order id -----------------------------------------------------------------------------------

@@ -1,0 +1,167 @@
+"""Everything per destination that lives in a document is generated from the registry.
+
+- README.md: each destination's settings table (between the `generated: destination-settings`
+  markers), from its settings class's fields and their descriptions;
+- local.settings.example.json: each destination's `Values` (placeholders for the required
+  settings, defaults for the rest);
+- docs/destinations/README.md: the table of destinations (between `generated: destinations`).
+
+`python -m order_processor docs` rewrites them; `--check` (run by the tests) fails when one is
+stale, so a new destination's rows appear without hand edits and cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic.fields import FieldInfo
+
+from order_processor.contract import EventType
+from order_processor.destinations import DESTINATIONS, Destination, DestinationSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+EXAMPLE = ROOT / "local.settings.example.json"
+DESTINATIONS_README = ROOT / "docs" / "destinations" / "README.md"
+
+
+def env_name(settings_class: type[DestinationSettings], field: str) -> str:
+    return f"{settings_class.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def _default(cls: type[Destination], field: str, info: FieldInfo) -> str:
+    settings_class = cls.settings_class
+    if field in settings_class.required:
+        return "(required)"
+    if field == "subscription":
+        return f"`{settings_class.default_subscription()}`"
+    default = info.default
+    if default is None:
+        return "(none)"
+    if isinstance(default, Enum):
+        default = default.value
+    if isinstance(default, bool):
+        default = str(default).lower()
+    return f"`{default}`"
+
+
+def settings_table(cls: type[Destination]) -> str:
+    settings_class = cls.settings_class
+    rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
+    for field, info in settings_class.model_fields.items():
+        meaning = (info.description or "").replace("\n", " ")
+        rows.append(
+            f"| `{env_name(settings_class, field)}` | {_default(cls, field, info)} | {meaning} |"
+        )
+    prefix = settings_class.model_config.get("env_prefix", "")
+    heading = f"#### {cls.title} (`{prefix}*`): [docs](docs/destinations/{cls.name}.md)"
+    return "\n".join([heading, "", *rows])
+
+
+def destination_settings_section() -> str:
+    return "\n\n".join(settings_table(cls) for cls in DESTINATIONS.values())
+
+
+def example_values(cls: type[Destination]) -> dict[str, str]:
+    """What local.settings.example.json shows for one destination."""
+    settings_class = cls.settings_class
+    values: dict[str, str] = {}
+    for field, info in settings_class.model_fields.items():
+        name = env_name(settings_class, field)
+        if field in settings_class.required:
+            # The example loads as it is: a dry run's example value, a placeholder for secrets.
+            example = settings_class.example.get(field)
+            usable = example is not None and "SecretStr" not in str(info.annotation)
+            values[name] = example if usable else f"<{name.lower().replace('_', '-')}>"
+        elif field == "subscription":
+            values[name] = settings_class.default_subscription()
+        else:
+            values[name] = _text(info.default)
+    return values
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _destination_names(prefixes: Iterable[str], values: dict[str, str]) -> set[str]:
+    return {k for k in values if any(k.startswith(p) for p in prefixes)}
+
+
+def example_document(current: dict[str, Any]) -> dict[str, Any]:
+    """The example file with every destination's Values regenerated (others kept as written)."""
+    prefixes = [
+        str(c.settings_class.model_config.get("env_prefix", "")) for c in DESTINATIONS.values()
+    ]
+    values: dict[str, str] = dict(current.get("Values", {}))
+    for name in _destination_names(prefixes, values):
+        del values[name]
+    for cls in DESTINATIONS.values():
+        values |= example_values(cls)
+    return {**current, "Values": values}
+
+
+def _events(cls: type[Destination]) -> str:
+    taken = [e.value for e in EventType if e in cls.routes]
+    return "all four" if len(taken) == len(EventType) else ", ".join(taken)
+
+
+def destinations_table() -> str:
+    rows = [
+        "| name | lane (function / subscription setting) | module | docs | events |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, cls in DESTINATIONS.items():
+        module = cls.__module__.replace(".", "/") + ".py"
+        rows.append(
+            f"| `{name}` | `{cls.function_name()}` / `{cls.subscription_setting()}` "
+            f"| `{module}` | [{name}.md]({name}.md) | {_events(cls)} |"
+        )
+    return "\n".join(rows)
+
+
+def _splice(text: str, marker: str, content: str) -> str:
+    pattern = re.compile(
+        rf"(<!-- generated: {marker} -->\n)(.*?)(\n<!-- /generated: {marker} -->)", re.DOTALL
+    )
+    if not pattern.search(text):
+        raise ValueError(f"no '<!-- generated: {marker} -->' section")
+    return pattern.sub(lambda m: m.group(1) + content + m.group(3), text, count=1)
+
+
+def rendered() -> dict[Path, str]:
+    """Every generated file as it should be."""
+    example = example_document(json.loads(EXAMPLE.read_text(encoding="utf-8")))
+    return {
+        README: _splice(
+            README.read_text(encoding="utf-8"),
+            "destination-settings",
+            destination_settings_section(),
+        ),
+        EXAMPLE: json.dumps(example, indent=2) + "\n",
+        DESTINATIONS_README: _splice(
+            DESTINATIONS_README.read_text(encoding="utf-8"), "destinations", destinations_table()
+        ),
+    }
+
+
+def stale() -> list[Path]:
+    return [path for path, text in rendered().items() if path.read_text(encoding="utf-8") != text]
+
+
+def write() -> list[Path]:
+    changed = []
+    for path, text in rendered().items():
+        if path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+            changed.append(path)
+    return changed
