@@ -10,7 +10,7 @@ own. Nothing else lives here.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, List  # noqa: UP035 - see sync_order_batch
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
@@ -85,7 +85,10 @@ if SETTINGS.core.orders_batch_enabled:
         arg_name="messages", cardinality=func.Cardinality.MANY, **_ORDERS_TOPIC
     )
     async def sync_order_batch(
-        messages: list[servicebus.ServiceBusReceivedMessage],
+        # typing.List, not list[...]: the Python worker's load check (azure-functions-runtime,
+        # what Azure runs on 3.13) refuses the built-in generic as an "invalid non-type
+        # annotation", and that load failure takes every function of the app down.
+        messages: List[servicebus.ServiceBusReceivedMessage],  # noqa: UP006
         message_actions: servicebus.ServiceBusMessageActions,
     ) -> None:
         await _handle_batch(messages, message_actions)
