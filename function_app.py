@@ -9,6 +9,7 @@ own. Nothing else lives here.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, List  # noqa: UP035 - see sync_order_batch
 
@@ -16,6 +17,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
 from order_processor.handler import OrderHandler
+from order_processor.lifetime import close_with_loop
 from order_processor.logs import configure_logging
 from order_processor.model import Outcome, Settlement
 from order_processor.servicebus import message_body, message_metadata
@@ -45,8 +47,18 @@ def use_handler(handler: OrderHandler | None) -> None:
 def _current_handler() -> OrderHandler:
     global _handler
     if _handler is None:
-        _handler = OrderHandler.from_settings(SETTINGS)
+        handler = OrderHandler.from_settings(SETTINGS)
+        # The worker has no shutdown hook: close the handler's clients (aiohttp sessions among
+        # them) when the loop they belong to stops, and build anew if a later loop invokes us.
+        close_with_loop(handler.aclose, closed=functools.partial(_forget, handler))
+        _handler = handler
     return _handler
+
+
+def _forget(handler: OrderHandler) -> None:
+    global _handler
+    if _handler is handler:
+        _handler = None
 
 
 def settle(

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import threading
 from concurrent import futures
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from azurefunctions.extensions.bindings.protos import settlement_pb2, settlement_pb2_grpc
 from google.protobuf.empty_pb2 import Empty
+
+from tests.worker.plan import Settlement
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,13 @@ class Settled:
     reason: str | None = None
     description: str | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_json(self) -> Settlement:
+        return {
+            "action": self.action,
+            "lock_token": self.lock_token,
+            "reason": self.reason,
+            "description": self.description,
+        }
 
 
 def _text(request: Any, field: str) -> str | None:

@@ -218,15 +218,7 @@ def main() -> int:
         report = asyncio.run(drive(plan))
     finally:
         server.stop(grace=None)
-    report["settlements"] = [
-        {
-            "action": s.action,
-            "lock_token": s.lock_token,
-            "reason": s.reason,
-            "description": s.description,
-        }
-        for s in recorder.settled
-    ]
+    report["settlements"] = [settled.as_json() for settled in recorder.settled]
     Path(os.environ[REPORT_ENV]).write_text(json.dumps(report, indent=2))
     return 0
 

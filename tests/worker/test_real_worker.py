@@ -23,6 +23,9 @@ import pytest
 
 from order_processor.destinations import DESTINATIONS
 from tests.conftest import BASELINE_ENV, ROOT, SAMPLES
+from tests.fakes.base import FakeServer
+from tests.fakes.profile_store import API_KEY as PROFILE_STORE_KEY
+from tests.fakes.profile_store import SCOPE, ProfileStoreRules
 from tests.worker.plan import PLAN_ENV, REPORT_ENV, Plan, Report
 from tests.worker.worker_env import WorkerPythonMissing, WorkerVenvFailed, worker_python
 
@@ -113,7 +116,8 @@ def run_harness(
     plan_file.write_text(json.dumps(_plan(expectations)))
     # The worker's environment is the app settings, as on Azure; nothing of this process leaks in.
     passed = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-    env = passed | settings | {PLAN_ENV: str(plan_file), REPORT_ENV: str(report_file)}
+    files = {PLAN_ENV: str(plan_file), REPORT_ENV: str(report_file)}
+    env = passed | settings | files | {"PYTHONDONTWRITEBYTECODE": "1"}  # no 3.13 .pyc in the tree
     done = subprocess.run(  # noqa: S603 - our harness in our environment
         [str(python), "-W", "default::ResourceWarning", "-m", "tests.worker.harness"],
         cwd=ROOT,  # the host starts the worker in the app's directory
@@ -183,7 +187,7 @@ def assert_each_message_settled_on_its_own(run: Run) -> None:
 
 
 def assert_nothing_left_unclosed(run: Run) -> None:
-    leaks = [line for line in run.stderr.splitlines() if "Unclosed" in line]
+    leaks = [line for line in run.stderr.splitlines() if "unclosed" in line.lower()]
     assert not leaks, "left unclosed at shutdown:\n" + "\n".join(leaks)
 
 
@@ -215,3 +219,31 @@ def test_every_function_loads_and_settles_under_the_real_worker(
     assert any(b.get("isSessionsEnabled") for b in triggers) is sessions
     assert_nothing_left_unclosed(run)
     assert run.report["python_version"].startswith("3.13.")
+
+
+@pytest.fixture
+def ledger_and_one_destination(
+    azurite: str, profile_store: tuple[FakeServer, ProfileStoreRules]
+) -> dict[str, str]:
+    """Settings under which a message opens the app's aiohttp-based clients: the ledger's
+    TableClient (Azurite) is used before Profile Store (its loopback fake) is called."""
+    return app_settings(
+        DELIVERY_LEDGER_ENABLED="true",
+        DELIVERY_LEDGER_CONNECTION=azurite,
+        PROFILE_STORE_ENABLED="true",
+        PROFILE_STORE_BASE_URL=profile_store[0].url,
+        PROFILE_STORE_API_KEY=PROFILE_STORE_KEY,
+        PROFILE_STORE_SCOPE=SCOPE,
+    )
+
+
+def test_the_app_closes_its_clients_when_the_worker_stops(
+    python313: Path, tmp_path: Path, ledger_and_one_destination: dict[str, str]
+) -> None:
+    delivered = Case("valid order, ledger and Profile Store on", VALID_ORDER.body, "complete")
+    run = run_harness(
+        python313, tmp_path, ledger_and_one_destination, expectations=(("*", (delivered,)),)
+    )
+    assert_every_function_loaded(run)
+    assert {s["action"] for s in run.report["settlements"]} == {"complete"}
+    assert_nothing_left_unclosed(run)
