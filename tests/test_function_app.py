@@ -3,6 +3,7 @@ azure.servicebus.ServiceBusReceivedMessage and a settlement-recording ServiceBus
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import inspect
@@ -280,6 +281,29 @@ async def test_a_batch_that_fails_unexpectedly_is_abandoned_message_by_message(
     functions = {f.get_function_name(): f for f in batch_app.app.get_functions()}
     await functions["sync_order"].get_user_function()(messages=messages, message_actions=actions)
     assert settled(actions) == ["abandon", "abandon"]
+
+
+def test_the_handler_is_closed_when_its_loop_stops_and_rebuilt_on_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No worker hook announces shutdown: the loop's own shutdown closes the clients."""
+    closed: list[object] = []
+
+    class Built:
+        async def aclose(self) -> None:
+            closed.append(self)
+
+    monkeypatch.setattr(OrderHandler, "from_settings", classmethod(lambda cls, settings: Built()))
+    function_app.use_handler(None)
+
+    async def invocation() -> object:
+        return function_app._current_handler()
+
+    first = asyncio.run(invocation())
+    assert closed == [first]
+    second = asyncio.run(invocation())
+    assert second is not first
+    assert closed == [first, second]
 
 
 def test_the_host_refuses_to_start_without_a_service_bus_connection() -> None:
