@@ -12,9 +12,9 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpx
+from order_processor.processor import Processor
 
 from order_processor.destinations import Destination, Sent
-from order_processor.processor import Processor
 from order_processor.settings import AppSettings, load_settings
 from tests.fakes import esputnik as esputnik_fake
 from tests.fakes import loyalty as loyalty_fake

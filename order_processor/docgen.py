@@ -4,7 +4,9 @@
   markers), from its settings class's fields and their descriptions;
 - local.settings.example.json: each destination's `Values` (placeholders for the required
   settings, defaults for the rest);
-- docs/destinations/README.md: the table of destinations (between `generated: destinations`).
+- docs/destinations/README.md: the table of destinations (between `generated: destinations`);
+- devkit/servicebus-emulator/Config.json: the emulator's entities, one filtered subscription of
+  the deliveries topic per lane.
 
 `python -m order_processor docs` rewrites them; `--check` (run by the tests) fails when one is
 stale, so a new destination's rows appear without hand edits and cannot drift.
@@ -28,6 +30,22 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 EXAMPLE = ROOT / "local.settings.example.json"
 DESTINATIONS_README = ROOT / "docs" / "destinations" / "README.md"
+EMULATOR_CONFIG = ROOT / "devkit" / "servicebus-emulator" / "Config.json"
+#: the emulator caps time-to-live at one hour (Azure: 14 days, infra/); one lock minute as Azure's
+_EMULATOR_SUBSCRIPTION = {
+    "DeadLetteringOnMessageExpiration": True,
+    "DefaultMessageTimeToLive": "PT1H",
+    "LockDuration": "PT1M",
+    "MaxDeliveryCount": 10,
+    "ForwardDeadLetteredMessagesTo": "",
+    "ForwardTo": "",
+    "RequiresSession": False,
+}
+_EMULATOR_TOPIC = {
+    "DefaultMessageTimeToLive": "PT1H",
+    "DuplicateDetectionHistoryTimeWindow": "PT5M",
+    "RequiresDuplicateDetection": True,
+}
 
 
 def env_name(settings_class: type[DestinationSettings], field: str) -> str:
@@ -76,8 +94,9 @@ def example_values(cls: type[Destination]) -> dict[str, str]:
         if field in settings_class.required:
             # The example loads as it is: a dry run's example value, a placeholder for secrets.
             example = settings_class.example.get(field)
-            usable = example is not None and "SecretStr" not in str(info.annotation)
-            values[name] = example if usable else f"<{name.lower().replace('_', '-')}>"
+            secret = "SecretStr" in str(info.annotation)
+            placeholder = f"<{name.lower().replace('_', '-')}>"
+            values[name] = example if example is not None and not secret else placeholder
         elif field == "subscription":
             values[name] = settings_class.default_subscription()
         else:
@@ -129,6 +148,49 @@ def destinations_table() -> str:
     return "\n".join(rows)
 
 
+def lane_filters() -> dict[str, str]:
+    """Subscription (default name) -> the SQL filter that gives it its lane's messages: one per
+    destination, and the accept stage's own retry lane."""
+    from order_processor.accept import ACCEPT_LANE
+    from order_processor.settings import CoreSettings
+
+    accept_retry = str(CoreSettings.model_fields["accept_retry_subscription"].default)
+    lanes = {accept_retry: ACCEPT_LANE}
+    lanes |= {cls.settings_class.default_subscription(): name for name, cls in DESTINATIONS.items()}
+    return {subscription: f"destination = '{lane}'" for subscription, lane in lanes.items()}
+
+
+def emulator_config() -> dict[str, Any]:
+    """The Service Bus emulator's entities for a local `func start` (default names)."""
+    from order_processor.settings import CoreSettings
+
+    fields = CoreSettings.model_fields
+
+    def subscription(name: str, rule: str | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = {"Name": name, "Properties": dict(_EMULATOR_SUBSCRIPTION)}
+        if rule is not None:
+            found["Rules"] = [
+                {
+                    "Name": "lane",
+                    "Properties": {"FilterType": "Sql", "SqlFilter": {"SqlExpression": rule}},
+                }
+            ]
+        return found
+
+    orders = {
+        "Name": fields["orders_topic"].default,
+        "Properties": dict(_EMULATOR_TOPIC),
+        "Subscriptions": [subscription(str(fields["orders_subscription"].default))],
+    }
+    deliveries = {
+        "Name": fields["deliveries_topic"].default,
+        "Properties": dict(_EMULATOR_TOPIC),
+        "Subscriptions": [subscription(name, rule) for name, rule in lane_filters().items()],
+    }
+    namespace = {"Name": "sbemulatorns", "Queues": [], "Topics": [orders, deliveries]}
+    return {"UserConfig": {"Namespaces": [namespace], "Logging": {"Type": "File"}}}
+
+
 def _splice(text: str, marker: str, content: str) -> str:
     pattern = re.compile(
         rf"(<!-- generated: {marker} -->\n)(.*?)(\n<!-- /generated: {marker} -->)", re.DOTALL
@@ -151,6 +213,7 @@ def rendered() -> dict[Path, str]:
         DESTINATIONS_README: _splice(
             DESTINATIONS_README.read_text(encoding="utf-8"), "destinations", destinations_table()
         ),
+        EMULATOR_CONFIG: json.dumps(emulator_config(), indent=2) + "\n",
     }
 
 

@@ -12,16 +12,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from order_processor.handler import OrderHandler
+from order_processor.processor import Processor
 from rich.console import Console
 from typer.testing import CliRunner
 
 from order_processor import dlq
 from order_processor.cli import app
 from order_processor.contract import parse_order
-from order_processor.handler import OrderHandler
 from order_processor.ledger import Claimed, MemoryLedger
 from order_processor.model import DeliveryStatus, DestinationResult, event_key
-from order_processor.processor import Processor
 from order_processor.redelivery import RecordingRetryQueue, RetrySchedule
 from order_processor.settings import AppSettings
 from tests.conftest import business_requests, sample, settings_for

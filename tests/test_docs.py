@@ -86,3 +86,9 @@ def test_ci_runs_the_readme_test_command() -> None:
     commands = re.findall(r"```bash\n(.+?)\n```", README)
     test_command = next(c for c in commands if "pytest" in c)
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_what_the_registry_decides_in_the_docs_is_current() -> None:
+    from order_processor import docgen
+
+    assert docgen.stale() == [], "run: python -m order_processor docs"

@@ -13,11 +13,11 @@ import time
 
 import httpx
 import pytest
+from order_processor.processor import Processor
 
 from order_processor import devfakes
 from order_processor.ledger import MemoryLedger
 from order_processor.model import DeliveryStatus, MessageMetadata, Settlement
-from order_processor.processor import Processor
 from order_processor.settings import load_settings
 from tests.conftest import ROOT, sample
 from tests.fakes.loyalty import API_KEY as LOYALTY_KEY

@@ -21,10 +21,10 @@ from unittest.mock import MagicMock
 
 import pytest
 from azurefunctions.extensions.bindings.servicebus import ServiceBusMessageActions
-
-import function_app
 from order_processor.handler import OrderHandler
 from order_processor.processor import Processor
+
+import function_app
 from order_processor.redelivery import RecordingRetryQueue
 from tests.conftest import BASELINE_ENV, ROOT, SAMPLES, received_message, sample
 from tests.fakes.base import FakeServer, Reply

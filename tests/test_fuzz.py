@@ -39,14 +39,14 @@ import pytest
 from azurefunctions.extensions.bindings.servicebus import ServiceBusMessageActions
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from order_processor.handler import OrderHandler
+from order_processor.processor import Processor
 
 import function_app
 from order_processor.contract import MAX_BODY_BYTES, InStoreOrder
-from order_processor.handler import OrderHandler
 from order_processor.ledger import MemoryLedger
 from order_processor.model import SERVICE_BUS_TEXT_LIMIT, DeadLetterReason
 from order_processor.outbound.retry import RetryPolicy
-from order_processor.processor import Processor
 from order_processor.redelivery import RecordingRetryQueue, RetrySchedule
 from tests import fuzz_strategies as fs
 from tests.conftest import BASELINE_ENV, ROOT, FakeClock, received_message, settings_for

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from azure.servicebus.aio import ServiceBusClient
-
 from order_processor.handler import OrderHandler
 from order_processor.processor import Processor
+
 from order_processor.redelivery import RetryCopy, RetrySchedule, ServiceBusRetryQueue
 from tests.conftest import metadata, sample
 from tests.fakes.base import Reply

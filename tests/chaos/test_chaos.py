@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from order_processor.handler import OrderHandler
+from order_processor.processor import Processor
 
 from order_processor.contract import parse_order
-from order_processor.handler import OrderHandler
 from order_processor.ledger import LedgerStatus, MemoryLedger
 from order_processor.model import MessageMetadata, Outcome, Settlement, event_key
 from order_processor.outbound.retry import RetryPolicy
-from order_processor.processor import Processor
 from order_processor.redelivery import RetryCopy, RetrySchedule
 from order_processor.routing import route
 from tests.conftest import EPOCH, FakeClock, business_requests, sample, settings_for

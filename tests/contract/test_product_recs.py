@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from order_processor.processor import Processor
 
 from loyalty_client import build_lookup
 from loyalty_client.customer import Customer
@@ -22,7 +23,6 @@ from order_processor.model import DeliveryStatus, Settlement, TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind
 from order_processor.outbound.http import Timeouts, new_client
 from order_processor.outbound.retry import RetryPolicy, call_with_retries
-from order_processor.processor import Processor
 from tests.conftest import FakeClock, metadata, sample, settings_for
 from tests.events import tracking_event as event
 from tests.fakes.base import FakeServer, Reply

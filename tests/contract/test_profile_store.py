@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from order_processor.processor import Processor
 
 from order_processor.contract import MAX_BODY_BYTES, parse_order
 from order_processor.destinations.profile_store import ProfileStore
 from order_processor.model import DeadLetterReason, DeliveryStatus, Settlement
 from order_processor.outbound.retry import RetryPolicy
-from order_processor.processor import Processor
 from tests.conftest import FakeClock, metadata, sample, settings_for
 from tests.fakes.base import FakeServer, Reply
 from tests.fakes.profile_store import API_KEY, SCOPE, ProfileStoreRules, profile_store_server

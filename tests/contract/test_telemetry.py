@@ -15,11 +15,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from order_processor.handler import OrderHandler
+from order_processor.processor import Processor
+
 from order_processor.logs import JsonFormatter
 from order_processor.model import MessageMetadata
-from order_processor.processor import Processor
 from order_processor.redelivery import RecordingRetryQueue, RetrySchedule
 from order_processor.settings import SettingsError, load_settings
 from order_processor.telemetry import Telemetry
