@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
+from order_processor import mapping
 from order_processor.contract import EventType
 from order_processor.destinations import DESTINATIONS, Destination, DestinationSettings
 
@@ -134,13 +135,21 @@ def _events(cls: type[Destination]) -> str:
     return "all four" if len(taken) == len(EventType) else ", ".join(taken)
 
 
+def mapping_section(cls: type[Destination]) -> str:
+    """The destination's mapping tables, as its docs page shows them."""
+    return "\n\n".join(
+        f"### {title}\n\n{mapping.table(fields)}" for title, fields in cls.mappings.items()
+    )
+
+
 def destinations_table() -> str:
     rows = [
         "| name | lane (function / subscription setting) | module | docs | events |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name, cls in DESTINATIONS.items():
-        module = cls.__module__.replace(".", "/") + ".py"
+        path = cls.__module__.replace(".", "/")
+        module = f"{path}/" if (ROOT / path).is_dir() else f"{path}.py"
         rows.append(
             f"| `{name}` | `{cls.function_name()}` / `{cls.subscription_setting()}` "
             f"| `{module}` | [{name}.md]({name}.md) | {_events(cls)} |"
@@ -203,7 +212,7 @@ def _splice(text: str, marker: str, content: str) -> str:
 def rendered() -> dict[Path, str]:
     """Every generated file as it should be."""
     example = example_document(json.loads(EXAMPLE.read_text(encoding="utf-8")))
-    return {
+    files = {
         README: _splice(
             README.read_text(encoding="utf-8"),
             "destination-settings",
@@ -215,6 +224,11 @@ def rendered() -> dict[Path, str]:
         ),
         EMULATOR_CONFIG: json.dumps(emulator_config(), indent=2) + "\n",
     }
+    for cls in DESTINATIONS.values():
+        page = ROOT / "docs" / "destinations" / f"{cls.name}.md"
+        if cls.mappings and page.exists():
+            files[page] = _splice(page.read_text(encoding="utf-8"), "mapping", mapping_section(cls))
+    return files
 
 
 def stale() -> list[Path]:

@@ -38,7 +38,7 @@ def test_process_with_nothing_configured_is_a_dry_run_of_every_sample() -> None:
     assert "dry-run-key" not in result.stdout
     assert "/omnichannel/api/v1/***/orders?mode=offline" in result.stdout  # key in the URL path
     assert "client_secret=***" in result.stdout
-    assert "ocp-apim-subscription-key: ***" in result.stdout
+    assert "authorization: epi-single ***" in result.stdout
     assert "ann.shopper@example.com" not in result.stdout
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Self
 
 import httpx
@@ -13,6 +14,7 @@ from pydantic import Field, SecretStr, TypeAdapter, ValidationError, model_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from order_processor.contract import EventType
+from order_processor.mapping import Fields
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind, error_from_response
 from order_processor.outbound.http import Timeouts, send
@@ -123,6 +125,9 @@ class Destination(ABC):
     settings_class: ClassVar[type[DestinationSettings]]
     #: its column of the routing table: the destination's own name for each event it takes
     routes: ClassVar[Mapping[EventType, str]]
+    #: the declarative mappings (title -> fields) the vendor's bodies are built from; the docs
+    #: page's mapping tables are generated from them
+    mappings: ClassVar[Mapping[str, Fields]] = MappingProxyType({})
     #: the loopback fake implementing the vendor's documented behaviour: a module with RULES,
     #: settings_for(url) and the fake's credentials (tests, `fakes`, the bench)
     fake: ClassVar[str]

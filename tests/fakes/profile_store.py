@@ -17,7 +17,7 @@ MAX_EVENT_BYTES = 256 * 1024
 
 
 class ProfileStoreRules:
-    def __init__(self, *, auth_style: str = "subscription-key", scope: str = SCOPE) -> None:
+    def __init__(self, *, auth_style: str = "epi-single", scope: str = SCOPE) -> None:
         self.auth_style = auth_style
         self.scope = scope
         self.accepted: list[dict[str, Any]] = []

@@ -1,0 +1,85 @@
+"""Golden requests: for every valid sample order and every destination, the exact request the
+destination receives (method, URL and headers with secrets masked, body), committed here so a
+mapping change shows up as a reviewable diff. `python -m tests.golden` rewrites them;
+tests/test_golden.py compares on every run.
+
+They are captured the way `process --dry-run` shows them: both stages in process, every outbound
+call answered by a recorder with the vendor's documented success answer, the dry run's example
+settings, customers from samples/loyalty/customers.json. The sample data is fictional, so bodies
+are shown unmasked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from order_processor import dryrun
+from order_processor.destinations import DESTINATIONS
+from order_processor.ledger import MemoryLedger
+from order_processor.local import LocalRun
+from order_processor.model import MessageMetadata
+from order_processor.outbox import MemoryOutbox
+from order_processor.pipeline import Pipeline
+from order_processor.settings import load_settings, setting_names
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+HERE = Path(__file__).resolve().parent
+SAMPLES = sorted((ROOT / "samples" / "orders" / "valid").glob("*.json"))
+
+
+async def _capture_one(sample: str, body: bytes) -> dict[Path, str]:
+    recorders = dryrun.recording_transports()
+    settings = load_settings(overrides=dryrun.example_overrides())
+    pipeline = Pipeline.from_settings(
+        settings, transports=recorders.get, ledger=MemoryLedger(), outbox=MemoryOutbox()
+    )
+    try:
+        run = await LocalRun(pipeline).run(body, MessageMetadata(message_id=sample))
+    finally:
+        await pipeline.aclose()
+    files: dict[Path, str] = {}
+    for name in DESTINATIONS:
+        secrets = settings.destinations[name].secret_values()
+        rendered = [
+            dryrun.render_request(request, secrets=secrets, show_personal_data=True)
+            for request in recorders[name].requests
+        ]
+        result = run.result_for(name)
+        header = f"# {sample} -> {name}: {result.describe() if result else 'no result'}\n"
+        text = "\n\n".join(rendered) if rendered else "(no request)"
+        files[HERE / name / f"{Path(sample).stem}.http"] = header + "\n" + text + "\n"
+    return files
+
+
+@contextmanager
+def _without_app_settings() -> Iterator[None]:
+    """Golden files do not depend on who runs them: the app's settings are taken out of the
+    environment while capturing (the dry run's example values apply)."""
+    saved = {name: os.environ.pop(name) for name in setting_names() if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def capture() -> dict[Path, str]:
+    """Every golden file as the current mappings produce it."""
+    files: dict[Path, str] = {}
+    with _without_app_settings():
+        for sample in SAMPLES:
+            files |= asyncio.run(_capture_one(sample.name, sample.read_bytes()))
+    return files
+
+
+def write() -> list[Path]:
+    changed = []
+    for path, text in capture().items():
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            changed.append(path)
+    return changed
