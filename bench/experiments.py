@@ -20,6 +20,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -52,10 +53,14 @@ class ExperimentUnavailable(Exception):
 
 @contextlib.contextmanager
 def transport_httpx() -> Iterator[None]:
-    def stock(*, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-        return httpx.AsyncHTTPTransport(limits=limits)
+    make = http_module.make_transport
 
-    with _patched(http_module, "KeepAliveTransport", stock):
+    def stock(
+        options: http_module.HttpOptions, *, limits: httpx.Limits, **tls: Any
+    ) -> httpx.AsyncBaseTransport:
+        return make(replace(options, transport="httpx"), limits=limits, **tls)
+
+    with _patched(http_module, "make_transport", stock):
         yield
 
 
@@ -66,10 +71,12 @@ def transport_aiohttp() -> Iterator[None]:
     except ImportError:
         raise ExperimentUnavailable("httpx-aiohttp is not installed") from None
 
-    def aiohttp_transport(*, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-        return AiohttpTransport(limits=limits)
+    def aiohttp_transport(
+        options: http_module.HttpOptions, *, limits: httpx.Limits, **tls: Any
+    ) -> httpx.AsyncBaseTransport:
+        return AiohttpTransport(limits=limits)  # no response cap: httpx-aiohttp has none
 
-    with _patched(http_module, "KeepAliveTransport", aiohttp_transport):
+    with _patched(http_module, "make_transport", aiohttp_transport):
         yield
 
 
