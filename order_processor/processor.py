@@ -137,17 +137,22 @@ class Processor:
         """Wire the enabled destinations, a pooled client each; `transports` is the testing hook.
         Without `ledger`, the one DELIVERY_LEDGER_* describes (Azure Table, or none if disabled)."""
         timeouts = settings.core.destination_timeouts
+        http_options = settings.core.http_options
         destinations = [
             cls_(
                 settings.destinations[name],
-                client=new_client(timeouts=timeouts, transport=transports(name)),
+                client=new_client(
+                    timeouts=timeouts, transport=transports(name), options=http_options
+                ),
                 timeouts=timeouts,
             )
             for name, cls_ in DESTINATIONS.items()
             if settings.destinations[name].enabled
         ]
         if lookup is None:
-            lookup = build_lookup(settings.loyalty, transport=transports("loyalty"), retry=retry)
+            lookup = build_lookup(
+                settings.loyalty, transport=transports("loyalty"), retry=retry, options=http_options
+            )
         if ledger is None:
             ledger = build_ledger(settings.ledger)
         return cls(
