@@ -523,7 +523,7 @@ class _Wire(asyncio.BufferedProtocol):
             async with asyncio.timeout(wait):
                 await self._writable
             if self._lost:
-                raise self._error or ConnectionResetError("connection closed")
+                raise self._lost_error()
 
     async def read_until(
         self, separator: bytes, limit: int, wait: float | None, *, first: bool = False
@@ -564,8 +564,8 @@ class _Wire(asyncio.BufferedProtocol):
     ) -> None:
         """Wait for more bytes (at most `limit` buffered), EOF or the connection's end."""
         if self._lost or self._eof:
-            if self._error is not None and isinstance(self._error, OSError):
-                raise self._error
+            if self._error is not None:
+                raise self._lost_error()
             if until_eof:
                 return
             if nothing_yet:
@@ -586,6 +586,12 @@ class _Wire(asyncio.BufferedProtocol):
             self._waiter = None
             if timer is not None:
                 timer.cancel()
+
+    def _lost_error(self) -> OSError:
+        """What ended the connection, as an OSError (mapped to httpx's Read/WriteError)."""
+        if isinstance(self._error, OSError):
+            return self._error
+        return ConnectionResetError(str(self._error or "connection closed"))
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
