@@ -47,6 +47,12 @@ def main(
     experiments: Annotated[
         str | None, typer.Option(help="comma-separated bench.experiments names ('' for none)")
     ] = None,
+    experiment_orders: Annotated[
+        int | None, typer.Option(help="orders per experiment, split over the rounds")
+    ] = None,
+    experiment_rounds: Annotated[
+        int | None, typer.Option(help="interleaved rounds per experiment (median kept)")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="the app's log level")] = "INFO",
     profile: Annotated[Path | None, typer.Option(help="cProfile the core run into FILE")] = None,
     out: Annotated[Path | None, typer.Option(help="JSON report path")] = None,
@@ -73,6 +79,8 @@ def main(
         "stock_orders": stock_orders,
         "validate_every": validate_every,
         "experiments": _names(experiments) if experiments is not None else None,
+        "experiment_orders": experiment_orders,
+        "experiment_rounds": experiment_rounds,
     }
     changes.update({k: v for k, v in optional.items() if v is not None})
     config = BenchConfig.quick(**changes) if quick else BenchConfig.full(**changes)

@@ -10,12 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.experiments import EXPERIMENTS
+from bench.experiments import EXPERIMENTS, transport_httpx
 from bench.fakeserver import Config
 from order_processor.logs import configure_logging
-from order_processor.outbound import http as core_http
 
 
 @dataclass(frozen=True)
@@ -105,14 +102,7 @@ def production_logging(level: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def stock_transport() -> Iterator[None]:
-    """The core's clients on httpx's own transport (httpcore), for before/after figures."""
-    original = core_http.KeepAliveTransport
-
-    def stock(*, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-        return httpx.AsyncHTTPTransport(limits=limits)
-
-    core_http.KeepAliveTransport = stock  # type: ignore[assignment,misc]
-    try:
+    """The core's clients on httpx's own transport (httpcore), for before/after figures: what
+    `HTTP_TRANSPORT=httpx` selects."""
+    with transport_httpx():
         yield
-    finally:
-        core_http.KeepAliveTransport = original  # type: ignore[misc]

@@ -7,6 +7,11 @@ measured at -13% CPU per message, it is now in `order_processor/retry.py`.
 - `one-log-per-message`: the per-destination result lines are not logged (proposed: DEBUG), the
   per-message settlement line still is.
 - `quiet-logs`: the app's loggers at WARNING (what INFO logging costs in all).
+- `transport-httpx`: the app's clients on httpx's stock transport (httpcore's pool), the
+  fallback `HTTP_TRANSPORT=httpx` selects; the reference runs on the keep-alive transport.
+- `transport-aiohttp`: the app's clients on `httpx_aiohttp.AiohttpTransport` (aiohttp's pool and
+  parser under httpx's client), the candidate to replace the hand-written transport
+  (docs/performance.md). Needs `pip install httpx-aiohttp`; without it the run is skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -38,6 +44,39 @@ def _patched(target: Any, name: str, value: Any) -> Iterator[None]:
 @contextlib.contextmanager
 def httpx_cookie_jar() -> Iterator[None]:
     with _patched(http_module, "ApiClient", httpx.AsyncClient):
+        yield
+
+
+class ExperimentUnavailable(Exception):
+    """The experiment cannot run in this environment (say why); its rows are skipped."""
+
+
+@contextlib.contextmanager
+def transport_httpx() -> Iterator[None]:
+    make = http_module.make_transport
+
+    def stock(
+        options: http_module.HttpOptions, *, limits: httpx.Limits, **tls: Any
+    ) -> httpx.AsyncBaseTransport:
+        return make(replace(options, transport="httpx"), limits=limits, **tls)
+
+    with _patched(http_module, "make_transport", stock):
+        yield
+
+
+@contextlib.contextmanager
+def transport_aiohttp() -> Iterator[None]:
+    try:
+        from httpx_aiohttp import AiohttpTransport
+    except ImportError:
+        raise ExperimentUnavailable("httpx-aiohttp is not installed") from None
+
+    def aiohttp_transport(
+        options: http_module.HttpOptions, *, limits: httpx.Limits, **tls: Any
+    ) -> httpx.AsyncBaseTransport:
+        return AiohttpTransport(limits=limits)  # no response cap: httpx-aiohttp has none
+
+    with _patched(http_module, "make_transport", aiohttp_transport):
         yield
 
 
@@ -67,6 +106,8 @@ EXPERIMENTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = 
     "httpx-cookie-jar": httpx_cookie_jar,
     "one-log-per-message": one_log_per_message,
     "quiet-logs": quiet_logs,
+    "transport-httpx": transport_httpx,
+    "transport-aiohttp": transport_aiohttp,
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from bench.batch import drive_batch
 from bench.config import BenchConfig, production_logging, stock_transport
 from bench.core_run import drive_core
-from bench.experiments import applied
+from bench.experiments import ExperimentUnavailable, applied
 from bench.fakes import FakeVendors
 from bench.floor import drive_floor
 from bench.orders import OrderSet
@@ -161,12 +161,21 @@ class Bench:
         # One at a time: they are not all in the same direction (httpx-cookie-jar undoes a fix).
         groups: list[tuple[str, ...]] = [(), *((name,) for name in c.experiments)]
         runs: dict[str, list[RunResult]] = {}
+        skipped: dict[str, RunResult] = {}
         for round_ in range(c.experiment_rounds):
             for names in groups:
                 label = _experiment_label(names)
-                with applied(names):
-                    result = self._core(label, self._orders(count, f"E{round_}"))
+                if label in skipped:
+                    continue
+                try:
+                    with applied(names):
+                        result = self._core(label, self._orders(count, f"E{round_}"))
+                except ExperimentUnavailable as exc:
+                    skipped[label] = RunResult(label, skipped=str(exc))
+                    continue
                 runs.setdefault(label, []).append(result)
+        for result in skipped.values():
+            self.report.add(result)
         for results in runs.values():
             ordered = sorted(results, key=lambda r: r.cpu_per_message)
             median = ordered[len(ordered) // 2]

@@ -11,6 +11,7 @@ from loyalty_client.client import CustomerLookup, LoyaltyClient
 from loyalty_client.customer import Customer
 from loyalty_client.directory import CustomerDirectory
 from loyalty_client.settings import LoyaltyAuth, LoyaltySettings
+from order_processor.outbound.http import HttpOptions
 from order_processor.outbound.retry import RetryPolicy
 
 __all__ = [
@@ -31,11 +32,12 @@ def build_lookup(
     transport: httpx.AsyncBaseTransport | None = None,
     retry: RetryPolicy | None = None,
     fallback_file: Path | None = None,
+    options: HttpOptions | None = None,
 ) -> CachedLookup:
     """The provider if LOYALTY_API_BASE_URL is set, else the customer file; always cached."""
     inner: CustomerLookup
     if settings.api_base_url:
-        inner = LoyaltyClient(settings, transport=transport, retry=retry)
+        inner = LoyaltyClient(settings, transport=transport, retry=retry, options=options)
     elif (path := settings.file or fallback_file) is not None:
         inner = CustomerDirectory(path, settings)
     else:

@@ -17,6 +17,7 @@ from order_processor.outbound.errors import DeliveryError, FailureKind, error_fr
 from order_processor.outbound.http import (
     ClientCredentialsAuth,
     HeaderAuth,
+    HttpOptions,
     Timeouts,
     new_client,
     send,
@@ -86,7 +87,9 @@ class LoyaltyClient:
         transport: httpx.AsyncBaseTransport | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        options: HttpOptions | None = None,
     ) -> None:
+        """`options`: HTTP_TRANSPORT and the response cap (CoreSettings.http_options)."""
         if settings.api_base_url is None:
             raise ValueError("missing setting LOYALTY_API_BASE_URL")
         self._settings = settings
@@ -97,7 +100,7 @@ class LoyaltyClient:
             total=settings.timeout_seconds,
         )
         self._retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
-        self._client = new_client(timeouts=self._timeouts, transport=transport)
+        self._client = new_client(timeouts=self._timeouts, transport=transport, options=options)
         self._auth = self._build_auth(clock)
         #: outbound lookups made (the bench reports it)
         self.requests = 0

@@ -72,8 +72,11 @@ class Pipeline:
         core = settings.core
         telemetry = telemetry or Telemetry.create()
         observer = observer or Observers.standard(telemetry)
+        http_options = core.http_options
         if lookup is None:
-            lookup = build_lookup(settings.loyalty, transport=transports("loyalty"), retry=retry)
+            lookup = build_lookup(
+                settings.loyalty, transport=transports("loyalty"), retry=retry, options=http_options
+            )
         if ledger is None:
             ledger = build_ledger(settings.ledger)
         if outbox is None:
@@ -88,7 +91,9 @@ class Pipeline:
         for name in settings.enabled:
             destination: Destination = DESTINATIONS[name](
                 settings.destinations[name],
-                client=new_client(timeouts=timeouts, transport=transports(name)),
+                client=new_client(
+                    timeouts=timeouts, transport=transports(name), options=http_options
+                ),
                 timeouts=timeouts,
             )
             lanes[name] = DeliveryStage(

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from loyalty_client.settings import LoyaltySettings
 from order_processor.contract import MAX_BODY_BYTES
 from order_processor.destinations import DESTINATIONS, DestinationSettings
-from order_processor.outbound.http import Timeouts
+from order_processor.outbound.http import HttpOptions, Timeouts, TransportKind
 from order_processor.outbound.redaction import register_secrets
 from order_processor.outbound.urls import check_outbound_url, is_plain_http
 
@@ -47,6 +47,17 @@ class CoreSettings(BaseSettings):
     destination_read_timeout_seconds: float = Field(default=10.0, gt=0)
     destination_timeout_seconds: float = Field(default=15.0, gt=0)
     destination_max_attempts: int = Field(default=4, ge=1, le=10)
+    destination_max_response_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="largest response body any outbound call accepts (destinations, loyalty, "
+        "tokens); a larger one is a protocol error, transient",
+    )
+    http_transport: TransportKind = Field(
+        default="keepalive",
+        description="keepalive: the app's own HTTP/1.1 pool (docs/performance.md); httpx: "
+        "httpx's stock transport (httpcore), the fallback",
+    )
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="json in Azure (auto: when WEBSITE_INSTANCE_ID is set)"
@@ -101,6 +112,12 @@ class CoreSettings(BaseSettings):
             connect=self.destination_connect_timeout_seconds,
             read=self.destination_read_timeout_seconds,
             total=self.destination_timeout_seconds,
+        )
+
+    @property
+    def http_options(self) -> HttpOptions:
+        return HttpOptions(
+            transport=self.http_transport, max_response_bytes=self.destination_max_response_bytes
         )
 
     @property

@@ -8,10 +8,12 @@ once, shared by all concurrent calls, and refreshed on expiry or on a 401.
 from __future__ import annotations
 
 import asyncio
+import ssl
+import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import SecretStr
@@ -22,7 +24,14 @@ from order_processor.outbound.errors import (
     error_from_exception,
     error_from_response,
 )
-from order_processor.outbound.transport import KeepAliveTransport
+from order_processor.outbound.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    CappedTransport,
+    KeepAliveTransport,
+)
+
+#: `HTTP_TRANSPORT`: the app's keep-alive transport, or httpx's stock one (httpcore's pool)
+TransportKind = Literal["keepalive", "httpx"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +43,45 @@ class Timeouts:
 
     def httpx(self) -> httpx.Timeout:
         return httpx.Timeout(self.read, connect=self.connect, pool=self.connect)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpOptions:
+    """What every outbound client shares: `HTTP_TRANSPORT` and `DESTINATION_MAX_RESPONSE_BYTES`."""
+
+    transport: TransportKind = "keepalive"
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+
+def make_transport(
+    options: HttpOptions, *, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None
+) -> httpx.AsyncBaseTransport:
+    """The transport `options` names, under its response size cap; `ssl_context` replaces the
+    default (httpx's: certifi's CAs) for tests."""
+    if options.transport == "httpx":
+        stock = httpx.AsyncHTTPTransport(limits=limits, verify=ssl_context or True)
+        return CappedTransport(stock, max_response_bytes=options.max_response_bytes)
+    own = KeepAliveTransport(
+        limits=limits, max_response_bytes=options.max_response_bytes, ssl_context=ssl_context
+    )
+    return _traced(own)
+
+
+def _traced(transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+    """OpenTelemetry's httpx instrumentation (on when Application Insights is configured, before
+    any client is built) patches `httpx.AsyncHTTPTransport` on the class, which the app's own
+    transport is not: wrap it in the instrumentation's public `AsyncOpenTelemetryTransport`, so
+    dependency telemetry sees every call on either transport."""
+    if "opentelemetry.instrumentation.httpx" not in sys.modules:
+        return transport  # never imported: cannot be on (and the wrapper costs CPU per call)
+    from opentelemetry.instrumentation.httpx import (
+        AsyncOpenTelemetryTransport,
+        HTTPXClientInstrumentor,
+    )
+
+    if not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry:
+        return transport
+    return AsyncOpenTelemetryTransport(transport)
 
 
 class _NoCookies(httpx.Cookies):
@@ -66,17 +114,18 @@ def new_client(
     *,
     timeouts: Timeouts,
     transport: httpx.AsyncBaseTransport | None = None,
+    options: HttpOptions | None = None,
     max_connections: int = 64,
 ) -> httpx.AsyncClient:
-    """A pooled client on a KeepAliveTransport; `transport` is the testing hook (MockTransport,
-    dry-run recorder)."""
+    """A pooled client on the transport `options` names (default: the keep-alive transport, 1 MiB
+    response cap); `transport` is the testing hook (MockTransport, dry-run recorder)."""
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
     return ApiClient(
         timeout=timeouts.httpx(),
         limits=limits,
-        transport=transport or KeepAliveTransport(limits=limits),
+        transport=transport or make_transport(options or HttpOptions(), limits=limits),
         follow_redirects=False,
         headers={"User-Agent": "instore-order-sync/1"},
     )
