@@ -1,5 +1,5 @@
 """Loyalty provider settings (`LOYALTY_*`). Providers differ, so almost everything is
-configurable; the defaults are the DESIGN.md contract: `GET {base}/cards/{card}` returning
+configurable; the defaults are the README's default contract: `GET {base}/cards/{card}` returning
 `{"customerId", "email", "firstName", "lastName", ...}`."""
 
 from __future__ import annotations

@@ -142,6 +142,22 @@ def mapping_section(cls: type[Destination]) -> str:
     )
 
 
+def routing_table() -> str:
+    """Which event goes where: each destination's routing column, side by side."""
+    names = list(DESTINATIONS)
+    rows = [
+        "| eventType | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "| --- |" + " --- |" * len(names),
+    ]
+    for event in EventType:
+        cells = [
+            f"`{cls.routes[event]}`" if event in cls.routes else "skipped"
+            for cls in DESTINATIONS.values()
+        ]
+        rows.append(f"| {event.value} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def destinations_table() -> str:
     rows = [
         "| name | lane (function / subscription setting) | module | docs | events |",
@@ -220,7 +236,13 @@ def rendered() -> dict[Path, str]:
         ),
         EXAMPLE: json.dumps(example, indent=2) + "\n",
         DESTINATIONS_README: _splice(
-            DESTINATIONS_README.read_text(encoding="utf-8"), "destinations", destinations_table()
+            _splice(
+                DESTINATIONS_README.read_text(encoding="utf-8"),
+                "destinations",
+                destinations_table(),
+            ),
+            "routing",
+            routing_table(),
         ),
         EMULATOR_CONFIG: json.dumps(emulator_config(), indent=2) + "\n",
     }

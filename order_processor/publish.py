@@ -1,4 +1,4 @@
-"""Publish order files to the topic the way the ERP does (DESIGN.md, "Inbound message").
+"""Publish order files to the topic the way the ERP does (README, "The inbound contract").
 
 Every file is validated against contract v1 first; one invalid file means nothing is sent. The
 MessageId is derived from the content (the order event key), so publishing the same file twice
@@ -68,7 +68,7 @@ def prepare(
                 message_id=message_id_for(event_key(order)),
                 # Used when the subscription requires sessions; ignored by one that does not.
                 session_id=order.order_id,
-                # The application properties DESIGN.md says the ERP sets.
+                # The application properties the inbound contract says the ERP sets.
                 application_properties={
                     "eventType": order.event_type.value,
                     "orderId": order.order_id,

@@ -1,4 +1,4 @@
-"""Which event goes where: DESIGN.md's routing table, as data.
+"""Which event goes where: the routing table (docs/destinations/README.md), as data.
 
 Each destination declares its own column (`Destination.routes`: the destination's own name for
 each event it takes, such as a Profile Store event type or an eSputnik order status); an event a

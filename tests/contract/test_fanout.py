@@ -25,7 +25,7 @@ SAMPLE_FOR = {
     EventType.ORDER_CANCELLED: "order-cancelled.json",
 }
 
-# DESIGN.md's "which event goes where", as the product's users read it.
+# The routing table as the product's users read it (docs/destinations/README.md).
 DESIGN_TABLE = {
     EventType.ORDER_CREATED: {"profile_store", "product_recs", "richrelevance", "esputnik"},
     EventType.ORDER_UPDATED: {"profile_store", "richrelevance", "esputnik"},
