@@ -1,5 +1,6 @@
-"""The failure semantics (README, "Outcomes and settlement") through the real stages, ledger and four fakes: nothing lost
-(retry copies for one lane, RetriesExhausted on that lane), nothing sent twice (the ledger)."""
+"""The failure semantics (README, "Outcomes and settlement") through the real stages, ledger and
+four fakes: nothing lost (retry copies for one lane, RetriesExhausted on that lane), nothing sent
+twice (the ledger)."""
 
 from __future__ import annotations
 
