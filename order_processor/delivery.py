@@ -161,6 +161,8 @@ def parse_delivery(body: bytes) -> DeliveryMessage:
         document = json.loads(body, parse_float=Decimal)
     except (ValueError, RecursionError):
         raise InvalidMessage("(delivery): not a JSON delivery message") from None
+    except ArithmeticError:  # decimal.InvalidOperation: an exponent beyond Decimal's range
+        raise InvalidMessage("(delivery): a number is out of range") from None
     if not isinstance(document, dict):
         raise InvalidMessage("(delivery): expected a JSON object")
     try:

@@ -1,4 +1,5 @@
-"""Hypothesis strategies for message bodies: junk, broken JSON and near-valid contract v1 orders.
+"""Hypothesis strategies for message bodies: junk, broken JSON and near-valid contract v1 orders
+for the accept stage, and broken, misrouted and near-valid delivery messages for the lanes.
 
 Every strategy yields `bytes`, exactly what a publisher could put in a Service Bus message body.
 Near-valid orders start from `samples/orders/valid/*.json` and are mutated; JSON is rendered by a
@@ -19,7 +20,12 @@ from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
-from order_processor.contract import MAX_BODY_BYTES, EventType
+from loyalty_client.customer import Customer
+from order_processor.contract import MAX_BODY_BYTES, EventType, parse_order
+from order_processor.delivery import DeliveryMessage
+from order_processor.destinations import DESTINATIONS
+from order_processor.model import enriched_event, event_key
+from order_processor.routing import route
 
 ROOT = Path(__file__).resolve().parent.parent
 VALID_SAMPLE_PATHS = sorted((ROOT / "samples" / "orders" / "valid").glob("*.json"))
@@ -740,28 +746,190 @@ def generated_orders(draw: st.DrawFn) -> bytes:
     return encode(order, ascii_only=draw(ascii_only))
 
 
-# --- property values for the retry trigger --------------------------------------------------
+# --- application properties on retry copies --------------------------------------------------
 
-RETRY_PROPERTY_KEYS = ("retryAttempt", "firstSeenUtc", "owedDestinations", "originalMessageId")
+RETRY_PROPERTY_KEYS = ("retryAttempt", "firstSeenUtc", "originalMessageId", "destination")
 
-#: application properties as sorted (name, value) pairs (hashable, so batches can be unique)
-retry_properties = st.dictionaries(
-    st.one_of(st.sampled_from(RETRY_PROPERTY_KEYS), st.text(min_size=1, max_size=20)),
-    st.one_of(
-        st.text(max_size=40),
-        st.integers(min_value=-(2**63), max_value=2**63 - 1).map(str),
-        st.sampled_from(
-            [
-                "profile_store",
-                "profile_store,esputnik",
-                ",,,",
-                "9999-12-31T23:59:59",
-                "0001-01-01T00:00:00+23:59",
-                datetime(2026, 11, 20, tzinfo=UTC).isoformat(),
-                "-1",
-                "1e9",
-            ]
+
+def _retry_properties(min_size: int) -> st.SearchStrategy[tuple[tuple[str, str], ...]]:
+    """Application properties as sorted (name, value) pairs (hashable, so batches can be
+    unique): the retry bookkeeping's names and others, with any text for values."""
+    return st.dictionaries(
+        st.one_of(st.sampled_from(RETRY_PROPERTY_KEYS), st.text(min_size=1, max_size=20)),
+        st.one_of(
+            st.text(max_size=40),
+            st.integers(min_value=-(2**63), max_value=2**63 - 1).map(str),
+            st.sampled_from(
+                [
+                    "profile_store",
+                    "accept",
+                    "profile_store,esputnik",
+                    ",,,",
+                    "9999-12-31T23:59:59",
+                    "0001-01-01T00:00:00+23:59",
+                    datetime(2026, 11, 20, tzinfo=UTC).isoformat(),
+                    "-1",
+                    "1e9",
+                ]
+            ),
         ),
+        min_size=min_size,
+        max_size=5,
+    ).map(lambda d: tuple(sorted(d.items())))
+
+
+retry_properties = _retry_properties(0)
+#: at least one property (the few valid delivery messages would otherwise repeat)
+some_retry_properties = _retry_properties(1)
+
+
+# --- delivery messages: what the lanes read ----------------------------------------------------
+
+LANES: tuple[str, ...] = tuple(DESTINATIONS)
+_CUSTOMERS = {
+    c["loyaltyCardNumber"]: Customer(
+        customer_id=c.get("customerId"),
+        email=c.get("email"),
+        phone=c.get("phone"),
+        first_name=c.get("firstName"),
+        last_name=c.get("lastName"),
+    )
+    for c in json.loads((ROOT / "samples" / "loyalty" / "customers.json").read_text())
+}
+_ACCEPTED_AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _delivery_documents() -> tuple[dict[str, Any], ...]:
+    """Every (valid sample, routed destination) as the accept stage publishes it, as a JSON
+    document (numbers kept exact), with the sample customers looked up as accept would."""
+    documents = []
+    for body in SAMPLE_BYTES:
+        order = parse_order(body)
+        ref = order.customer
+        found = _CUSTOMERS.get(ref.loyalty_card_number or "") if not ref.email else None
+        event = enriched_event(order, found, key=event_key(order), message_id="m-1")
+        for name in LANES:
+            if route(name, event.event_type):
+                message = DeliveryMessage.of(
+                    event,
+                    destination=name,
+                    accepted_at=_ACCEPTED_AT,
+                    order_enqueued_at=_ACCEPTED_AT - timedelta(seconds=2),
+                )
+                documents.append(json.loads(message.encode(), parse_float=Decimal))
+    return tuple(documents)
+
+
+DELIVERY_DOCS = _delivery_documents()
+DELIVERY_FIELDS = tuple(DELIVERY_DOCS[0])
+
+delivery_docs = st.sampled_from(DELIVERY_DOCS).map(copy.deepcopy)
+
+#: (body, lane): a message and the lane whose subscription hands it over
+LaneMessage = tuple[bytes, str]
+
+
+@st.composite
+def not_deliveries(draw: st.DrawFn) -> LaneMessage:
+    """Bodies that are no delivery message at all, on any lane: random bytes, damaged JSON,
+    arbitrary JSON, deep nesting, out-of-range numbers, or an order (contract v1) where a
+    delivery message belongs."""
+    body = draw(
+        st.one_of(
+            st.binary(max_size=512),
+            malformed_json(),
+            json_values.map(encode),
+            deep_value.map(lambda raw: raw.text.encode()),
+            json_number_text.map(str.encode),
+            st.sampled_from(SAMPLE_BYTES),
+            near_valid_orders(),
+        )
+    )
+    return body, pick(draw, LANES)
+
+
+#: deliveryVersion values: other majors, malformed ones, other JSON types, and readable 1.x
+VERSION_VALUES: st.SearchStrategy[Any] = st.one_of(
+    st.sampled_from(
+        [
+            *("2.0", "0.9", "0", "10", "2", "1.0.0", "", "v1", "1.", ".1", "01.0", "-1.0"),
+            *("1", "1.1", "1.999999", "1.0000001", "0001", "1.0 ", " 1.0", "1e0", "9999999.0"),
+            "\uff11.0",  # a full-width digit
+        ]
     ),
-    max_size=5,
-).map(lambda d: tuple(sorted(d.items())))
+    st.builds("{}.{}".format, st.integers(0, 10**7), st.integers(0, 10**7)),
+    st.integers(0, 10**7).map(str),
+    tricky_text,
+    json_scalars,
+)
+
+
+@st.composite
+def delivery_versions(draw: st.DrawFn) -> LaneMessage:
+    """A delivery message on its own lane with deliveryVersion changed (or dropped: 1.0)."""
+    document = draw(delivery_docs)
+    if draw(st.integers(min_value=0, max_value=9)) == 0:
+        del document["deliveryVersion"]
+    else:
+        document["deliveryVersion"] = draw(VERSION_VALUES)
+    return encode(document, ascii_only=draw(ascii_only)), document["destination"]
+
+
+@st.composite
+def misrouted_deliveries(draw: st.DrawFn) -> LaneMessage:
+    """A delivery message on a lane it is not for: another lane's message on this lane's
+    subscription (with an unknown field, which lanes ignore, so they differ), or a `destination`
+    that is not this lane (another name, junk, another type)."""
+    document = draw(delivery_docs)
+    own = document["destination"]
+    others = [name for name in LANES if name != own]
+    if draw(st.integers(min_value=0, max_value=3)) == 0:
+        document[draw(st.text(min_size=1, max_size=8))] = draw(json_scalars)
+        return encode(document, ascii_only=draw(ascii_only)), pick(draw, others)
+    document["destination"] = draw(
+        st.one_of(
+            st.sampled_from([*others, "accept", "", own.upper(), f"{own}x", "*", "%"]),
+            tricky_text,
+            json_scalars,
+        ).filter(lambda value: not (isinstance(value, str) and value.strip() == own))
+    )
+    return encode(document, ascii_only=draw(ascii_only)), own
+
+
+DELIVERY_EDITS = ("drop", "replace", "wrong-type", "junk", "odd-time", "order-field")
+DELIVERY_TIMES = ("acceptedAt", "orderEnqueuedAt")
+
+
+@st.composite
+def near_valid_deliveries(draw: st.DrawFn) -> LaneMessage:
+    """A delivery message on its own lane with a few edits anywhere in it (the enriched order
+    included): drops, junk values, other types, unknown fields, odd timestamps."""
+    document = draw(delivery_docs)
+    lane = document["destination"]
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        edit = pick(draw, DELIVERY_EDITS)
+        where = locations(document)
+        path = pick(draw, where)
+        if edit == "drop":
+            drop_at(document, path)
+        elif edit == "replace":
+            set_at(document, path, draw(json_values))
+        elif edit == "wrong-type":
+            set_at(document, path, draw(OTHER_TYPES[json_kind(node_at(document, path))]))
+        elif edit == "junk":
+            set_at(
+                document, (*pick(draw, containers(document)), draw(json_keys)), draw(json_values)
+            )
+        elif edit == "odd-time":
+            document[pick(draw, DELIVERY_TIMES)] = draw(timestamps)
+        elif isinstance(document.get("order"), dict) and document["order"]:
+            order_paths = locations(document["order"], ("order",))
+            set_at(
+                document, pick(draw, order_paths), draw(st.one_of(numeric_values, string_values))
+            )
+    return encode(document, ascii_only=draw(ascii_only)), lane
+
+
+def valid_deliveries() -> st.SearchStrategy[LaneMessage]:
+    """Delivery messages exactly as the accept stage writes them, each on its own lane."""
+    return delivery_docs.map(lambda d: (encode(d), str(d["destination"])))

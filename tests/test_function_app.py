@@ -1,11 +1,15 @@
-"""The real decorated function, called as the Functions host would: a real
-azure.servicebus.ServiceBusReceivedMessage and a settlement-recording ServiceBusMessageActions."""
+"""The real decorated functions, called as the Functions host would: a real
+azure.servicebus.ServiceBusReceivedMessage and a settlement-recording ServiceBusMessageActions.
+
+`accept_order` (and `accept_order_retry`) publish into the `pipeline` fixture's MemoryOutbox (the
+deliveries topic); what they published is then handed, as a real received message, to the
+`deliver_<name>` function of its lane, as the lane's subscription would.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import inspect
 import json
 import logging
@@ -13,297 +17,171 @@ import os
 import re
 import subprocess
 import sys
-import types
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
 from azurefunctions.extensions.bindings.servicebus import ServiceBusMessageActions
-from order_processor.handler import OrderHandler
-from order_processor.processor import Processor
 
 import function_app
-from order_processor.redelivery import RecordingRetryQueue
-from tests.conftest import BASELINE_ENV, ROOT, SAMPLES, received_message, sample
+from order_processor.contract import parse_order
+from order_processor.model import event_key
+from order_processor.outbox import MemoryOutbox, MessageTooLarge, Outgoing
+from order_processor.pipeline import Pipeline
+from order_processor.settings import SettingsError, load_settings
+from tests.conftest import BASELINE_ENV, ROOT, SAMPLES, received_message, sample, settings_for
 from tests.fakes.base import FakeServer, Reply
 from tests.fakes.loyalty import API_KEY as LOYALTY_KEY
 from tests.fakes.loyalty import CUSTOMERS
 from tests.fakes.profile_store import API_KEY as PROFILE_STORE_KEY
 from tests.fakes.profile_store import ProfileStoreRules
-from tests.unit.test_contract import EXPECTED_FIELD
 
-Invoke = Callable[..., Coroutine[Any, Any, None]]
+PS = tuple[FakeServer, ProfileStoreRules]
+
+#: the field each invalid sample's dead-letter description starts with (as tests/unit/
+#: test_contract.py checks on the parser; here at the function, on first delivery)
+EXPECTED_FIELD = {
+    "created-without-lines": "lines",
+    "currency-not-iso-4217": "currency",
+    "customer-without-identifier": "customer",
+    "missing-order-id": "orderId",
+    "naive-order-date": "orderDate",
+    "not-an-object": "(body)",
+    "not-json": "(body)",
+    "total-not-a-number": "total",
+    "unknown-event-type": "eventType",
+    "unsupported-schema-version": "schemaVersion",
+    "zero-quantity": "lines[0].quantity",
+}
+
+#: what `build_app` declares for the default settings (every destination enabled): function ->
+#: (topic, subscription) as the binding reads them from the app settings
+DEFAULT_FUNCTIONS = {
+    "accept_order": ("%ORDERS_TOPIC%", "%ORDERS_SUBSCRIPTION%"),
+    "accept_order_retry": ("%DELIVERIES_TOPIC%", "%ACCEPT_RETRY_SUBSCRIPTION%"),
+    "deliver_profile_store": ("%DELIVERIES_TOPIC%", "%PROFILE_STORE_SUBSCRIPTION%"),
+    "deliver_product_recs": ("%DELIVERIES_TOPIC%", "%PRODUCT_RECS_SUBSCRIPTION%"),
+    "deliver_richrelevance": ("%DELIVERIES_TOPIC%", "%RICHRELEVANCE_SUBSCRIPTION%"),
+    "deliver_esputnik": ("%DELIVERIES_TOPIC%", "%ESPUTNIK_SUBSCRIPTION%"),
+}
+#: lanes whose vendor has a bulk form with the default settings (eSputnik: orders mode)
+BULK_LANES = {"deliver_profile_store", "deliver_richrelevance", "deliver_esputnik"}
+ALL_LANES = ("profile_store", "product_recs", "richrelevance", "esputnik")
 
 
 @functools.cache
 def _functions() -> dict[str, Any]:
-    # Like the host, index once: get_functions() builds the function list on every call.
+    # Like the host, index once: get_functions() builds the function list on every call (a second
+    # call on the same app raises "does not have a unique function name"). test_fuzz shares it.
     return {f.get_function_name(): f for f in function_app.app.get_functions()}
 
 
-def _function() -> Any:
-    return _functions()["sync_order"]
+def _binding(function: Any) -> dict[str, Any]:
+    (binding,) = json.loads(function.get_function_json())["bindings"]
+    assert isinstance(binding, dict)
+    return binding
 
 
-def test_trigger_binding_is_declared_for_explicit_settlement() -> None:
-    (binding,) = _function().get_bindings()
-    assert binding.type == "serviceBusTrigger"
-    described = _function().get_function_json()
-    for fragment in (
-        '"topicName": "%ORDERS_TOPIC%"',
-        '"subscriptionName": "%ORDERS_SUBSCRIPTION%"',
-        '"connection": "ServiceBusConnection"',
-        '"autoCompleteMessages": false',
-    ):
-        assert fragment in described
+def _cardinality(binding: dict[str, Any]) -> str:
+    # The library writes MANY (the host ignores case); a single-message trigger omits it.
+    return str(binding.get("cardinality", "one")).lower()
 
 
-@pytest.fixture
-async def invoke(handler: OrderHandler) -> AsyncIterator[Invoke]:
-    function_app.use_handler(handler)
-    user_function = _function().get_user_function()
-
-    async def call(message: Any, actions: Any) -> None:
-        await user_function(message=message, message_actions=actions)
-
-    yield call
-    function_app.use_handler(None)
+# --- what the app declares -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def actions() -> MagicMock:
-    return MagicMock(spec=ServiceBusMessageActions)
+def test_the_default_settings_declare_accept_and_one_lane_per_destination() -> None:
+    assert set(_functions()) == set(DEFAULT_FUNCTIONS)
 
 
-def settled(actions: MagicMock) -> list[str]:
-    return [name for name, _, _ in actions.method_calls]
-
-
-async def test_sample_order_reaches_profile_store_with_loyalty_email_and_completes(
-    invoke: Invoke,
-    actions: MagicMock,
-    profile_store: tuple[FakeServer, ProfileStoreRules],
-    loyalty: FakeServer,
-) -> None:
-    message = received_message(sample("order-created.json"), message_id="100245-OrderCreated")
-    await invoke(message, actions)
-    actions.complete.assert_called_once_with(message)
-    assert settled(actions) == ["complete"]
-    assert profile_store[1].accepted[-1]["user"]["email"] == "ann.shopper@example.com"
-    assert loyalty.requests[-1].path == "/cards/6330001234567890"
-
-
-@pytest.mark.parametrize("path", sorted((SAMPLES / "invalid").glob("*.json")), ids=lambda p: p.stem)
-async def test_invalid_samples_are_dead_lettered_on_first_delivery(
-    invoke: Invoke, actions: MagicMock, path: Path
-) -> None:
-    message = received_message(path.read_bytes())  # noqa: ASYNC240 (a small local sample)
-    await invoke(message, actions)
-    assert settled(actions) == ["deadletter"]
-    kwargs = actions.deadletter.call_args.kwargs
-    assert kwargs["deadletter_reason"] == "InvalidMessage"
-    assert kwargs["deadletter_error_description"].startswith(EXPECTED_FIELD[path.stem])
-
-
-async def test_400_from_profile_store_dead_letters_destination_rejected(
-    invoke: Invoke, actions: MagicMock, profile_store: tuple[FakeServer, ProfileStoreRules]
-) -> None:
-    profile_store[0].inject(Reply(400, {"message": "eventType is required"}))
-    await invoke(received_message(sample("order-created.json")), actions)
-    assert settled(actions) == ["deadletter"]
-    kwargs = actions.deadletter.call_args.kwargs
-    assert kwargs["deadletter_reason"] == "DestinationRejected"
-    assert "profile_store HTTP 400" in kwargs["deadletter_error_description"]
-
-
-async def test_503_from_profile_store_schedules_a_retry_copy_and_completes(
-    invoke: Invoke,
-    actions: MagicMock,
-    profile_store: tuple[FakeServer, ProfileStoreRules],
-    retry_queue: RecordingRetryQueue,
-) -> None:
-    profile_store[0].inject(*[Reply(503)] * 5)
-    message = received_message(sample("order-created.json"), message_id="m-503")
-    await invoke(message, actions)
-    assert settled(actions) == ["complete"]
-    (copy,) = retry_queue.copies
-    assert copy.application_properties["owedDestinations"] == "profile_store"
-
-
-async def test_a_retry_copy_that_cannot_be_scheduled_is_abandoned(
-    invoke: Invoke,
-    actions: MagicMock,
-    profile_store: tuple[FakeServer, ProfileStoreRules],
-    retry_queue: RecordingRetryQueue,
-) -> None:
-    profile_store[0].inject(*[Reply(503)] * 5)
-    retry_queue.failure = ConnectionError("namespace unreachable")
-    await invoke(received_message(sample("order-created.json")), actions)
-    assert settled(actions) == ["abandon"]
-
-
-async def test_the_retry_queue_trigger_runs_the_same_core(
-    handler: OrderHandler, actions: MagicMock, profile_store: tuple[FakeServer, ProfileStoreRules]
-) -> None:
-    function_app.use_handler(handler)
-    try:
-        retry_function = _functions()["retry_order"].get_user_function()
-        message = received_message(
-            sample("order-created.json"),
-            properties={"retryAttempt": "1", "owedDestinations": "profile_store"},
-        )
-        await retry_function(message=message, message_actions=actions)
-    finally:
-        function_app.use_handler(None)
-    assert settled(actions) == ["complete"]
-    assert len(profile_store[0].requests) == 1
-
-
-def test_retry_queue_binding_reads_its_queue_from_settings() -> None:
-    described = _functions()["retry_order"].get_function_json()
-    assert '"queueName": "%ORDERS_RETRY_QUEUE%"' in described
-    assert '"autoCompleteMessages": false' in described
-
-
-@pytest.mark.parametrize("enabled", ["true", "false"])
-def test_sessions_are_declared_on_the_trigger_when_the_subscription_requires_them(
-    enabled: str,
-) -> None:
-    script = (
-        "import json, function_app\n"
-        "f = {x.get_function_name(): x for x in function_app.app.get_functions()}\n"
-        "print(json.loads(f['sync_order'].get_function_json())['bindings'][0]"
-        ".get('isSessionsEnabled'))"
-    )
-    env = {**os.environ, **BASELINE_ENV, "ORDERS_SESSIONS_ENABLED": enabled}
-    done = subprocess.run(  # noqa: S603 - our interpreter, our script
-        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(enabled == "true")
-
-
-# --- ORDERS_BATCH_ENABLED: the batch trigger ----------------------------------------------------
-
-
-def _load_function_app(monkeypatch: pytest.MonkeyPatch, **env: str) -> types.ModuleType:
-    """A fresh copy of function_app.py imported under `env` (the module reads it at import)."""
-    for name, value in {**BASELINE_ENV, **env}.items():
-        monkeypatch.setenv(name, value)
-    spec = importlib.util.spec_from_file_location("function_app_variant", ROOT / "function_app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name in BASELINE_ENV:
-        monkeypatch.delenv(name, raising=False)
-    return module
-
-
-@pytest.fixture
-def batch_app(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    return _load_function_app(monkeypatch, ORDERS_BATCH_ENABLED="true")
-
-
-@pytest.mark.parametrize("sessions", ["false", "true"])
-def test_batch_setting_declares_cardinality_many_under_the_same_name(
-    monkeypatch: pytest.MonkeyPatch, sessions: str
-) -> None:
-    module = _load_function_app(
-        monkeypatch, ORDERS_BATCH_ENABLED="true", ORDERS_SESSIONS_ENABLED=sessions
-    )
-    functions = {f.get_function_name(): f for f in module.app.get_functions()}
-    assert set(functions) == {"sync_order", "retry_order"}
-    (binding,) = json.loads(functions["sync_order"].get_function_json())["bindings"]
-    assert (
-        binding["cardinality"].lower() == "many"
-    )  # the library writes MANY; the host ignores case
-    assert binding["name"] == "messages"
+@pytest.mark.parametrize("name", sorted(DEFAULT_FUNCTIONS))
+def test_every_trigger_is_bound_to_its_subscription_for_explicit_settlement(name: str) -> None:
+    function = _functions()[name]
+    (declared,) = function.get_bindings()
+    assert declared.type == "serviceBusTrigger"
+    binding = _binding(function)
+    topic, subscription = DEFAULT_FUNCTIONS[name]
+    assert (binding["topicName"], binding["subscriptionName"]) == (topic, subscription)
+    assert binding["connection"] == "ServiceBusConnection"
     assert binding["autoCompleteMessages"] is False
-    assert binding["isSessionsEnabled"] is (sessions == "true")
-    # The retry queue stays one message at a time: its traffic is a trickle.
-    (retry,) = json.loads(functions["retry_order"].get_function_json())["bindings"]
-    assert retry.get("cardinality", "one").lower() == "one"
-
-
-def test_without_the_setting_the_trigger_takes_one_message() -> None:
-    (binding,) = json.loads(_function().get_function_json())["bindings"]
-    assert binding.get("cardinality", "one").lower() == "one"
+    assert binding["isSessionsEnabled"] is False
+    assert _cardinality(binding) == "one"
     assert binding["name"] == "message"
 
 
-def test_the_batch_binding_is_one_the_servicebus_extension_decodes(
-    batch_app: types.ModuleType,
-) -> None:
-    from azurefunctions.extensions.bindings.servicebus import ServiceBusConverter
+def test_every_setting_a_binding_reads_is_one_binding_settings_names() -> None:
+    """`require_binding_settings` checks `binding_settings`: it must cover every `%NAME%`."""
+    read = {
+        match
+        for function in _functions().values()
+        for value in _binding(function).values()
+        for match in re.findall(r"%(\w+)%", str(value))
+    }
+    names = function_app.binding_settings(function_app.SETTINGS)
+    assert set(names) == read
+    assert names == {
+        "ORDERS_TOPIC": "orders",
+        "ORDERS_SUBSCRIPTION": "order-sync",
+        "DELIVERIES_TOPIC": "order-deliveries",
+        "ACCEPT_RETRY_SUBSCRIPTION": "accept-retry",
+        "PROFILE_STORE_SUBSCRIPTION": "profile-store",
+        "PRODUCT_RECS_SUBSCRIPTION": "product-recs",
+        "RICHRELEVANCE_SUBSCRIPTION": "richrelevance",
+        "ESPUTNIK_SUBSCRIPTION": "esputnik",
+    }
 
-    functions = {f.get_function_name(): f for f in batch_app.app.get_functions()}
-    annotation = (
-        inspect.signature(functions["sync_order"].get_user_function(), eval_str=True)
-        .parameters["messages"]
-        .annotation
+
+DECLARED = (
+    "import json, function_app\n"
+    "print(json.dumps({f.get_function_name(): json.loads(f.get_function_json())['bindings']"
+    " for f in function_app.app.get_functions()}))"
+)
+
+
+def _declared(**env: str) -> dict[str, dict[str, Any]]:
+    """Each function's trigger binding, as a fresh host process imports the app under `env`
+    (function_app reads its settings at import)."""
+    done = subprocess.run(  # noqa: S603 - our interpreter, our script
+        [sys.executable, "-c", DECLARED],
+        env={**os.environ, **BASELINE_ENV, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert ServiceBusConverter.check_input_type_annotation(annotation)
+    assert done.returncode == 0, done.stderr
+    declared = json.loads(done.stdout.splitlines()[-1])
+    return {name: binding for name, (binding,) in declared.items()}
 
 
-async def test_batch_messages_are_settled_one_by_one(
-    batch_app: types.ModuleType,
-    handler: OrderHandler,
-    actions: MagicMock,
-    profile_store: tuple[FakeServer, ProfileStoreRules],
-) -> None:
-    document = json.loads(sample("order-created.json"))
-    bodies = [json.dumps({**document, "orderId": f"F{i}"}).encode() for i in range(3)]
-    bodies.insert(1, b"not json")
-    messages = [received_message(body, message_id=f"b-{i}") for i, body in enumerate(bodies)]
-    batch_app.use_handler(handler)
-    functions = {f.get_function_name(): f for f in batch_app.app.get_functions()}
-    await functions["sync_order"].get_user_function()(messages=messages, message_actions=actions)
-    assert settled(actions) == ["complete", "deadletter", "complete", "complete"]
-    assert [call.args[0] for call in actions.method_calls] == messages
-    assert actions.deadletter.call_args.kwargs["deadletter_reason"] == "InvalidMessage"
-    assert [r.path for r in profile_store[0].requests] == ["/api/v1.0/TrackBulk"]
-    assert len(profile_store[1].accepted) == 3
+@pytest.mark.parametrize("batch", ["false", "true"])
+@pytest.mark.parametrize("sessions", ["false", "true"])
+def test_sessions_and_batches_are_declared_per_settings(sessions: str, batch: str) -> None:
+    declared = _declared(ORDERS_SESSIONS_ENABLED=sessions, ORDERS_BATCH_ENABLED=batch)
+    assert set(declared) == set(DEFAULT_FUNCTIONS)
+    for name, binding in declared.items():
+        assert binding["isSessionsEnabled"] is (sessions == "true"), name
+        assert binding["autoCompleteMessages"] is False, name
+        assert binding["connection"] == "ServiceBusConnection", name
+        assert (binding["topicName"], binding["subscriptionName"]) == DEFAULT_FUNCTIONS[name]
+        # Batches only where the vendor has a bulk form; the accept stage and Product Recs
+        # (one order per request) always take one message.
+        many = batch == "true" and name in BULK_LANES
+        assert _cardinality(binding) == ("many" if many else "one"), name
+        assert binding["name"] == ("messages" if many else "message"), name
 
 
-async def test_a_batch_that_fails_unexpectedly_is_abandoned_message_by_message(
-    batch_app: types.ModuleType, handler: OrderHandler, actions: MagicMock
-) -> None:
-    async def explode(messages: Any) -> Any:
-        raise RuntimeError("bug")
-
-    handler.handle_batch = explode  # type: ignore[method-assign]
-    batch_app.use_handler(handler)
-    actions.abandon.side_effect = [RuntimeError("lock lost"), None]
-    messages = [received_message(sample("order-created.json")) for _ in range(2)]
-    functions = {f.get_function_name(): f for f in batch_app.app.get_functions()}
-    await functions["sync_order"].get_user_function()(messages=messages, message_actions=actions)
-    assert settled(actions) == ["abandon", "abandon"]
+def test_esputnik_in_events_mode_has_no_bulk_form_so_its_lane_takes_one_message() -> None:
+    declared = _declared(ORDERS_BATCH_ENABLED="true", ESPUTNIK_MODE="events")
+    assert _cardinality(declared["deliver_esputnik"]) == "one"
+    assert _cardinality(declared["deliver_profile_store"]) == "many"
 
 
-def test_the_handler_is_closed_when_its_loop_stops_and_rebuilt_on_the_next(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """No worker hook announces shutdown: the loop's own shutdown closes the clients."""
-    closed: list[object] = []
-
-    class Built:
-        async def aclose(self) -> None:
-            closed.append(self)
-
-    monkeypatch.setattr(OrderHandler, "from_settings", classmethod(lambda cls, settings: Built()))
-    function_app.use_handler(None)
-
-    async def invocation() -> object:
-        return function_app._current_handler()
-
-    first = asyncio.run(invocation())
-    assert closed == [first]
-    second = asyncio.run(invocation())
-    assert second is not first
-    assert closed == [first, second]
+def test_a_disabled_destination_has_no_function() -> None:
+    declared = _declared(PRODUCT_RECS_ENABLED="false")
+    assert set(declared) == set(DEFAULT_FUNCTIONS) - {"deliver_product_recs"}
 
 
 def test_the_host_refuses_to_start_without_a_service_bus_connection() -> None:
@@ -315,36 +193,466 @@ def test_the_host_refuses_to_start_without_a_service_bus_connection() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
+        check=False,
     )
     assert done.returncode != 0
     assert "missing setting ServiceBusConnection" in done.stderr
 
 
-async def test_an_unexpected_exception_still_settles(
-    invoke: Invoke, actions: MagicMock, processor: Processor
-) -> None:  # the processor is the handler's: a bug anywhere below the adapter
-    async def explode(body: bytes, metadata: Any) -> Any:
-        raise RuntimeError("bug")
+def test_in_azure_the_host_refuses_to_start_when_a_binding_setting_is_missing() -> None:
+    env = {**os.environ, **BASELINE_ENV, "WEBSITE_INSTANCE_ID": "instance-1"}
+    env |= function_app.binding_settings(function_app.SETTINGS)
+    env.pop("ESPUTNIK_SUBSCRIPTION")
+    done = subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "missing setting ESPUTNIK_SUBSCRIPTION" in done.stderr
+    assert "usually 'esputnik'" in done.stderr
 
-    processor.process = explode  # type: ignore[method-assign]
-    await invoke(received_message(sample("order-created.json")), actions)
+
+@pytest.mark.parametrize("missing", sorted(function_app.binding_settings(function_app.SETTINGS)))
+def test_require_binding_settings_names_the_missing_one_in_azure(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    settings = function_app.SETTINGS
+    expected = function_app.binding_settings(settings)
+    monkeypatch.setenv("WEBSITE_INSTANCE_ID", "instance-1")
+    for name, value in expected.items():
+        monkeypatch.setenv(name, value)
+    function_app.require_binding_settings(settings)  # all there: starts
+    monkeypatch.delenv(missing)
+    with pytest.raises(SettingsError) as caught:
+        function_app.require_binding_settings(settings)
+    assert f"missing setting {missing} " in str(caught.value)
+    assert repr(expected[missing]) in str(caught.value)
+    assert sum(name in str(caught.value) for name in expected) == 1
+
+
+def test_require_binding_settings_checks_nothing_outside_azure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WEBSITE_INSTANCE_ID", raising=False)
+    for name in function_app.binding_settings(function_app.SETTINGS):
+        monkeypatch.delenv(name, raising=False)
+    function_app.require_binding_settings(function_app.SETTINGS)
+
+
+def test_a_disabled_destinations_subscription_is_not_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in BASELINE_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PRODUCT_RECS_ENABLED", "false")
+    names = function_app.binding_settings(load_settings())
+    assert "PRODUCT_RECS_SUBSCRIPTION" not in names
+    assert "PROFILE_STORE_SUBSCRIPTION" in names
+
+
+# --- calling the functions -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(pipeline: Pipeline) -> Iterator[Pipeline]:
+    """The functions run on the conftest pipeline (fakes, FakeClock, MemoryLedger, MemoryOutbox)."""
+    function_app.use_pipeline(pipeline)
+    yield pipeline
+    function_app.use_pipeline(None)
+
+
+def new_actions() -> MagicMock:
+    return MagicMock(spec=ServiceBusMessageActions)
+
+
+@pytest.fixture
+def actions() -> MagicMock:
+    return new_actions()
+
+
+def settled(actions: MagicMock) -> list[str]:
+    return [name for name, _, _ in actions.method_calls]
+
+
+def settled_each(made: dict[str, MagicMock]) -> dict[str, str]:
+    """Lane -> its settlements, comma-joined (one each is the rule: "complete")."""
+    return {name: ",".join(settled(actions)) for name, actions in made.items()}
+
+
+def dead_letter(actions: MagicMock) -> tuple[str, str]:
+    """The (reason, description) of the one dead-letter made."""
+    assert settled(actions) == ["deadletter"]
+    kwargs = actions.deadletter.call_args.kwargs
+    return kwargs["deadletter_reason"], kwargs["deadletter_error_description"]
+
+
+async def invoke(name: str, message: Any, actions: MagicMock) -> None:
+    await _functions()[name].get_user_function()(message=message, message_actions=actions)
+
+
+def as_received(outgoing: Outgoing) -> Any:
+    """What the lane's subscription hands its function for a message on the deliveries topic."""
+    return received_message(
+        outgoing.body,
+        message_id=outgoing.message_id,
+        session_id=outgoing.session_id,
+        properties={k: str(v) for k, v in outgoing.application_properties.items()},
+    )
+
+
+async def accepted(body: bytes, outbox: MemoryOutbox, **options: Any) -> dict[str, Outgoing]:
+    """`accept_order` on `body`, completed: what it published, by destination."""
+    actions = new_actions()
+    await invoke("accept_order", received_message(body, **options), actions)
+    assert settled(actions) == ["complete"], actions.method_calls
+    published = outbox.take()
+    return {m.destination: m for m in published}
+
+
+async def through_lanes(published: dict[str, Outgoing]) -> dict[str, MagicMock]:
+    """Each delivery message through its lane's function: the settlement each made."""
+    made = {}
+    for destination, outgoing in published.items():
+        made[destination] = new_actions()
+        await invoke(f"deliver_{destination}", as_received(outgoing), made[destination])
+    return made
+
+
+async def test_accept_publishes_one_delivery_message_per_routed_lane_and_completes(
+    app: Pipeline,
+    outbox: MemoryOutbox,
+    actions: MagicMock,
+    loyalty: FakeServer,
+    fakes: dict[str, FakeServer],
+) -> None:
+    body = sample("order-created.json")
+    message = received_message(body, message_id="100245-OrderCreated")
+    await invoke("accept_order", message, actions)
+    actions.complete.assert_called_once_with(message)
+    assert settled(actions) == ["complete"]
+    assert loyalty.requests[-1].path == "/cards/6330001234567890"  # looked up once, here
+    published = outbox.take()
+    key = event_key(parse_order(body))
+    assert [m.destination for m in published] == list(ALL_LANES)
+    for outgoing in published:
+        assert outgoing.message_id == f"{key}:{outgoing.destination}"
+        assert outgoing.application_properties["destination"] == outgoing.destination
+        assert outgoing.session_id == "100245"
+        assert outgoing.scheduled_at is None
+        assert json.loads(outgoing.body)["customer"]["email"] == "ann.shopper@example.com"
+    assert all(server.requests == [] for server in fakes.values())  # the lanes deliver, not accept
+
+
+async def test_accept_publishes_nothing_for_a_lane_the_event_is_not_routed_to(
+    app: Pipeline, outbox: MemoryOutbox
+) -> None:
+    published = await accepted(sample("order-updated.json"), outbox)
+    assert set(published) == {"profile_store", "richrelevance", "esputnik"}
+
+
+async def test_each_lane_function_delivers_its_message_and_completes(
+    app: Pipeline, outbox: MemoryOutbox, fakes: dict[str, FakeServer], profile_store: PS
+) -> None:
+    published = await accepted(sample("order-created.json"), outbox)
+    made = await through_lanes(published)
+    assert settled_each(made) == dict.fromkeys(ALL_LANES, "complete")
+    for name, server in fakes.items():
+        assert len([r for r in server.requests if not r.path.endswith("/oauth2/token")]) == 1, name
+    assert profile_store[1].accepted[-1]["user"]["email"] == "ann.shopper@example.com"
+    assert outbox.take() == []  # nothing to retry
+
+
+async def test_a_redelivered_delivery_message_is_not_sent_twice(
+    app: Pipeline, outbox: MemoryOutbox, profile_store: PS
+) -> None:
+    published = await accepted(sample("order-created.json"), outbox)
+    for _ in range(2):
+        actions = new_actions()
+        await invoke("deliver_profile_store", as_received(published["profile_store"]), actions)
+        assert settled(actions) == ["complete"]
+    assert len(profile_store[0].requests) == 1
+
+
+async def test_the_accept_retry_function_runs_the_accept_stage(
+    app: Pipeline, outbox: MemoryOutbox, actions: MagicMock
+) -> None:
+    copy = received_message(
+        sample("order-created.json"),
+        properties={
+            "destination": "accept",
+            "retryAttempt": "1",
+            "firstSeenUtc": "2026-11-23T09:00:00+00:00",
+            "originalMessageId": "m-1",
+        },
+    )
+    await invoke("accept_order_retry", copy, actions)
+    assert settled(actions) == ["complete"]
+    assert [m.destination for m in outbox.take()] == list(ALL_LANES)
+
+
+@pytest.mark.parametrize("path", sorted((SAMPLES / "invalid").glob("*.json")), ids=lambda p: p.stem)
+async def test_invalid_samples_are_dead_lettered_on_first_delivery_at_accept(
+    app: Pipeline, outbox: MemoryOutbox, actions: MagicMock, loyalty: FakeServer, path: Path
+) -> None:
+    message = received_message(path.read_bytes())  # noqa: ASYNC240 (a small local sample)
+    await invoke("accept_order", message, actions)
+    reason, description = dead_letter(actions)
+    assert reason == "InvalidMessage"
+    assert description.startswith(EXPECTED_FIELD[path.stem])
+    assert outbox.take() == []  # poison never reaches a lane
+    assert loyalty.requests == []
+
+
+async def test_a_loyalty_outage_schedules_an_accept_retry_copy_and_completes(
+    app: Pipeline,
+    outbox: MemoryOutbox,
+    actions: MagicMock,
+    loyalty: FakeServer,
+    fakes: dict[str, FakeServer],
+) -> None:
+    loyalty.inject(*[Reply(503)] * 5)
+    body = sample("order-created.json")
+    await invoke("accept_order", received_message(body, message_id="m-loyalty"), actions)
+    assert settled(actions) == ["complete"]
+    (copy,) = outbox.take()
+    assert copy.scheduled_at is not None
+    assert copy.destination == "accept"
+    assert copy.application_properties["destination"] == "accept"
+    assert copy.application_properties["retryAttempt"] == 1
+    assert copy.application_properties["originalMessageId"] == "m-loyalty"
+    assert copy.body == body
+    assert all(server.requests == [] for server in fakes.values())
+
+
+async def test_a_loyalty_provider_refusing_us_is_dead_lettered_at_accept(
+    app: Pipeline, outbox: MemoryOutbox, actions: MagicMock, loyalty: FakeServer
+) -> None:
+    loyalty.inject(Reply(401, {"error": "unauthorised"}))
+    await invoke("accept_order", received_message(sample("order-created.json")), actions)
+    reason, description = dead_letter(actions)
+    assert reason == "LoyaltyLookupFailed"
+    assert "LOYALTY_*" in description
+    assert outbox.take() == []
+
+
+async def test_an_unreachable_deliveries_topic_abandons_the_order(
+    app: Pipeline, outbox: MemoryOutbox, actions: MagicMock
+) -> None:
+    outbox.failure = ConnectionError("namespace unreachable")
+    await invoke("accept_order", received_message(sample("order-created.json")), actions)
     assert settled(actions) == ["abandon"]
 
 
-async def test_a_failing_settlement_does_not_raise(invoke: Invoke, actions: MagicMock) -> None:
-    actions.complete.side_effect = RuntimeError("lock lost")
-    await invoke(received_message(sample("order-created.json")), actions)
+async def test_a_delivery_message_too_large_for_the_topic_is_dead_lettered(
+    app: Pipeline, outbox: MemoryOutbox, actions: MagicMock
+) -> None:
+    outbox.failure = MessageTooLarge(
+        "a delivery message of 300000 bytes is over the topic's maximum message size"
+    )
+    await invoke("accept_order", received_message(sample("order-created.json")), actions)
+    reason, description = dead_letter(actions)
+    assert reason == "MessageTooLarge"
+    assert "300000 bytes" in description
+    assert "ORDERS_MAX_MESSAGE_BYTES" in description
+
+
+async def test_400_from_profile_store_dead_letters_only_its_lane_message(
+    app: Pipeline, outbox: MemoryOutbox, profile_store: PS
+) -> None:
+    profile_store[0].inject(Reply(400, {"message": "eventType is required"}))
+    made = await through_lanes(await accepted(sample("order-created.json"), outbox))
+    reason, description = dead_letter(made.pop("profile_store"))
+    assert reason == "DestinationRejected"
+    assert description.startswith("rejected by profile_store: ")
+    assert "profile_store HTTP 400" in description
+    assert "eventType is required" in description
+    assert settled_each(made) == dict.fromkeys(
+        ("product_recs", "richrelevance", "esputnik"), "complete"
+    )
+
+
+async def test_503_schedules_a_retry_copy_for_that_lane_and_completes(
+    app: Pipeline, outbox: MemoryOutbox, profile_store: PS
+) -> None:
+    profile_store[0].inject(*[Reply(503)] * 5)
+    published = await accepted(sample("order-created.json"), outbox)
+    made = await through_lanes(published)
+    assert settled_each(made) == dict.fromkeys(ALL_LANES, "complete")
+    (copy,) = outbox.take()  # for profile_store only: the other lanes delivered
+    assert copy.scheduled_at is not None
+    assert copy.destination == "profile_store"
+    assert copy.application_properties["destination"] == "profile_store"
+    assert copy.application_properties["retryAttempt"] == 1
+    original = published["profile_store"]
+    assert copy.application_properties["originalMessageId"] == original.message_id
+    assert copy.body == original.body
+    # When the copy comes due and the vendor is back, the same lane delivers it.
+    actions = new_actions()
+    await invoke("deliver_profile_store", as_received(copy), actions)
     assert settled(actions) == ["complete"]
+    assert len(profile_store[1].accepted) == 1
+    assert outbox.take() == []
 
 
-async def test_works_on_a_session_enabled_subscription(invoke: Invoke, actions: MagicMock) -> None:
+async def test_a_retry_copy_that_cannot_be_scheduled_is_abandoned(
+    app: Pipeline, outbox: MemoryOutbox, actions: MagicMock, profile_store: PS
+) -> None:
+    profile_store[0].inject(*[Reply(503)] * 5)
+    published = await accepted(sample("order-created.json"), outbox)
+    outbox.failure = ConnectionError("namespace unreachable")
+    await invoke("deliver_profile_store", as_received(published["profile_store"]), actions)
+    assert settled(actions) == ["abandon"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[]", b'{"deliveryVersion": "2.0"}', b'{"deliveryVersion": "1.0"}'],
+    ids=["not-json", "not-an-object", "unknown-major-version", "missing-fields"],
+)
+async def test_a_malformed_delivery_message_is_dead_lettered_invalid_on_its_lane(
+    app: Pipeline, actions: MagicMock, fakes: dict[str, FakeServer], body: bytes
+) -> None:
+    await invoke("deliver_esputnik", received_message(body), actions)
+    reason, description = dead_letter(actions)
+    assert reason == "InvalidMessage"
+    assert description.startswith("(delivery)")
+    assert fakes["esputnik"].requests == []
+
+
+async def test_a_delivery_message_for_another_lane_is_dead_lettered_invalid(
+    app: Pipeline, outbox: MemoryOutbox, actions: MagicMock, fakes: dict[str, FakeServer]
+) -> None:
+    published = await accepted(sample("order-created.json"), outbox)
+    await invoke("deliver_esputnik", as_received(published["profile_store"]), actions)
+    reason, description = dead_letter(actions)
+    assert reason == "InvalidMessage"
+    assert "'profile_store' reached the esputnik lane" in description
+    assert all(server.requests == [] for server in fakes.values())
+
+
+@pytest.mark.parametrize("function", ["accept_order", "deliver_profile_store"])
+async def test_an_unexpected_exception_still_settles(
+    app: Pipeline,
+    outbox: MemoryOutbox,
+    actions: MagicMock,
+    monkeypatch: pytest.MonkeyPatch,
+    function: str,
+) -> None:
+    async def explode(body: bytes, metadata: Any) -> Any:
+        raise RuntimeError("bug")
+
+    published = await accepted(sample("order-created.json"), outbox)
+    monkeypatch.setattr(app.accept, "accept", explode)
+    monkeypatch.setattr(app.lanes["profile_store"], "deliver", explode)
+    message = (
+        received_message(sample("order-created.json"))
+        if function == "accept_order"
+        else as_received(published["profile_store"])
+    )
+    await invoke(function, message, actions)
+    assert settled(actions) == ["abandon"]
+
+
+async def test_a_failing_settlement_does_not_raise(
+    app: Pipeline, outbox: MemoryOutbox, actions: MagicMock
+) -> None:
+    actions.complete.side_effect = RuntimeError("lock lost")
+    await invoke("accept_order", received_message(sample("order-created.json")), actions)
+    assert settled(actions) == ["complete"]
+    lane = new_actions()
+    lane.complete.side_effect = RuntimeError("lock lost")
+    published = outbox.take()
+    await invoke("deliver_esputnik", as_received(published[-1]), lane)
+    assert settled(lane) == ["complete"]
+
+
+async def test_works_on_session_enabled_subscriptions(
+    app: Pipeline, outbox: MemoryOutbox, actions: MagicMock
+) -> None:
     message = received_message(sample("order-created.json"), session_id="100245")
     assert message.session_id == "100245"
-    await invoke(message, actions)
+    await invoke("accept_order", message, actions)
     assert settled(actions) == ["complete"]
+    published = {m.destination: m for m in outbox.take()}
+    lane_message = as_received(published["richrelevance"])
+    assert lane_message.session_id == "100245"  # the lane keeps the order's events in order
+    lane = new_actions()
+    await invoke("deliver_richrelevance", lane_message, lane)
+    assert settled(lane) == ["complete"]
 
 
-# --- personal data never reaches a log ---------------------------------------------------------
+# --- ORDERS_BATCH_ENABLED: the bulk-capable lanes take batches -----------------------------------
+
+
+@pytest.fixture
+def batch_functions(app: Pipeline, fakes: dict[str, FakeServer], loyalty: FakeServer) -> Any:
+    """`build_app` for the conftest fakes with batches on; invocations run on `app`."""
+    settings = settings_for(
+        fakes["profile_store"].url,
+        loyalty.url,
+        others={name: fakes[name].url for name in ALL_LANES[1:]},
+        core={"orders_batch_enabled": True},
+    )
+    return {f.get_function_name(): f for f in function_app.build_app(settings).get_functions()}
+
+
+def test_the_batch_binding_is_one_the_servicebus_extension_decodes(batch_functions: Any) -> None:
+    from azurefunctions.extensions.bindings.servicebus import ServiceBusConverter
+
+    for name in BULK_LANES:
+        assert _cardinality(_binding(batch_functions[name])) == "many"
+        annotation = (
+            inspect.signature(batch_functions[name].get_user_function(), eval_str=True)
+            .parameters["messages"]
+            .annotation
+        )
+        assert ServiceBusConverter.check_input_type_annotation(annotation), name
+    assert _cardinality(_binding(batch_functions["deliver_product_recs"])) == "one"
+
+
+async def test_batch_messages_are_settled_one_by_one(
+    batch_functions: Any, outbox: MemoryOutbox, actions: MagicMock, profile_store: PS
+) -> None:
+    document = json.loads(sample("order-created.json"))
+    lane = []
+    for i in range(3):
+        body = json.dumps({**document, "orderId": f"F{i}"}).encode()
+        lane.append((await accepted(body, outbox))["profile_store"])
+    messages = [as_received(m) for m in lane]
+    messages.insert(1, received_message(b"not json"))
+    user_function = batch_functions["deliver_profile_store"].get_user_function()
+    await user_function(messages=messages, message_actions=actions)
+    assert settled(actions) == ["complete", "deadletter", "complete", "complete"]
+    assert [call.args[0] for call in actions.method_calls] == messages
+    assert actions.deadletter.call_args.kwargs["deadletter_reason"] == "InvalidMessage"
+    assert [r.path for r in profile_store[0].requests] == ["/api/v1.0/TrackBulk"]
+    assert len(profile_store[1].accepted) == 3
+
+
+async def test_a_batch_that_fails_unexpectedly_is_abandoned_message_by_message(
+    app: Pipeline,
+    batch_functions: Any,
+    outbox: MemoryOutbox,
+    actions: MagicMock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def explode(messages: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(app.lanes["profile_store"], "deliver_batch", explode)
+    published = await accepted(sample("order-created.json"), outbox)
+    actions.abandon.side_effect = [RuntimeError("lock lost"), None]
+    messages = [as_received(published["profile_store"]) for _ in range(2)]
+    user_function = batch_functions["deliver_profile_store"].get_user_function()
+    await user_function(messages=messages, message_actions=actions)
+    assert settled(actions) == ["abandon", "abandon"]
+
+
+# --- personal data and keys ----------------------------------------------------------------------
 
 SECRETS = (
     [LOYALTY_KEY, PROFILE_STORE_KEY]
@@ -372,9 +680,10 @@ def _rendered(record: logging.LogRecord) -> str:
 
 
 async def test_no_personal_data_or_key_in_any_log_line(
-    invoke: Invoke,
+    app: Pipeline,
+    outbox: MemoryOutbox,
     all_logs: pytest.LogCaptureFixture,
-    profile_store: tuple[FakeServer, ProfileStoreRules],
+    profile_store: PS,
     loyalty: FakeServer,
 ) -> None:
     profile_store[0].inject(
@@ -387,25 +696,52 @@ async def test_no_personal_data_or_key_in_any_log_line(
         "order-created-unknown-card.json",
         "order-updated.json",
     ):
-        await invoke(received_message(sample(name)), MagicMock(spec=ServiceBusMessageActions))
+        await invoke("accept_order", received_message(sample(name)), new_actions())
+        await through_lanes({m.destination: m for m in outbox.take() if m.scheduled_at is None})
     await invoke(
+        "accept_order",
         received_message(b'{"customer": {"email": "ann.shopper@example.com"}}'),
-        MagicMock(spec=ServiceBusMessageActions),
+        new_actions(),
     )
     text = "\n".join(_rendered(r) for r in all_logs.records)
     assert all_logs.records, "the scenarios should have logged"
+    assert "deliver" in text  # the lanes ran and logged too
     leaks = [secret for secret in SECRETS if secret in text]
     assert leaks == []
     assert not re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", text)
 
 
 async def test_a_vendor_echoing_the_key_never_puts_it_in_the_dead_letter(
-    invoke: Invoke, actions: MagicMock, profile_store: tuple[FakeServer, ProfileStoreRules]
+    app: Pipeline, outbox: MemoryOutbox, actions: MagicMock, profile_store: PS
 ) -> None:
     echo = f"the key {PROFILE_STORE_KEY} is not valid for this scope"
     profile_store[0].inject(Reply(400, {"message": echo}))
-    await invoke(received_message(sample("order-created.json")), actions)
-    description = actions.deadletter.call_args.kwargs["deadletter_error_description"]
+    published = await accepted(sample("order-created.json"), outbox)
+    await invoke("deliver_profile_store", as_received(published["profile_store"]), actions)
+    _, description = dead_letter(actions)
     assert "profile_store HTTP 400" in description
     assert PROFILE_STORE_KEY not in description
     assert "the key *** is not valid" in description
+
+
+def test_the_pipeline_is_closed_when_its_loop_stops_and_rebuilt_on_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No worker hook announces shutdown: the loop's own shutdown closes the clients."""
+    closed: list[object] = []
+
+    class Built:
+        async def aclose(self) -> None:
+            closed.append(self)
+
+    monkeypatch.setattr(Pipeline, "from_settings", classmethod(lambda cls, settings: Built()))
+    function_app.use_pipeline(None)
+
+    async def invocation() -> object:
+        return function_app._current()
+
+    first = asyncio.run(invocation())
+    assert closed == [first]
+    second = asyncio.run(invocation())
+    assert second is not first
+    assert closed == [first, second]
