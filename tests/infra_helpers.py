@@ -176,10 +176,16 @@ def _to_string(value: Any) -> str:
 
 
 def _format(template: str, *args: Any) -> str:
+    """.NET composite formatting, as ARM's format(): {0}, {1}, ...; {{ and }} are literal braces."""
+
     def repl(match: re.Match[str]) -> str:
+        if match.group(0) in ("{{", "}}"):
+            return match.group(0)[0]
+        if match.group(1) is None:
+            raise ArmError(f"format({template!r}): a lone brace must be doubled")
         return _to_string(args[int(match.group(1))])
 
-    return re.sub(r"\{(\d+)\}", repl, template)
+    return re.sub(r"\{\{|\}\}|\{(\d+)\}|[{}]", repl, template)
 
 
 def _union(*items: Any) -> Any:
@@ -432,14 +438,23 @@ class Evaluator:
             condition, then, other = node.args
             return self._eval(then) if self._eval(condition) else self._eval(other)
         if name == "lambda":
-            return self._lambda(node)
+            raise ArmError(f"lambda() only as an argument of {', '.join(sorted(_LAMBDA_TAKERS))}")
         if name in ("and", "or"):
             values = (bool(self._eval(arg)) for arg in node.args)
             return all(values) if name == "and" else any(values)
         function = self._functions.get(name)
         if function is None:
             raise ArmError(f"unknown template function {node.value!r}")
-        return function(*(self._eval(arg) for arg in node.args))
+        return function(*(self._argument(name, arg) for arg in node.args))
+
+    def _argument(self, function: str, node: _Node) -> Any:
+        if node.kind == "call" and node.value.lower() == "lambda" and function in _LAMBDA_TAKERS:
+            return self._lambda(node)
+        return self._eval(node)
+
+
+#: the functions ARM lets take a lambda (template-functions-lambda, "Limitations")
+_LAMBDA_TAKERS = frozenset({"filter", "groupby", "map", "mapvalues", "reduce", "sort", "toobject"})
 
 
 def _member(base: Any, key: Any) -> Any:
