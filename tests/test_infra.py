@@ -647,9 +647,7 @@ def test_overrides_cannot_replace_identities_or_secrets(template: dict[str, Any]
     assert settings["AzureWebJobs.deliver_esputnik.Disabled"] == "true"
 
 
-def _deployed_app_settings(
-    evaluator: Evaluator, monkeypatch: pytest.MonkeyPatch | None = None
-) -> AppSettings:
+def _deployed_app_settings(evaluator: Evaluator) -> AppSettings:
     """The app's settings as it loads them in Azure from the deployed app settings."""
     deployed = _app_settings(evaluator)
     with pytest.MonkeyPatch.context() as patch:
