@@ -1,10 +1,11 @@
 // In-store order sync: everything the Functions app needs, in one resource group.
 //
-// Service Bus (topic `orders` + subscription `order-sync`, retry queue `orders-retry`), storage
-// (host storage, Flex deployment container, delivery ledger table), Key Vault (RBAC) for the
-// destination and loyalty secrets, Log Analytics + Application Insights, the Function App (Linux,
-// Python 3.11, Flex Consumption FC1 or Elastic Premium EP1) with a system-assigned identity and
-// least-privilege role assignments, and alerts on dead letters and exhausted retries.
+// Service Bus (topic `orders` + subscription `order-sync` for the accept stage; topic
+// `order-deliveries` with one filtered subscription per lane, generated from infra/lanes.json),
+// storage (host storage, Flex deployment container, delivery ledger table), Key Vault (RBAC) for
+// the destination and loyalty secrets, Log Analytics + Application Insights, the Function App
+// (Linux, Python 3.11, Flex Consumption FC1 or Elastic Premium EP1) with a system-assigned identity
+// and least-privilege role assignments, and alerts on dead letters and backlogs, per lane.
 //
 // infra/main.json is the same template written as ARM JSON (kept in step by tests/test_infra.py);
 // see infra/README.md.
@@ -82,17 +83,29 @@ param serviceBusSku string = 'Standard'
 @description('Disable SAS keys on the namespace (Entra ID only). Set false only if the ERP publisher still needs a SAS connection string.')
 param serviceBusDisableLocalAuth bool = true
 
-@description('The order-sync subscription requires sessions (SessionId = orderId). Fixed once created: changing it means recreating the subscription.')
+@description('The order-sync subscription, every lane and the accept-retry subscription require sessions (SessionId = orderId). Fixed once created: changing it means recreating the subscriptions.')
 param ordersSessionsEnabled bool = false
 
 @description('Deliver in batches: the topic trigger receives up to host.json maxMessageBatchSize messages per call and sends them in bulk (Profile Store TrackBulk, RichRelevance POST, eSputnik orders array); each message is still settled on its own. See docs/performance.md.')
 param ordersBatchEnabled bool = false
 
-@description('Duplicate detection window of the topic and the retry queue (ISO 8601).')
+@description('Largest order message accepted (bytes): 256 KB on Standard; on Premium up to the entities\' maximum message size (100 MB).')
+@minValue(1024)
+@maxValue(104857600)
+param ordersMaxMessageBytes int = 262144
+
+@description('Duplicate detection window of the orders topic (ISO 8601).')
 param duplicateDetectionWindow string = 'PT1H'
 
-@description('Default message time to live of the subscription and the retry queue; expired messages are dead-lettered.')
+@description('Default message time to live of the orders topic and its subscription; expired messages are dead-lettered.')
 param messageTimeToLive string = 'P14D'
+
+@description('Duplicate detection window of the deliveries topic (ISO 8601). A day covers a redelivered or re-accepted order (its delivery messages keep their MessageId) and same-day re-publishes; the delivery ledger stops older duplicates. See infra/README.md.')
+param deliveriesDuplicateDetectionWindow string = 'P1D'
+
+@description('Days a delivery message may wait in its lane (a paused lane keeps its messages this long, then dead-letters them as expired). At least 14.')
+@minValue(14)
+param laneMessageTimeToLiveDays int = 14
 
 // ---------------------------------------------------------------------------------------------
 // Application settings (non-secret). Secrets are Key Vault references, never parameters.
@@ -111,7 +124,7 @@ param logLevel string = 'INFO'
 @maxValue(240)
 param retryBudgetSeconds int = 30
 
-@description('Minutes a message keeps being retried through the retry queue before RetriesExhausted.')
+@description('Minutes a message keeps being retried (retry copies on its lane) before RetriesExhausted.')
 @minValue(1)
 param retryWindowMinutes int = 180
 
@@ -119,7 +132,7 @@ param retryWindowMinutes int = 180
 @maxValue(100)
 param retryMinAttempts int = 3
 
-@description('Backoff steps of the retry queue, minutes, comma-separated.')
+@description('Backoff steps of the retry copies, minutes, comma-separated.')
 param retryBackoffMinutes string = '1,5,15,30,60'
 
 @description('Loyalty provider base URL (required in Azure: LOYALTY_FILE is for local runs only).')
@@ -200,9 +213,13 @@ param appSettingsOverrides object = {}
 @description('Email for alert notifications; empty = alerts without an action group.')
 param alertEmail string = ''
 
-@description('RetriesExhausted dead letters per hour that raise the alert (alert when above).')
-@minValue(0)
-param retriesExhaustedThreshold int = 0
+@description('Backlog alert of each lane: its deliveries reach the vendor on average more than this many minutes after the order arrived (over 30 minutes).')
+@minValue(1)
+param laneBacklogMinutes int = 30
+
+@description('Backlog alert of the deliveries topic: active messages of all lanes together stay above this for 30 minutes (a stopped or paused lane).')
+@minValue(1)
+param deliveriesBacklogMessages int = 1000
 
 @description('Object id of the operators (user or group): Key Vault Secrets Officer, DLQ tools and publish. Empty = none.')
 param operatorPrincipalId string = ''
@@ -238,8 +255,15 @@ var actionGroupName = 'ag-${baseName}-${token}'
 
 var ordersTopic = 'orders'
 var ordersSubscription = 'order-sync'
-var ordersRetryQueue = 'orders-retry'
+var deliveriesTopic = 'order-deliveries'
 var deliveryLedgerTable = 'orderdeliveries'
+
+// The lanes: one subscription of the deliveries topic per registered destination, plus the accept
+// stage's retry lane. Generated from the app's destination registry, never edited by hand:
+// `python -m order_processor.infra_lanes` (it writes the same array into main.json).
+var lanes = loadJsonContent('lanes.json').lanes
+var destinationLanes = filter(lanes, lane => lane.kind == 'destination')
+var laneMessageTimeToLive = 'P${laneMessageTimeToLiveDays}D'
 var deploymentContainer = 'app-package'
 var contentShare = take(toLower(functionAppName), 63)
 var contentShareSecretName = 'content-share-connection-string'
@@ -293,12 +317,21 @@ var tunableSettings = {
   LOYALTY_CACHE_MAX_ENTRIES: '100000'
 }
 
-var appSettings = {
+// Entity names the trigger bindings read (%NAME%): they must name what this template creates, so
+// appSettingsOverrides cannot change them.
+var entitySettings = {
   ORDERS_TOPIC: ordersTopic
   ORDERS_SUBSCRIPTION: ordersSubscription
-  ORDERS_RETRY_QUEUE: ordersRetryQueue
+  DELIVERIES_TOPIC: deliveriesTopic
+}
+
+// Each lane's subscription: <NAME>_SUBSCRIPTION per destination, and ACCEPT_RETRY_SUBSCRIPTION.
+var laneSettings = toObject(lanes, lane => lane.subscriptionSetting, lane => lane.subscription)
+
+var appSettings = {
   ORDERS_SESSIONS_ENABLED: ordersSessionsEnabled ? 'true' : 'false'
   ORDERS_BATCH_ENABLED: ordersBatchEnabled ? 'true' : 'false'
+  ORDERS_MAX_MESSAGE_BYTES: string(ordersMaxMessageBytes)
   RETRY_BUDGET_SECONDS: string(retryBudgetSeconds)
   RETRY_WINDOW_MINUTES: string(retryWindowMinutes)
   RETRY_MIN_ATTEMPTS: string(retryMinAttempts)
@@ -497,20 +530,47 @@ resource orderSyncSubscription 'Microsoft.ServiceBus/namespaces/topics/subscript
   }
 }
 
-resource retryQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
+// The deliveries topic: the accept stage publishes one message per routed destination
+// (MessageId `<event key>:<destination>`, property `destination`), and retry copies for one lane.
+resource deliveries 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' = {
   parent: serviceBus
-  name: ordersRetryQueue
+  name: deliveriesTopic
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: deliveriesDuplicateDetectionWindow
+    defaultMessageTimeToLive: laneMessageTimeToLive
+    enableBatchedOperations: true
+    supportOrdering: true
+  }
+}
+
+// One subscription per lane. No autoDeleteOnIdle: a paused lane must keep its subscription.
+resource laneSubscriptions 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2024-01-01' = [for lane in lanes: {
+  parent: deliveries
+  name: lane.subscription
   properties: {
     lockDuration: 'PT1M'
     maxDeliveryCount: 10
     deadLetteringOnMessageExpiration: true
-    requiresDuplicateDetection: true
-    duplicateDetectionHistoryTimeWindow: duplicateDetectionWindow
-    requiresSession: false
-    defaultMessageTimeToLive: messageTimeToLive
+    deadLetteringOnFilterEvaluationExceptions: true
+    requiresSession: ordersSessionsEnabled
+    defaultMessageTimeToLive: laneMessageTimeToLive
     enableBatchedOperations: true
   }
-}
+}]
+
+// Each lane's filter is written over the subscription's `$Default` rule (a TrueFilter, created with
+// every subscription, that would let every delivery message in): one rule per lane, no catch-all.
+resource laneFilters 'Microsoft.ServiceBus/namespaces/topics/subscriptions/rules@2024-01-01' = [for (lane, i) in lanes: {
+  parent: laneSubscriptions[i]
+  name: '$Default'
+  properties: {
+    filterType: 'SqlFilter'
+    sqlFilter: {
+      sqlExpression: lane.filter
+    }
+  }
+}]
 
 // ---------------------------------------------------------------------------------------------
 // Storage: host storage, Flex deployment package, delivery ledger
@@ -677,6 +737,8 @@ resource functionAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     appSettings,
     tunableSettings,
     appSettingsOverrides,
+    entitySettings,
+    laneSettings,
     connectionSettings,
     {
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
@@ -686,9 +748,8 @@ resource functionAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   )
   dependsOn: [
     subscriptionReceiver
-    retryQueueReceiver
-    retryQueueSender
-    topicSender
+    laneReceivers
+    deliveriesSender
     storageBlobOwner
     storageTableContributor
     keyVaultSecretsUser
@@ -713,29 +774,23 @@ resource subscriptionReceiver 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
-resource retryQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: retryQueue
-  name: guid(retryQueue.id, functionApp.id, roles.serviceBusDataReceiver)
+// Each lane's function receives from its own subscription only (Service Bus roles can be scoped
+// to a queue, a topic or a subscription).
+resource laneReceivers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (lane, i) in lanes: {
+  scope: laneSubscriptions[i]
+  name: guid(laneSubscriptions[i].id, functionApp.id, roles.serviceBusDataReceiver)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
   }
-}
+}]
 
-resource retryQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: retryQueue
-  name: guid(retryQueue.id, functionApp.id, roles.serviceBusDataSender)
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
-    principalId: functionApp.identity.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource topicSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: topic
-  name: guid(topic.id, functionApp.id, roles.serviceBusDataSender)
+// The accept stage publishes delivery messages, and every stage schedules its retry copies, on the
+// deliveries topic. Nothing in the app sends to the orders topic (publish and replay are operators').
+resource deliveriesSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: deliveries
+  name: guid(deliveries.id, functionApp.id, roles.serviceBusDataSender)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
     principalId: functionApp.identity.principalId
@@ -813,11 +868,23 @@ resource operatorSubscriptionReceiver 'Microsoft.Authorization/roleAssignments@2
   }
 }
 
-resource operatorRetryQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperator) {
-  scope: retryQueue
-  name: guid(retryQueue.id, operatorPrincipalId, roles.serviceBusDataReceiver)
+// The dlq tools on every lane (peek, replay, purge).
+resource operatorLaneReceivers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (lane, i) in (hasOperator ? lanes : []): {
+  scope: laneSubscriptions[i]
+  name: guid(laneSubscriptions[i].id, operatorPrincipalId, roles.serviceBusDataReceiver)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}]
+
+// `dlq replay` of a lane's dead letters sends them back to the deliveries topic.
+resource operatorDeliveriesSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperator) {
+  scope: deliveries
+  name: guid(deliveries.id, operatorPrincipalId, roles.serviceBusDataSender)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
   }
@@ -862,14 +929,15 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (hasActio
   }
 }
 
-// DeadletteredMessages is reported per queue/topic (EntityName): for the topic it covers every
-// subscription of `orders`, which today is only order-sync.
+// Service Bus metrics are per queue or topic (dimension EntityName), never per subscription: the
+// `orders` alert covers its one subscription (order-sync); the `order-deliveries` alerts cover
+// every lane together. Per-lane alerts below come from the app's own telemetry instead.
 resource subscriptionDlqAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
   name: '${baseName}-dlq-${ordersSubscription}'
   location: 'global'
   tags: tags
   properties: {
-    description: 'Dead letters waiting in ${ordersTopic}/${ordersSubscription}: read them with `python -m order_processor dlq peek --entity subscription`.'
+    description: 'Dead letters waiting in ${ordersTopic}/${ordersSubscription} (invalid orders, refused loyalty lookups): read them with `python -m order_processor dlq peek`.'
     severity: 2
     enabled: true
     scopes: [
@@ -905,12 +973,14 @@ resource subscriptionDlqAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
   }
 }
 
-resource retryQueueDlqAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
-  name: '${baseName}-dlq-${ordersRetryQueue}'
+// Every dead letter of every lane, whoever dead-lettered it: also the broker's own (a paused lane's
+// messages expiring, MaxDeliveryCountExceeded), which the app never sees.
+resource deliveriesDlqAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${baseName}-dlq-${deliveriesTopic}'
   location: 'global'
   tags: tags
   properties: {
-    description: 'Dead letters waiting in ${ordersRetryQueue}: read them with `python -m order_processor dlq peek --entity retry`.'
+    description: 'Dead letters waiting in a lane of ${deliveriesTopic} (the metric does not say which): `python -m order_processor dlq peek --destination <lane>` for each lane, or `az servicebus topic subscription list -g ${resourceGroup().name} --namespace-name ${serviceBusName} --topic-name ${deliveriesTopic} --query "[].{lane:name, deadLetters:countDetails.deadLetterMessageCount}"`.'
     severity: 2
     enabled: true
     scopes: [
@@ -932,7 +1002,7 @@ resource retryQueueDlqAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
               name: 'EntityName'
               operator: 'Include'
               values: [
-                ordersRetryQueue
+                deliveriesTopic
               ]
             }
           ]
@@ -946,31 +1016,76 @@ resource retryQueueDlqAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
   }
 }
 
-// The handler logs "message <id>: dead-letter (RetriesExhausted)"; a custom metric of the same
-// name is counted too if the app ever emits one.
-resource retriesExhaustedAlert 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
-  name: '${baseName}-retries-exhausted'
+// A lane that delivers nothing (stopped, failing to start, or paused) leaves no telemetry for its
+// own backlog alert: the topic's active message count still grows. Minimum over 30 minutes, so a
+// burst that drains does not raise it.
+resource deliveriesBacklogAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${baseName}-backlog-${deliveriesTopic}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'More than ${deliveriesBacklogMessages} delivery messages have waited in ${deliveriesTopic} for 30 minutes: a lane is paused, stopped or far behind. Which one: `az servicebus topic subscription list -g ${resourceGroup().name} --namespace-name ${serviceBusName} --topic-name ${deliveriesTopic} --query "[].{lane:name, active:countDetails.activeMessageCount}"`.'
+    severity: 2
+    enabled: true
+    scopes: [
+      serviceBus.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT30M'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'Backlog'
+          metricNamespace: 'Microsoft.ServiceBus/namespaces'
+          metricName: 'ActiveMessages'
+          dimensions: [
+            {
+              name: 'EntityName'
+              operator: 'Include'
+              values: [
+                deliveriesTopic
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: deliveriesBacklogMessages
+          timeAggregation: 'Minimum'
+        }
+      ]
+    }
+    actions: hasActionGroup ? metricAlertActions : []
+  }
+}
+
+// Per lane: the messages the app dead-lettered on it (the `orders.dead_letters` counter by
+// `orders.lane`: DestinationRejected, RetriesExhausted, InvalidMessage, ...). Each needs a person.
+resource laneDeadLetterAlerts 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = [for lane in lanes: {
+  name: '${baseName}-lane-dead-letters-${lane.subscription}'
   location: location
   tags: tags
   kind: 'LogAlert'
   properties: {
-    displayName: '${baseName}: orders dead-lettered RetriesExhausted'
-    description: 'Orders still failing after the retry window. Fix the destination, then `python -m order_processor dlq replay --reason RetriesExhausted`.'
+    displayName: '${baseName}: dead letters on lane ${lane.name}'
+    description: 'The app dead-lettered messages on lane ${lane.name} (${deliveriesTopic}/${lane.subscription}). Read them with `python -m order_processor dlq peek --destination ${lane.name}`, fix the cause, then `dlq replay --destination ${lane.name}` (the ledger keeps delivered orders from being sent twice). Lane accept also counts orders dead-lettered on first delivery: those are in ${ordersTopic}/${ordersSubscription} (`dlq peek` without --destination).'
     severity: 2
     enabled: true
     scopes: [
       appInsights.id
     ]
-    evaluationFrequency: 'PT15M'
-    windowSize: 'PT1H'
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
     autoMitigate: true
     criteria: {
       allOf: [
         {
-          query: 'union isfuzzy=true (traces | where message has "RetriesExhausted" | project timestamp), (customMetrics | where name == "RetriesExhausted" | project timestamp)'
-          timeAggregation: 'Count'
+          query: 'customMetrics | where name == "orders.dead_letters" and tostring(customDimensions["orders.lane"]) == "${lane.name}" | project timestamp, deadLetters = valueSum'
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'deadLetters'
           operator: 'GreaterThan'
-          threshold: retriesExhaustedThreshold
+          threshold: 0
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1
@@ -982,7 +1097,47 @@ resource retriesExhaustedAlert 'Microsoft.Insights/scheduledQueryRules@2022-06-1
       actionGroups: hasActionGroup ? [actionGroup.id] : []
     }
   }
-}
+}]
+
+// Per destination lane: how old its deliveries are when they reach the vendor (the
+// `orders.delivery.latency` histogram, from the order reaching the orders topic). Service Bus has
+// no per-subscription message count and no message-age metric; this is the lane's own lag.
+resource laneBacklogAlerts 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = [for lane in destinationLanes: {
+  name: '${baseName}-lane-backlog-${lane.subscription}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: '${baseName}: lane ${lane.name} is behind'
+    description: 'Orders reach ${lane.name} on average more than ${laneBacklogMinutes} minutes after the ERP published them: the vendor is slow or failing (retry copies), or the lane was paused and is draining. Waiting: `az servicebus topic subscription show -g ${resourceGroup().name} --namespace-name ${serviceBusName} --topic-name ${deliveriesTopic} -n ${lane.subscription} --query countDetails`.'
+    severity: 3
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT30M'
+    autoMitigate: true
+    criteria: {
+      allOf: [
+        {
+          query: 'customMetrics | where name == "orders.delivery.latency" and tostring(customDimensions["orders.destination"]) == "${lane.name}" and valueCount > 0 | project timestamp, ageMinutes = valueSum / valueCount / 60000.0'
+          timeAggregation: 'Average'
+          metricMeasureColumn: 'ageMinutes'
+          operator: 'GreaterThan'
+          threshold: laneBacklogMinutes
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: hasActionGroup ? [actionGroup.id] : []
+    }
+  }
+}]
 
 // ---------------------------------------------------------------------------------------------
 // Outputs

@@ -2,8 +2,10 @@
 
 - `Evaluator`: a small evaluator of ARM template expressions (the functions infra/main.json and
   the Bicep compiler's output use), so tests assert on concrete names, scopes and settings rather
-  than on expression text. Values known only at deployment (`reference()`, `listKeys()`) become
-  `Runtime` strings. An unknown function is an error: a typo in main.json fails the tests.
+  than on expression text. Resource copy loops become one `Resource` per element (`copyIndex()`),
+  and lambdas (`filter`, `map`, `toObject`) are evaluated as ARM does. Values known only at
+  deployment (`reference()`, `listKeys()`) become `Runtime` strings. An unknown function is an
+  error: a typo in main.json fails the tests.
 - `BicepOutline`: the declarations of a .bicep file (params, vars, resources), read line by line.
 - `read_bicepparam`: the `param x = literal` lines of a .bicepparam file.
 - `offline_commands`: the shell commands of the docs that CI runs (see test_infra.py).
@@ -174,10 +176,16 @@ def _to_string(value: Any) -> str:
 
 
 def _format(template: str, *args: Any) -> str:
+    """.NET composite formatting, as ARM's format(): {0}, {1}, ...; {{ and }} are literal braces."""
+
     def repl(match: re.Match[str]) -> str:
+        if match.group(0) in ("{{", "}}"):
+            return match.group(0)[0]
+        if match.group(1) is None:
+            raise ArmError(f"format({template!r}): a lone brace must be doubled")
         return _to_string(args[int(match.group(1))])
 
-    return re.sub(r"\{(\d+)\}", repl, template)
+    return re.sub(r"\{\{|\}\}|\{(\d+)\}|[{}]", repl, template)
 
 
 def _union(*items: Any) -> Any:
@@ -217,6 +225,11 @@ class Evaluator:
             raise ArmError(f"unknown parameters {sorted(unknown)}")
         self._params: dict[str, Any] = {}
         self._vars: dict[str, Any] = {}
+        #: the copy loop(s) being evaluated: loop name -> index (innermost last)
+        self._copy: dict[str, int] = {}
+        #: lambda parameters in scope, innermost last
+        self._lambda_scopes: list[dict[str, Any]] = []
+        self._resources: list[Resource] | None = None
         self._functions: dict[str, Callable[..., Any]] = {
             "parameters": self._parameter,
             "variables": self._variable,
@@ -274,12 +287,26 @@ class Evaluator:
             "extensionresourceid": lambda scope, t, *n: _resource_id(scope, t, *n),
             "reference": lambda target, *_: Runtime(f"reference({target})"),
             "listkeys": lambda target, *_: Runtime(f"listKeys({target})"),
+            "copyindex": self._copy_index,
+            "lambdavariables": self._lambda_variable,
+            "filter": lambda items, keep: [x for x in items if keep(x)],
+            "map": lambda items, each: [each(x) for x in items],
+            "toobject": lambda items, key, value=None: {
+                str(key(x)): (value(x) if value is not None else x) for x in items
+            },
         }
 
     # -- public --------------------------------------------------------------------------
 
-    def value(self, node: Any) -> Any:
-        """Evaluate a template value: expressions in strings, recursively in objects/arrays."""
+    def value(self, node: Any, copy: Mapping[str, int] | None = None) -> Any:
+        """Evaluate a template value: expressions in strings, recursively in objects/arrays.
+        `copy`: the copy loop element it belongs to (loop name -> index), for `copyIndex()`."""
+        if copy is not None:
+            saved, self._copy = self._copy, dict(copy)
+            try:
+                return self.value(node)
+            finally:
+                self._copy = saved
         if isinstance(node, str):
             if is_expression(node):
                 if not node.endswith("]"):
@@ -293,22 +320,43 @@ class Evaluator:
         return node
 
     def resources(self) -> list[Resource]:
+        """Every resource of the template; a copy loop gives one per element."""
+        if self._resources is not None:
+            return list(self._resources)
         found = []
         for raw in self.template["resources"]:
-            deployed = bool(self.value(raw.get("condition", True)))
-            scope = self.value(raw["scope"]) if "scope" in raw else None
-            found.append(
-                Resource(
-                    type=raw["type"],
-                    api_version=raw["apiVersion"],
-                    name=self.value(raw["name"]),
-                    deployed=deployed,
-                    scope=_full_scope(scope) if scope else RG_ID,
-                    raw=raw,
-                    evaluator=self,
-                )
-            )
-        return found
+            loop = raw.get("copy")
+            if loop is None:
+                found.append(self._resource(raw, {}))
+                continue
+            count = int(self.value(loop["count"]))
+            if count < 0 or count > 800:  # ARM's limits on a copy loop
+                raise ArmError(f"copy {loop['name']!r}: count {count} outside 0..800")
+            found += [self._resource(raw, {loop["name"]: index}) for index in range(count)]
+        self._resources = found
+        return list(found)
+
+    def copy_loops(self) -> dict[str, list[Resource]]:
+        """Copy loop name -> its resources (a dependsOn entry may name the whole loop)."""
+        loops: dict[str, list[Resource]] = {}
+        for resource in self.resources():
+            for name in resource.copy:
+                loops.setdefault(name, []).append(resource)
+        return loops
+
+    def _resource(self, raw: Mapping[str, Any], copy: Mapping[str, int]) -> Resource:
+        deployed = bool(self.value(raw.get("condition", True), copy=copy))
+        scope = self.value(raw["scope"], copy=copy) if "scope" in raw else None
+        return Resource(
+            type=raw["type"],
+            api_version=raw["apiVersion"],
+            name=self.value(raw["name"], copy=copy),
+            deployed=deployed,
+            scope=_full_scope(scope) if scope else RG_ID,
+            raw=raw,
+            evaluator=self,
+            copy=dict(copy),
+        )
 
     def deployed(self, type_: str) -> list[Resource]:
         return [r for r in self.resources() if r.deployed and r.type.lower() == type_.lower()]
@@ -342,6 +390,42 @@ class Evaluator:
             self._vars[name] = self.value(declared[name])
         return self._vars[name]
 
+    def _copy_index(self, *args: Any) -> int:
+        """copyIndex(), copyIndex(offset), copyIndex('loop'), copyIndex('loop', offset)."""
+        if not self._copy:
+            raise ArmError("copyIndex() outside a copy loop")
+        loop, offset = next(reversed(self._copy)), 0
+        if args and isinstance(args[0], str):
+            loop, args = args[0], args[1:]
+        if args:
+            offset = int(args[0])
+        if loop not in self._copy:
+            raise ArmError(f"copyIndex({loop!r}): not inside that loop")
+        return self._copy[loop] + offset
+
+    def _lambda_variable(self, name: str) -> Any:
+        for scope in reversed(self._lambda_scopes):
+            if name in scope:
+                return scope[name]
+        raise ArmError(f"lambdaVariables({name!r}) outside its lambda")
+
+    def _lambda(self, node: _Node) -> Callable[..., Any]:
+        """lambda('a', ['b',] body): evaluated when called, with its parameters in scope."""
+        *names, body = node.args
+        if not names or any(n.kind != "lit" or not isinstance(n.value, str) for n in names):
+            raise ArmError("lambda(): parameter names must be string literals")
+
+        def call(*values: Any) -> Any:
+            if len(values) != len(names):
+                raise ArmError(f"lambda of {len(names)} parameter(s) called with {len(values)}")
+            self._lambda_scopes.append({n.value: v for n, v in zip(names, values, strict=True)})
+            try:
+                return self._eval(body)
+            finally:
+                self._lambda_scopes.pop()
+
+        return call
+
     def _eval(self, node: _Node) -> Any:
         if node.kind == "lit":
             return node.value
@@ -353,13 +437,24 @@ class Evaluator:
         if name == "if":  # lazy, as in ARM
             condition, then, other = node.args
             return self._eval(then) if self._eval(condition) else self._eval(other)
+        if name == "lambda":
+            raise ArmError(f"lambda() only as an argument of {', '.join(sorted(_LAMBDA_TAKERS))}")
         if name in ("and", "or"):
             values = (bool(self._eval(arg)) for arg in node.args)
             return all(values) if name == "and" else any(values)
         function = self._functions.get(name)
         if function is None:
             raise ArmError(f"unknown template function {node.value!r}")
-        return function(*(self._eval(arg) for arg in node.args))
+        return function(*(self._argument(name, arg) for arg in node.args))
+
+    def _argument(self, function: str, node: _Node) -> Any:
+        if node.kind == "call" and node.value.lower() == "lambda" and function in _LAMBDA_TAKERS:
+            return self._lambda(node)
+        return self._eval(node)
+
+
+#: the functions ARM lets take a lambda (template-functions-lambda, "Limitations")
+_LAMBDA_TAKERS = frozenset({"filter", "groupby", "map", "mapvalues", "reduce", "sort", "toobject"})
 
 
 def _member(base: Any, key: Any) -> Any:
@@ -390,6 +485,8 @@ class Resource:
     scope: str
     raw: Mapping[str, Any]
     evaluator: Evaluator = field(repr=False)
+    #: the copy loop element this is (loop name -> index); empty outside a loop
+    copy: dict[str, int] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -397,15 +494,27 @@ class Resource:
             return f"{self.scope}/providers/{self.type}/{self.name}"
         return _resource_id(RG_ID, self.type, *self.name.split("/"))
 
+    def value(self, node: Any) -> Any:
+        """Evaluate part of this resource's declaration (in its copy loop element)."""
+        return self.evaluator.value(node, copy=self.copy)
+
     def get(self, key: str) -> Any:
-        return self.evaluator.value(self.raw.get(key))
+        return self.value(self.raw.get(key))
 
     @property
     def properties(self) -> Any:
         return self.get("properties")
 
     def depends_on(self) -> list[str]:
-        return [self.evaluator.value(d) for d in self.raw.get("dependsOn", [])]
+        """Resource ids; an entry naming a copy loop stands for every resource of the loop."""
+        loops = self.evaluator.copy_loops()
+        found: list[str] = []
+        for entry in self.raw.get("dependsOn", []):
+            if isinstance(entry, str) and not is_expression(entry) and entry in loops:
+                found += [r.id for r in loops[entry]]
+            else:
+                found.append(self.value(entry))
+        return found
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ neither reachable), so infra/main.json, the ARM twin of infra/main.bicep, is wha
 evaluate: `Evaluator` resolves its expressions for the example parameters (infra/main.bicepparam)
 and the tests assert on the concrete resources, scopes, role ids and app settings. main.bicep is
 kept in step by comparing its declarations (parameters, variables, resource types and API
-versions, app-setting keys, role ids) with main.json. Where a `bicep` binary exists (on PATH, or
+versions, app-setting keys, role ids) with main.json; both read their lanes from infra/lanes.json,
+which `python -m order_processor.infra_lanes` generates from the destination registry and which the
+tests compare with the registry. Where a `bicep` binary exists (on PATH, or
 `BICEP=/path/to/bicep`; infra/validate.sh finds the one `az bicep install` put in ~/.azure/bin),
 main.bicep is also compiled and every template test runs on the compiled output too.
 
@@ -30,7 +32,21 @@ from typing import Any
 
 import pytest
 
-from order_processor.settings import SettingsError, load_settings, setting_names
+import function_app
+from order_processor import docgen, infra_lanes
+from order_processor.destinations import DESTINATIONS
+from order_processor.destinations import registered as registered_destination
+from order_processor.model import (
+    DeadLetterReason,
+    DeliveryStatus,
+    DestinationResult,
+    MessageMetadata,
+    Outcome,
+    Settlement,
+)
+from order_processor.observe import Delivered, MetricsObserver
+from order_processor.settings import AppSettings, SettingsError, load_settings, setting_names
+from order_processor.telemetry import Telemetry
 from tests.infra_helpers import (
     INFRA,
     RG_ID,
@@ -49,6 +65,9 @@ from tests.infra_helpers import (
 
 MAIN_JSON = INFRA / "main.json"
 MAIN_BICEP = INFRA / "main.bicep"
+LANES_JSON = INFRA / "lanes.json"
+LANES = json.loads(LANES_JSON.read_text())["lanes"]
+DESTINATION_LANES = [lane for lane in LANES if lane["kind"] == "destination"]
 MAIN_PARAMS = INFRA / "main.bicepparam"
 DOCS = {name: ROOT / "docs" / name for name in ("local-dev.md", "deploy.md")}
 EMULATOR_CONFIG = ROOT / "devkit" / "servicebus-emulator" / "Config.json"
@@ -183,19 +202,30 @@ def _role_assignments(evaluator: Evaluator) -> list[tuple[str, str, str]]:
     return found
 
 
+SUBSCRIPTIONS = "Microsoft.ServiceBus/namespaces/topics/subscriptions"
+TOPICS = "Microsoft.ServiceBus/namespaces/topics"
+RULES = "Microsoft.ServiceBus/namespaces/topics/subscriptions/rules"
+
+
 def _ids(evaluator: Evaluator) -> dict[str, str]:
     sb = evaluator.one("Microsoft.ServiceBus/namespaces")
     return {
         "namespace": sb.id,
-        "topic": evaluator.one("Microsoft.ServiceBus/namespaces/topics", "/orders").id,
-        "subscription": evaluator.one(
-            "Microsoft.ServiceBus/namespaces/topics/subscriptions", "/orders/order-sync"
-        ).id,
-        "retry": evaluator.one("Microsoft.ServiceBus/namespaces/queues", "/orders-retry").id,
+        "topic": evaluator.one(TOPICS, "/orders").id,
+        "subscription": evaluator.one(SUBSCRIPTIONS, "/orders/order-sync").id,
+        "deliveries": evaluator.one(TOPICS, "/order-deliveries").id,
         "storage": evaluator.one("Microsoft.Storage/storageAccounts").id,
         "vault": evaluator.one("Microsoft.KeyVault/vaults").id,
         "insights": evaluator.one("Microsoft.Insights/components").id,
         "site": evaluator.one("Microsoft.Web/sites").id,
+    }
+
+
+def _lane_subscription_ids(evaluator: Evaluator) -> dict[str, str]:
+    """Lane name -> the id of its subscription of the deliveries topic."""
+    return {
+        lane["name"]: evaluator.one(SUBSCRIPTIONS, f"/order-deliveries/{lane['subscription']}").id
+        for lane in LANES
     }
 
 
@@ -211,10 +241,10 @@ def test_main_json_is_an_arm_template_with_known_functions() -> None:
     for plan in ("FC1", "EP1"):
         evaluator = _evaluate(template, hostingPlan=plan, operatorPrincipalId="op-id")
         for resource in evaluator.resources():
-            evaluator.value(dict(resource.raw))
+            resource.value(dict(resource.raw))
         for output in template["outputs"].values():
             evaluator.value(output["value"])
-    assert {"reference", "listKeys", "guid", "format"} <= used
+    assert {"reference", "listKeys", "guid", "format", "copyIndex", "toObject"} <= used
 
 
 def test_variables_never_call_reference_or_list_functions() -> None:
@@ -247,7 +277,14 @@ def test_bicep_and_json_declare_the_same_variables_and_resources() -> None:
 
 @pytest.mark.parametrize(
     "variable",
-    ["appSettings", "tunableSettings", "connectionSettings", "premiumSettings", "secretSettings"],
+    [
+        "appSettings",
+        "entitySettings",
+        "tunableSettings",
+        "connectionSettings",
+        "premiumSettings",
+        "secretSettings",
+    ],
 )
 def test_bicep_and_json_set_the_same_app_settings(variable: str) -> None:
     bicep = BicepOutline.read(MAIN_BICEP)
@@ -291,7 +328,7 @@ def test_every_resource_is_there(template: dict[str, Any], plan: str) -> None:
         "Microsoft.ServiceBus/namespaces",
         "Microsoft.ServiceBus/namespaces/topics",
         "Microsoft.ServiceBus/namespaces/topics/subscriptions",
-        "Microsoft.ServiceBus/namespaces/queues",
+        "Microsoft.ServiceBus/namespaces/topics/subscriptions/rules",
         "Microsoft.Storage/storageAccounts",
         "Microsoft.Storage/storageAccounts/tableServices/tables",
         "Microsoft.KeyVault/vaults",
@@ -304,11 +341,19 @@ def test_every_resource_is_there(template: dict[str, Any], plan: str) -> None:
         "Microsoft.Insights/metricAlerts",
         "Microsoft.Insights/scheduledQueryRules",
     } <= deployed
+    # The retry queue is gone: retry copies are scheduled on the deliveries topic, for one lane.
+    assert "Microsoft.ServiceBus/namespaces/queues" not in {r.type for r in evaluator.resources()}
     table = evaluator.one("Microsoft.Storage/storageAccounts/tableServices/tables")
     assert table.name.endswith("/default/orderdeliveries")
     assert evaluator.one("Microsoft.Insights/components").properties["WorkspaceResourceId"] == (
         evaluator.one("Microsoft.OperationalInsights/workspaces").id
     )
+
+
+def _duration_days(value: str) -> int:
+    match = re.fullmatch(r"P(\d+)D", value)
+    assert match, value
+    return int(match[1])
 
 
 def test_service_bus_entities(template: dict[str, Any]) -> None:
@@ -320,11 +365,11 @@ def test_service_bus_entities(template: dict[str, Any]) -> None:
     premium = _evaluate(template, serviceBusSku="Premium").one("Microsoft.ServiceBus/namespaces")
     assert premium.get("sku") == {"name": "Premium", "tier": "Premium", "capacity": 1}
 
-    topic = evaluator.one("Microsoft.ServiceBus/namespaces/topics").properties
+    topic = evaluator.one(TOPICS, "/orders").properties
     assert topic["requiresDuplicateDetection"] is True
     assert topic["duplicateDetectionHistoryTimeWindow"] == "PT1H"
 
-    subscription = evaluator.one("Microsoft.ServiceBus/namespaces/topics/subscriptions")
+    subscription = evaluator.one(SUBSCRIPTIONS, "/orders/order-sync")
     assert subscription.properties == {
         "lockDuration": "PT1M",
         "maxDeliveryCount": 10,
@@ -335,31 +380,162 @@ def test_service_bus_entities(template: dict[str, Any]) -> None:
         "enableBatchedOperations": True,
     }
     sessions = _evaluate(template, ordersSessionsEnabled=True)
-    assert sessions.one("Microsoft.ServiceBus/namespaces/topics/subscriptions").properties[
-        "requiresSession"
-    ]
+    assert sessions.one(SUBSCRIPTIONS, "/orders/order-sync").properties["requiresSession"]
     assert _app_settings(sessions)["ORDERS_SESSIONS_ENABLED"] == "true"
     assert _app_settings(evaluator)["ORDERS_BATCH_ENABLED"] == "false"
     batched = _evaluate(template, ordersBatchEnabled=True)
     assert _app_settings(batched)["ORDERS_BATCH_ENABLED"] == "true"
 
-    queue = evaluator.one("Microsoft.ServiceBus/namespaces/queues").properties
-    assert queue["maxDeliveryCount"] == 10
-    assert queue["lockDuration"] == "PT1M"
-    assert queue["deadLetteringOnMessageExpiration"] is True
-    assert queue["requiresDuplicateDetection"] is True  # retry copies have deterministic ids
+
+def test_the_deliveries_topic(template: dict[str, Any]) -> None:
+    topic = _evaluate(template).one(TOPICS, "/order-deliveries").properties
+    # Delivery messages have deterministic ids (<event key>:<destination>): a re-accepted order's
+    # copies are dropped within the window, the ledger catches the rest.
+    assert topic["requiresDuplicateDetection"] is True
+    assert topic["duplicateDetectionHistoryTimeWindow"] == "P1D"
+    assert _duration_days(topic["defaultMessageTimeToLive"]) >= 14
+    longer = _evaluate(template, laneMessageTimeToLiveDays=30).one(TOPICS, "/order-deliveries")
+    assert longer.properties["defaultMessageTimeToLive"] == "P30D"
+    declared = template["parameters"]["laneMessageTimeToLiveDays"]
+    assert declared["minValue"] == 14  # a paused lane keeps its messages two weeks at least
+
+
+@pytest.mark.parametrize("sessions", [False, True])
+def test_each_lane_has_its_subscription_and_filter(
+    template: dict[str, Any], sessions: bool
+) -> None:
+    evaluator = _evaluate(template, ordersSessionsEnabled=sessions)
+    subscriptions = {
+        r.name.rsplit("/", 1)[1]: r
+        for r in evaluator.deployed(SUBSCRIPTIONS)
+        if r.name.split("/")[1] == "order-deliveries"
+    }
+    assert sorted(subscriptions) == sorted(lane["subscription"] for lane in LANES)
+    rules: dict[str, list[Resource]] = {}
+    for rule in evaluator.deployed(RULES):
+        _, topic, subscription, _ = rule.name.split("/")
+        assert topic == "order-deliveries"
+        rules.setdefault(subscription, []).append(rule)
+    for lane in LANES:
+        properties = subscriptions[lane["subscription"]].properties
+        assert properties["maxDeliveryCount"] == 10
+        assert properties["lockDuration"] == "PT1M"
+        assert properties["deadLetteringOnMessageExpiration"] is True
+        assert properties["deadLetteringOnFilterEvaluationExceptions"] is True
+        assert properties["requiresSession"] is sessions  # delivery messages carry SessionId
+        assert _duration_days(properties["defaultMessageTimeToLive"]) >= 14
+        assert "autoDeleteOnIdle" not in properties  # a paused lane keeps its subscription
+        (rule,) = rules[lane["subscription"]]  # one rule: the filter, no catch-all beside it
+        # Written over the $Default rule (a TrueFilter created with every subscription).
+        assert rule.name.endswith("/$Default")
+        assert rule.properties == {
+            "filterType": "SqlFilter",
+            "sqlFilter": {"sqlExpression": f"destination = '{lane['name']}'"},
+        }
+
+
+def test_lanes_json_and_main_json_are_what_the_registry_gives() -> None:
+    document = infra_lanes.lanes_document()
+    assert json.loads(LANES_JSON.read_text()) == document
+    assert json.loads(MAIN_JSON.read_text())["variables"]["lanes"] == document["lanes"]
+    assert infra_lanes.stale() == [], "run: python -m order_processor.infra_lanes"
+    names = [lane["name"] for lane in document["lanes"]]
+    assert names == [*DESTINATIONS, "accept"]
+    for lane in document["lanes"]:
+        assert lane["filter"] == docgen.lane_filters()[lane["subscription"]]  # as the emulator
+
+
+def test_infra_lanes_check_fails_on_a_stale_copy(tmp_path: Any) -> None:
+    (tmp_path / "infra").mkdir()
+    template = json.loads(MAIN_JSON.read_text())
+    template["variables"]["lanes"] = template["variables"]["lanes"][:-1]
+    (tmp_path / "infra" / "main.json").write_text(json.dumps(template, indent=2) + "\n")
+    (tmp_path / "infra" / "lanes.json").write_text(LANES_JSON.read_text())
+    assert infra_lanes.main(["--check", "--root", str(tmp_path)]) == 1
+    assert infra_lanes.main(["--root", str(tmp_path)]) == 0
+    assert infra_lanes.main(["--check", "--root", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "infra" / "main.json").read_text())
+    assert written == json.loads(MAIN_JSON.read_text())
+
+
+def test_main_bicep_loops_over_lanes_json() -> None:
+    bicep = BicepOutline.read(MAIN_BICEP)
+    text = MAIN_BICEP.read_text()
+    assert bicep.variables["lanes"] == ["loadJsonContent('lanes.json').lanes"]
+    assert bicep.variables["destinationLanes"] == [
+        "filter(lanes, lane => lane.kind == 'destination')"
+    ]
+    assert bicep.variables["laneSettings"] == [
+        "toObject(lanes, lane => lane.subscriptionSetting, lane => lane.subscription)"
+    ]
+    sources = {
+        m[1]: m[2] for m in re.finditer(r"resource (\w+) '[^']+' = \[for [^:]+? in (.+?): \{", text)
+    }
+    assert sources == {
+        "laneSubscriptions": "lanes",
+        "laneFilters": "lanes",
+        "laneReceivers": "lanes",
+        "operatorLaneReceivers": "(hasOperator ? lanes : [])",
+        "laneDeadLetterAlerts": "lanes",
+        "laneBacklogAlerts": "destinationLanes",
+    }
+    # main.json: the same loops, over the same variables
+    template = json.loads(MAIN_JSON.read_text())
+    counts = {r["copy"]["name"]: r["copy"]["count"] for r in template["resources"] if "copy" in r}
+    assert counts == {
+        **{symbol: f"[length(variables('{source}'))]" for symbol, source in sources.items()},
+        "operatorLaneReceivers": (
+            "[length(if(variables('hasOperator'), variables('lanes'), createArray()))]"
+        ),
+    }
+
+
+def test_a_new_destination_gets_its_lane_from_the_one_command(template: dict[str, Any]) -> None:
+    from tests.test_registry import Acme  # the fifth destination of the registry test
+
+    with registered_destination(Acme):
+        lanes = infra_lanes.lanes_document()["lanes"]
+    assert [lane for lane in lanes if lane["name"] == "acme"] == [
+        {
+            "name": "acme",
+            "kind": "destination",
+            "function": "deliver_acme",
+            "subscription": "acme",
+            "subscriptionSetting": "ACME_SUBSCRIPTION",
+            "filter": "destination = 'acme'",
+        }
+    ]
+    # What `python -m order_processor.infra_lanes` writes into main.json (main.bicep reads
+    # lanes.json): nothing else changes, and the lane has everything the others have.
+    evaluator = Evaluator(
+        infra_lanes._main_json(template, lanes), _params(operatorPrincipalId="op")
+    )
+    subscription = evaluator.one(SUBSCRIPTIONS, "/order-deliveries/acme")
+    rule = evaluator.one(RULES, "/order-deliveries/acme/$Default")
+    assert rule.properties["sqlFilter"]["sqlExpression"] == "destination = 'acme'"
+    assert _app_settings(evaluator)["ACME_SUBSCRIPTION"] == "acme"
+    scopes = {(role, scope) for _, role, scope in _role_assignments(evaluator)}
+    assert (ROLE["Azure Service Bus Data Receiver"], subscription.id) in scopes
+    alerts = {r.name for r in evaluator.deployed("Microsoft.Insights/scheduledQueryRules")}
+    assert {"ordersync-lane-dead-letters-acme", "ordersync-lane-backlog-acme"} <= alerts
 
 
 def test_app_role_assignments_are_least_privilege(template: dict[str, Any]) -> None:
     evaluator = _evaluate(template)
     ids = _ids(evaluator)
+    lanes = _lane_subscription_ids(evaluator)
     app = [(role, scope) for who, role, scope in _role_assignments(evaluator) if ids["site"] in who]
+    receiver, sender = (
+        ROLE["Azure Service Bus Data Receiver"],
+        ROLE["Azure Service Bus Data Sender"],
+    )
+    # Each function receives from its own subscription only (a role can be scoped to one), the
+    # app sends only to the deliveries topic (delivery messages, retry copies), nothing to orders.
     assert sorted(app) == sorted(
         [
-            (ROLE["Azure Service Bus Data Receiver"], ids["subscription"]),
-            (ROLE["Azure Service Bus Data Receiver"], ids["retry"]),
-            (ROLE["Azure Service Bus Data Sender"], ids["retry"]),
-            (ROLE["Azure Service Bus Data Sender"], ids["topic"]),
+            (receiver, ids["subscription"]),
+            *((receiver, lanes[lane["name"]]) for lane in LANES),
+            (sender, ids["deliveries"]),
             (ROLE["Storage Blob Data Owner"], ids["storage"]),
             (ROLE["Storage Table Data Contributor"], ids["storage"]),
             (ROLE["Key Vault Secrets User"], ids["vault"]),
@@ -367,22 +543,40 @@ def test_app_role_assignments_are_least_privilege(template: dict[str, Any]) -> N
         ]
     )
     assert ids["subscription"].endswith("/topics/orders/subscriptions/order-sync")
+    assert (sender, ids["topic"]) not in app
     for resource in evaluator.deployed("Microsoft.Authorization/roleAssignments"):
         assert resource.properties["principalType"] == "ServicePrincipal"
         assert resource.scope != RG_ID  # never the whole resource group
+        assert resource.scope != ids["namespace"]  # nor the whole namespace
+
+
+def test_each_function_may_receive_from_the_subscription_it_listens_to(
+    template: dict[str, Any],
+) -> None:
+    evaluator = _evaluate(template)
+    site = _ids(evaluator)["site"]
+    received = {
+        scope
+        for who, role, scope in _role_assignments(evaluator)
+        if site in who and role == ROLE["Azure Service Bus Data Receiver"]
+    }
+    for binding in _bindings(_deployed_app_settings(evaluator)).values():
+        assert _entity_id(evaluator, binding) in received
 
 
 def test_operator_roles_only_when_an_operator_is_given(template: dict[str, Any]) -> None:
     assert all("operator" not in who for who, _, _ in _role_assignments(_evaluate(template)))
     evaluator = _evaluate(template, operatorPrincipalId="operator-object-id")
     ids = _ids(evaluator)
+    lanes = _lane_subscription_ids(evaluator)
     operator = [(r, s) for who, r, s in _role_assignments(evaluator) if who == "operator-object-id"]
     assert sorted(operator) == sorted(
         [
             (ROLE["Key Vault Secrets Officer"], ids["vault"]),
             (ROLE["Azure Service Bus Data Receiver"], ids["subscription"]),
-            (ROLE["Azure Service Bus Data Receiver"], ids["retry"]),
+            *((ROLE["Azure Service Bus Data Receiver"], lanes[lane["name"]]) for lane in LANES),
             (ROLE["Azure Service Bus Data Sender"], ids["topic"]),
+            (ROLE["Azure Service Bus Data Sender"], ids["deliveries"]),
         ]
     )
 
@@ -436,27 +630,93 @@ def test_overrides_cannot_replace_identities_or_secrets(template: dict[str, Any]
         "LOYALTY_CACHE_TTL_SECONDS": "60",
         "ESPUTNIK_API_KEY": "plain",
         "ORDERS_TOPIC": "x",
+        "DELIVERIES_TOPIC": "x",
+        "ESPUTNIK_SUBSCRIPTION": "x",
+        "AzureWebJobs.deliver_esputnik.Disabled": "true",
     }
     settings = _app_settings(_evaluate(template, appSettingsOverrides=overrides))
     assert settings["LOYALTY_CACHE_TTL_SECONDS"] == "60"
     assert settings["ESPUTNIK_API_KEY"].startswith("@Microsoft.KeyVault(")
+    # The bindings' entity names must name what the template creates.
+    assert (settings["ORDERS_TOPIC"], settings["DELIVERIES_TOPIC"]) == (
+        "orders",
+        "order-deliveries",
+    )
+    assert settings["ESPUTNIK_SUBSCRIPTION"] == "esputnik"
+    # A pause kept in the parameters survives the next deployment (which resets app settings).
+    assert settings["AzureWebJobs.deliver_esputnik.Disabled"] == "true"
+
+
+def _deployed_app_settings(evaluator: Evaluator) -> AppSettings:
+    """The app's settings as it loads them in Azure from the deployed app settings."""
+    deployed = _app_settings(evaluator)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in setting_names():
+            patch.delenv(name, raising=False)
+        for name, value in deployed.items():
+            # The platform resolves Key Vault references before the app reads them.
+            resolved = "resolved-secret" if value.startswith("@Microsoft.KeyVault(") else value
+            patch.setenv(name, resolved)
+        return load_settings()
+
+
+def _bindings(settings: AppSettings) -> dict[str, dict[str, Any]]:
+    """Function name -> its trigger binding, as the app declares them for these settings."""
+    found = {}
+    for function in function_app.build_app(settings).get_functions():
+        (binding,) = json.loads(function.get_function_json())["bindings"]
+        found[function.get_function_name()] = binding
+    return found
+
+
+def _resolved(expression: str, settings: dict[str, Any]) -> str:
+    match = re.fullmatch(r"%(\w+)%", expression)
+    assert match, f"{expression}: not an app-setting expression"
+    assert match[1] in settings, f"{match[1]}: a binding reads it, the template does not set it"
+    return str(settings[match[1]])
+
+
+def _entity_id(evaluator: Evaluator, binding: dict[str, Any]) -> str:
+    """The subscription a binding listens to, as a resource id of the template."""
+    settings = _app_settings(evaluator)
+    topic = _resolved(binding["topicName"], settings)
+    subscription = _resolved(binding["subscriptionName"], settings)
+    return evaluator.one(SUBSCRIPTIONS, f"/{topic}/{subscription}").id
 
 
 def test_every_setting_the_app_reads_is_configured(template: dict[str, Any]) -> None:
-    configured = set(_app_settings(_evaluate(template)))
+    evaluator = _evaluate(template)
+    configured = set(_app_settings(evaluator))
     read = set(setting_names())
     assert read - configured == set(UNSET_IN_AZURE)
     assert configured - read <= PLATFORM_SETTINGS, configured - read - PLATFORM_SETTINGS
+    # ... and every setting a binding reads, with the value the app expects there
+    expected = function_app.binding_settings(_deployed_app_settings(evaluator))
+    assert {"DELIVERIES_TOPIC", "ACCEPT_RETRY_SUBSCRIPTION"} <= set(expected)
+    assert {lane["subscriptionSetting"] for lane in LANES} <= set(expected)
+    assert {k: _app_settings(evaluator)[k] for k in expected} == expected
+    assert "ORDERS_RETRY_QUEUE" not in configured
 
 
-def test_trigger_bindings_resolve_from_the_app_settings(template: dict[str, Any]) -> None:
-    settings = _app_settings(_evaluate(template))
-    source = (ROOT / "function_app.py").read_text()
-    expressions = set(re.findall(r'"%(\w+)%"', source))
-    assert {"ORDERS_TOPIC", "ORDERS_SUBSCRIPTION", "ORDERS_RETRY_QUEUE"} <= expressions
-    assert expressions <= set(settings)
-    for connection in set(re.findall(r'connection="(\w+)"', source)):
-        assert f"{connection}__fullyQualifiedNamespace" in settings, connection
+@pytest.mark.parametrize("sessions", [False, True])
+def test_trigger_bindings_resolve_to_the_templates_entities(
+    template: dict[str, Any], sessions: bool
+) -> None:
+    evaluator = _evaluate(template, ordersSessionsEnabled=sessions)
+    settings = _app_settings(evaluator)
+    bindings = _bindings(_deployed_app_settings(evaluator))
+    assert set(bindings) == {"accept_order"} | {lane["function"] for lane in LANES}
+    for name, binding in bindings.items():
+        assert binding["type"] == "serviceBusTrigger", name
+        assert f"{binding['connection']}__fullyQualifiedNamespace" in settings, name
+        entity_id = _entity_id(evaluator, binding)
+        (entity,) = [r for r in evaluator.deployed(SUBSCRIPTIONS) if r.id == entity_id]
+        # A session-enabled trigger on a subscription without sessions (or the reverse) fails.
+        assert binding["isSessionsEnabled"] is entity.properties["requiresSession"] is sessions
+    for lane in LANES:
+        binding = bindings[lane["function"]]
+        assert _resolved(binding["topicName"], settings) == "order-deliveries"
+        assert _resolved(binding["subscriptionName"], settings) == lane["subscription"]
 
 
 def test_deployed_settings_pass_the_apps_startup_validation(
@@ -469,16 +729,25 @@ def test_deployed_settings_pass_the_apps_startup_validation(
         # The platform resolves Key Vault references before the app reads them.
         resolved = "resolved-secret" if value.startswith("@Microsoft.KeyVault(") else value
         monkeypatch.setenv(name, resolved)
+    monkeypatch.setenv("WEBSITE_INSTANCE_ID", "azure")  # the check only runs in Azure
     settings = load_settings()
-    assert settings.enabled == ["profile_store", "product_recs", "richrelevance", "esputnik"]
+    settings.service_bus.require()
+    function_app.require_binding_settings(settings)
+    assert settings.enabled == list(DESTINATIONS)
     # Unresolved (secret missing, or no access), the reference text would reach the app:
     monkeypatch.setenv("ESPUTNIK_API_KEY", deployed["ESPUTNIK_API_KEY"])
     with pytest.raises(SettingsError, match="ESPUTNIK_API_KEY: unresolved Key Vault reference"):
         load_settings()
     assert settings.core.orders_topic == "orders"
     assert settings.core.orders_subscription == "order-sync"
+    assert settings.core.deliveries_topic == "order-deliveries"
+    assert settings.core.accept_retry_subscription == "accept-retry"
     assert settings.ledger.table_service_uri
     assert settings.service_bus.fully_qualified_namespace
+    monkeypatch.setenv("ESPUTNIK_API_KEY", "resolved-secret")
+    monkeypatch.delenv("DELIVERIES_TOPIC")
+    with pytest.raises(SettingsError, match="missing setting DELIVERIES_TOPIC"):
+        function_app.require_binding_settings(load_settings())
 
 
 @pytest.mark.parametrize("plan", ["FC1", "EP1"])
@@ -549,7 +818,7 @@ def test_app_settings_wait_for_the_roles_they_need(template: dict[str, Any]) -> 
         for r in evaluator.deployed("Microsoft.Authorization/roleAssignments")
         if _ids(evaluator)["site"] in str(r.properties["principalId"])
     ]
-    assert len(app_roles) == 8
+    assert len(app_roles) == 6 + len(LANES)
     assert set(app_roles) <= set(settings.depends_on())
 
 
@@ -563,36 +832,121 @@ def test_every_dependency_is_a_resource_of_the_template(template: dict[str, Any]
                 assert dependency.lower() in known, (resource.type, dependency)
 
 
-def _metric_alerts(evaluator: Evaluator) -> dict[str, Resource]:
+def _metric_alerts(evaluator: Evaluator) -> dict[tuple[str, str], Resource]:
+    """(metric, entity) -> the Service Bus metric alert on it."""
     alerts = {}
     for alert in evaluator.deployed("Microsoft.Insights/metricAlerts"):
-        criterion = alert.properties["criteria"]["allOf"][0]
-        assert criterion["metricName"] == "DeadletteredMessages"
+        (criterion,) = alert.properties["criteria"]["allOf"]
         assert criterion["metricNamespace"] == "Microsoft.ServiceBus/namespaces"
         (dimension,) = criterion["dimensions"]
+        # Service Bus metrics are per queue or topic: no subscription dimension exists.
         assert dimension["name"] == "EntityName"
         (entity,) = dimension["values"]
-        alerts[entity] = alert
+        alerts[(criterion["metricName"], entity)] = alert
     return alerts
+
+
+def _query_alerts(evaluator: Evaluator) -> dict[str, Resource]:
+    return {r.name: r for r in evaluator.deployed("Microsoft.Insights/scheduledQueryRules")}
 
 
 def test_alerts(template: dict[str, Any]) -> None:
     evaluator = _evaluate(template)
     namespace = evaluator.one("Microsoft.ServiceBus/namespaces").id
-    alerts = _metric_alerts(evaluator)
-    assert set(alerts) == {"orders", "orders-retry"}
+    insights = evaluator.one("Microsoft.Insights/components").id
     group = evaluator.one("Microsoft.Insights/actionGroups").id
+    alerts = _metric_alerts(evaluator)
+    assert set(alerts) == {
+        ("DeadletteredMessages", "orders"),
+        ("DeadletteredMessages", "order-deliveries"),
+        ("ActiveMessages", "order-deliveries"),
+    }
     for alert in alerts.values():
         assert alert.properties["scopes"] == [namespace]
         assert alert.properties["actions"] == [{"actionGroupId": group}]
-    query_alert = evaluator.one("Microsoft.Insights/scheduledQueryRules").properties
-    assert query_alert["scopes"] == [evaluator.one("Microsoft.Insights/components").id]
-    assert "RetriesExhausted" in query_alert["criteria"]["allOf"][0]["query"]
-    assert query_alert["actions"]["actionGroups"] == [group]
+    (backlog,) = alerts[("ActiveMessages", "order-deliveries")].properties["criteria"]["allOf"]
+    assert (backlog["timeAggregation"], backlog["threshold"]) == ("Minimum", 1000)
+
+    queries = _query_alerts(evaluator)
+    for alert in queries.values():
+        assert alert.properties["scopes"] == [insights]
+        assert alert.properties["actions"]["actionGroups"] == [group]
+        assert alert.get("kind") == "LogAlert"
 
     quiet = _evaluate(template, alertEmail="")
     assert not quiet.deployed("Microsoft.Insights/actionGroups")
     assert all(a.properties["actions"] == [] for a in _metric_alerts(quiet).values())
+    assert all(a.properties["actions"]["actionGroups"] == [] for a in _query_alerts(quiet).values())
+
+
+def test_each_lane_has_its_dead_letter_and_backlog_alerts(template: dict[str, Any]) -> None:
+    queries = _query_alerts(_evaluate(template))
+    expected = {f"ordersync-lane-dead-letters-{lane['subscription']}" for lane in LANES}
+    expected |= {f"ordersync-lane-backlog-{lane['subscription']}" for lane in DESTINATION_LANES}
+    assert set(queries) == expected
+    for lane in LANES:
+        alert = queries[f"ordersync-lane-dead-letters-{lane['subscription']}"].properties
+        (criterion,) = alert["criteria"]["allOf"]
+        assert f'customDimensions["orders.lane"]) == "{lane["name"]}"' in criterion["query"]
+        assert "orders.dead_letters" in criterion["query"]
+        assert (criterion["timeAggregation"], criterion["metricMeasureColumn"]) == (
+            "Total",
+            "deadLetters",
+        )
+        assert (criterion["operator"], criterion["threshold"]) == ("GreaterThan", 0)
+        assert f"dlq peek --destination {lane['name']}" in alert["description"]
+    for lane in DESTINATION_LANES:
+        alert = queries[f"ordersync-lane-backlog-{lane['subscription']}"].properties
+        (criterion,) = alert["criteria"]["allOf"]
+        assert f'customDimensions["orders.destination"]) == "{lane["name"]}"' in criterion["query"]
+        assert "orders.delivery.latency" in criterion["query"]
+        assert (criterion["timeAggregation"], criterion["metricMeasureColumn"]) == (
+            "Average",
+            "ageMinutes",
+        )
+        assert criterion["threshold"] == 30
+    later = _query_alerts(_evaluate(template, laneBacklogMinutes=90))
+    (criterion,) = later["ordersync-lane-backlog-esputnik"].properties["criteria"]["allOf"]
+    assert criterion["threshold"] == 90
+
+
+def test_the_lane_alerts_read_what_the_app_records() -> None:
+    """The metric names and attributes the alert queries filter on are the app's own."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    observer = MetricsObserver(Telemetry.create(meter_provider=MeterProvider([reader])))
+    observer.settled(
+        "deliver",
+        MessageMetadata(),
+        Outcome(
+            settlement=Settlement.DEAD_LETTER,
+            reason=DeadLetterReason.DESTINATION_REJECTED,
+            destination="esputnik",
+        ),
+    )
+    observer.delivered(
+        Delivered(
+            lane="esputnik",
+            order_id="1",
+            event_key="k",
+            result=DestinationResult(
+                destination="esputnik", status=DeliveryStatus.DELIVERED, detail=""
+            ),
+            end_to_end_ms=1000.0,
+        )
+    )
+    data = reader.get_metrics_data()
+    assert data is not None
+    recorded = {
+        metric.name: [dict(point.attributes or {}) for point in metric.data.data_points]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert {"orders.lane": "esputnik"}.items() <= recorded["orders.dead_letters"][0].items()
+    assert recorded["orders.delivery.latency"] == [{"orders.destination": "esputnik"}]
 
 
 def test_names_fit_azure_limits(template: dict[str, Any]) -> None:
@@ -672,8 +1026,8 @@ def test_emulator_config_declares_the_apps_entities() -> None:
     assert config["Logging"]["Type"] in {"File", "Console", "File,Console", "Console,File"}
     (namespace,) = config["Namespaces"]
     assert namespace["Name"] == "sbemulatorns"  # the only name the emulator accepts
+    assert not namespace.get("Queues")  # the retry queue is gone
     topics = {t["Name"]: t for t in namespace["Topics"]}
-    queues = {q["Name"]: q for q in namespace["Queues"]}
     topic = topics[EXAMPLE_SETTINGS["ORDERS_TOPIC"]]
     assert topic["Properties"]["RequiresDuplicateDetection"] is True
     _check_emulator_properties("topic", topic["Properties"])
@@ -683,10 +1037,18 @@ def test_emulator_config_declares_the_apps_entities() -> None:
     assert subscription["MaxDeliveryCount"] == 10
     assert subscription["DeadLetteringOnMessageExpiration"] is True
     assert subscription["RequiresSession"] is False  # ORDERS_SESSIONS_ENABLED defaults to false
-    retry = queues["orders-retry"]["Properties"]
-    _check_emulator_properties("queue", retry)
-    assert retry["RequiresDuplicateDetection"] is True
-    assert retry["DeadLetteringOnMessageExpiration"] is True
+    # The deliveries topic has the same lanes as Azure (infra/lanes.json), with the same filters.
+    deliveries = topics[EXAMPLE_SETTINGS["DELIVERIES_TOPIC"]]
+    assert deliveries["Properties"]["RequiresDuplicateDetection"] is True
+    _check_emulator_properties("topic", deliveries["Properties"])
+    lanes = {s["Name"]: s for s in deliveries["Subscriptions"]}
+    assert sorted(lanes) == sorted(lane["subscription"] for lane in LANES)
+    for lane in LANES:
+        found = lanes[lane["subscription"]]
+        _check_emulator_properties("subscription", found["Properties"])
+        assert found["Properties"]["DeadLetteringOnMessageExpiration"] is True
+        (rule,) = found["Rules"]
+        assert rule["Properties"]["SqlFilter"]["SqlExpression"] == lane["filter"]
 
 
 def test_compose_runs_the_emulator_sql_server_and_azurite() -> None:
