@@ -289,7 +289,9 @@ class RichRelevance(Destination):
 
     def interpret(self, response: httpx.Response, request: httpx.Request | None = None) -> Sent:
         if response.is_success:
-            return Sent(response_id=_sent_id(request))
+            ids = _sent_ids(request)
+            # A PUT carries one order; a bulk POST one per element, each recorded on its own.
+            return Sent(response_id=ids[0] if len(ids) == 1 else None, response_ids=ids)
         if response.status_code == 401:
             # The auth flow already fetched a fresh token and retried once: credentials are wrong
             # for this host (tokens do not cross environments) or the apiKey is not theirs.
@@ -302,12 +304,17 @@ class RichRelevance(Destination):
 _JSON_HEADERS = MappingProxyType({"Content-Type": "application/json", "Accept": "application/json"})
 
 
-def _sent_id(request: httpx.Request | None) -> str | None:
-    """The integer id we imported, for the delivery ledger (ERP id -> RichRelevance id)."""
+def _sent_ids(request: httpx.Request | None) -> tuple[str | None, ...]:
+    """The integer id of each order imported, in order, for the delivery ledger (ERP id ->
+    RichRelevance id): one for a PUT, one per element of a bulk POST."""
     if request is None:
-        return None
+        return ()
     try:
-        document: Mapping[str, Any] = json.loads(request.content)
-        return str(document["id"])
-    except (ValueError, KeyError, TypeError):
-        return None
+        document: Any = json.loads(request.content)
+    except ValueError:
+        return ()
+    orders = document if isinstance(document, list) else [document]
+    return tuple(
+        str(order["id"]) if isinstance(order, Mapping) and "id" in order else None
+        for order in orders
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -13,11 +14,15 @@ import pytest
 from order_processor.destinations.base import Sent, Skip
 from order_processor.destinations.richrelevance import RichRelevance, RichRelevanceSettings
 from order_processor.dryrun import RecordingTransport
-from order_processor.model import TrackingEvent
+from order_processor.ledger import MemoryLedger
+from order_processor.local import received
+from order_processor.model import MessageMetadata, Settlement, TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind
 from order_processor.outbound.http import Timeouts, new_client
 from order_processor.outbound.retry import RetryPolicy, call_with_retries
-from tests.conftest import FakeClock
+from order_processor.outbox import MemoryOutbox
+from order_processor.pipeline import Pipeline
+from tests.conftest import FakeClock, sample
 from tests.events import tracking_event as event
 from tests.fakes.base import FakeServer, Reply
 from tests.fakes.richrelevance import (
@@ -358,3 +363,47 @@ async def test_dry_run_answers_both_the_token_and_the_put() -> None:
         f"https://gateway.richrelevance.com/omnichannel/api/v1/{API_KEY}/orders?mode=offline",
     ]
     assert transport.requests[1].headers["authorization"] == "Bearer dry-run"
+
+
+# --- the batch lane: the documented bulk POST of an order array ---------------------------------
+
+
+async def _rr_lane_batch(pipeline: Pipeline, outbox: MemoryOutbox, bodies: list[bytes]) -> Any:
+    """Accept each order, then hand the RichRelevance lane its delivery messages as one batch."""
+    for index, body in enumerate(bodies):
+        await pipeline.accept.accept(body, MessageMetadata(message_id=f"m-{index}"))
+    mine = [m for m in outbox.take() if m.destination == "richrelevance"]
+    return await pipeline.lanes["richrelevance"].deliver_batch(
+        [(m.body, received(m)) for m in mine]
+    )
+
+
+def _order(order_id: str) -> bytes:
+    document = json.loads(sample("order-created.json"))
+    document["orderId"] = order_id
+    return json.dumps(document).encode()
+
+
+async def test_a_batch_is_one_bulk_post_and_each_order_id_is_recorded(
+    pipeline: Pipeline,
+    outbox: MemoryOutbox,
+    ledger: MemoryLedger,
+    richrelevance: tuple[FakeServer, RichRelevanceRules],
+) -> None:
+    server, rules = richrelevance
+    outcomes = await _rr_lane_batch(pipeline, outbox, [_order(i) for i in ("71", "72", "73")])
+
+    assert [o.settlement for o in outcomes] == [Settlement.COMPLETE] * 3
+    (bulk,) = puts(server)
+    assert (bulk.method, bulk.path, bulk.query) == (
+        "POST",
+        f"/omnichannel/api/v1/{API_KEY}/orders",
+        {"mode": ["offline"]},
+    )
+    assert [o["id"] for o in bulk.json()] == [71, 72, 73]
+    assert sorted(o["id"] for o in rules.accepted) == [71, 72, 73]
+    # The ledger keeps each order's own RichRelevance id, not one id for the whole request.
+    recorded = {
+        ledger.rows[(o.event_key, "richrelevance")][0].response_id for o in outcomes if o.event_key
+    }
+    assert recorded == {"71", "72", "73"}
