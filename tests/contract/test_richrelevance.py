@@ -302,20 +302,39 @@ async def test_unknown_api_key_is_permanent(
     assert caught.value.status == 403
 
 
-async def test_non_numeric_order_id_gets_a_stable_53_bit_id(
+def _hashed(erp_id: str, bits: int) -> int:
+    return int.from_bytes(hashlib.sha256(erp_id.encode()).digest()[:8], "big") & ((1 << bits) - 1)
+
+
+async def test_non_numeric_order_id_gets_a_stable_31_bit_id_by_default(
     rr: RichRelevance, fake: tuple[FakeServer, RichRelevanceRules]
 ) -> None:
     _, rules = fake
     erp_id = "ST042-2026/0001"
-    expected = int.from_bytes(hashlib.sha256(erp_id.encode()).digest()[:8], "big") & (2**53 - 1)
+    expected = _hashed(erp_id, 31)
 
-    await deliver(rr, event(orderId=erp_id))
+    created = await deliver(rr, event(orderId=erp_id))
     await deliver(rr, event("order-updated.json", orderId=erp_id))
 
     assert [o["id"] for o in rules.accepted] == [expected, expected]
-    assert 0 <= expected < 2**53
-    assert list(rules.orders) == [("store", expected)]
+    assert 0 <= expected <= 2**31 - 1
+    assert list(rules.orders) == [("store", expected)]  # the update replaced it
     assert rules.orders[("store", expected)]["externalOrderId"] == erp_id
+    assert created.response_id == str(expected)  # recorded in the ledger
+
+
+async def test_a_numeric_order_id_above_the_range_is_refused_before_sending(
+    rr: RichRelevance, fake: tuple[FakeServer, RichRelevanceRules]
+) -> None:
+    server, _ = fake
+    with pytest.raises(DeliveryError) as caught:
+        await deliver(rr, event(orderId="2147483648"))
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert "RICHRELEVANCE_ORDER_ID_BITS=31: 0 to 2147483647" in str(caught.value)
+    assert server.requests == []  # never truncated, never sent
+
+    sent = await deliver(rr, event(orderId="2147483647"))
+    assert sent.response_id == "2147483647"
 
 
 async def test_no_customer_id_is_skipped_and_nothing_is_sent(
