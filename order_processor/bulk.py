@@ -64,11 +64,18 @@ async def _send(
             )
             return left + right
         return [DestinationResult.failed(destination.name, exc, attempts=attempts)] * len(chunk)
-    delivered = DestinationResult(
-        destination=destination.name,
-        status=DeliveryStatus.DELIVERED,
-        detail=sent.note or f"in a bulk request of {len(chunk)}",
-        response_id=sent.response_id,
-        attempts=attempts,
+    ids = (
+        sent.response_ids
+        if len(sent.response_ids) == len(chunk)
+        else (sent.response_id,) * len(chunk)
     )
-    return [delivered] * len(chunk)
+    return [
+        DestinationResult(
+            destination=destination.name,
+            status=DeliveryStatus.DELIVERED,
+            detail=sent.note or f"in a bulk request of {len(chunk)}",
+            response_id=response_id,
+            attempts=attempts,
+        )
+        for response_id in ids
+    ]

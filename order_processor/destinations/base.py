@@ -110,6 +110,9 @@ class Sent:
 
     response_id: str | None = None
     note: str = ""
+    #: for a bulk request, each element's own id in the order sent (when the vendor's ids are
+    #: known per element); empty: every element gets `response_id`
+    response_ids: tuple[str | None, ...] = ()
 
 
 class Destination(ABC):

@@ -4,7 +4,10 @@
 (form fields or query parameters) -> `{"token_type":"bearer","access_token":"..."}`; bad
 credentials 401. `PUT /omnichannel/api/v1/{apiKey}/orders?mode=offline|online` takes one order
 object, `POST` the same URL an array; a bearer token is required (401), an unknown apiKey is 403,
-a body breaking the documented rules is 400 with an error body. Re-importing an id replaces it.
+a body breaking the documented field table is 400 with an error body: `id`, `productId` and
+`quantity` integers (32-bit: the table types `regionId` "long" but these "integer"),
+`paymentMethod` one of `cash|credit|check|digital|other`, `skuId` an integer or, as every
+example sends it, a string. Re-importing an id replaces it (the docs say "update").
 """
 
 from __future__ import annotations
@@ -22,14 +25,39 @@ CLIENT_ID = "rr-client"
 CLIENT_SECRET = "rr-secret"
 TOKEN_PATH = "/omnichannel/v1/oauth2/token"
 _ORDERS = re.compile(r"^/omnichannel/api/v1/(?P<key>[^/]+)/orders$")
+#: `paymentMethod`'s documented values
+PAYMENT_METHODS = ("cash", "credit", "check", "digital", "other")
+INT32 = (-(2**31), 2**31 - 1)
+LONG = (-(2**63), 2**63 - 1)
+
+
+def _integer(value: Any, bounds: tuple[int, int]) -> bool:
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]
+    )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class RichRelevanceRules:
-    def __init__(self, *, expires_in: int | None = None, accept_tokens: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        expires_in: int | None = None,
+        accept_tokens: bool = True,
+        long_ids: bool = False,
+        strict_sku_id: bool = False,
+    ) -> None:
         #: seconds in the token response; the seed documents no TTL, so None leaves it out
         self.expires_in = expires_in
         #: False: issued tokens are never accepted (a token for another environment)
         self.accept_tokens = accept_tokens
+        #: True: a tenant whose `id` Algonomy confirmed is a long (ORDER_ID_BITS=53)
+        self.long_ids = long_ids
+        #: True: `skuId` held to its type column (integer), refusing the examples' strings
+        self.strict_sku_id = strict_sku_id
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self.valid_tokens: set[str] = set()
@@ -69,40 +97,62 @@ class RichRelevanceRules:
 
     # --- orders -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _problem(order: Any) -> str | None:
+    def _problem(self, order: Any) -> str | None:
+        """The first documented rule `order` breaks (seed 002's field table), or None."""
         if not isinstance(order, dict):
             return "each order must be a JSON object"
-        order_id = order.get("id")
-        if not isinstance(order_id, int) or isinstance(order_id, bool):
-            return "id is mandatory and must be an integer"
-        if not -(2**63) <= order_id < 2**63:
-            return "id does not fit a long"
+        # `id` is typed integer while `regionId` beside it is typed long: a 32-bit integer,
+        # unless this tenant's `id` was confirmed a long.
+        id_range = LONG if self.long_ids else INT32
+        if not _integer(order.get("id"), id_range):
+            kind = "a long" if self.long_ids else "an integer (32-bit)"
+            return f"id is mandatory and must be {kind}"
         if not isinstance(order.get("userId"), str) or not order["userId"]:
             return "userId is mandatory"
         try:
             datetime.fromisoformat(order["dateTime"])
         except (KeyError, TypeError, ValueError):
             return "dateTime is mandatory and must be ISO 8601"
-        if "regionId" in order and not isinstance(order["regionId"], int):
+        for name in ("channel", "storeId", "emailHash", "ccHash", "couponCode"):
+            if name in order and not isinstance(order[name], str):
+                return f"{name} must be a string"
+        if "paymentMethod" in order and order["paymentMethod"] not in PAYMENT_METHODS:
+            return f"paymentMethod must be one of {', '.join(PAYMENT_METHODS)}"
+        if "regionId" in order and not _integer(order["regionId"], LONG):
             return "regionId must be a long"
-        for name in ("couponValue",):
-            if name in order and not isinstance(order[name], int | float):
-                return f"{name} must be a number"
+        if "currency" in order and not (
+            isinstance(order["currency"], str) and re.fullmatch(r"[A-Z]{3}", order["currency"])
+        ):
+            return "currency must be an ISO currency code"
+        if "couponValue" in order and not _number(order["couponValue"]):
+            return "couponValue must be a number"
+        for name in ("segmentIds", "segmentNames"):
+            if name in order and not (
+                isinstance(order[name], list) and all(isinstance(v, str) for v in order[name])
+            ):
+                return f"{name} must be an array of strings"
         items = order.get("lineItems")
         if not isinstance(items, list):
             return "lineItems is mandatory and must be an array"
         for item in items:
-            if not isinstance(item, dict):
-                return "each line item must be an object"
-            if item.get("productId") in (None, ""):
-                return "lineItems.productId is mandatory"
-            quantity = item.get("quantity")
-            if not isinstance(quantity, int) or isinstance(quantity, bool):
-                return "lineItems.quantity is mandatory and must be an integer"
-            price = item.get("unitPrice")
-            if not isinstance(price, int | float) or isinstance(price, bool):
-                return "lineItems.unitPrice is mandatory and must be a number"
+            if (problem := self._item_problem(item)) is not None:
+                return problem
+        return None
+
+    def _item_problem(self, item: Any) -> str | None:
+        if not isinstance(item, dict):
+            return "each line item must be an object"
+        if not _integer(item.get("productId"), INT32):
+            return "lineItems.productId is mandatory and must be an integer"
+        if "skuId" in item:
+            sku = item["skuId"]
+            # Typed integer, but every documented example sends a string ("123", "sku1").
+            if not (_integer(sku, INT32) or (isinstance(sku, str) and not self.strict_sku_id)):
+                return "lineItems.skuId must be an integer"
+        if not _integer(item.get("quantity"), INT32):
+            return "lineItems.quantity is mandatory and must be an integer"
+        if not _number(item.get("unitPrice")):
+            return "lineItems.unitPrice is mandatory and must be a number"
         return None
 
     def _orders(self, request: Recorded, api_key: str) -> Reply:

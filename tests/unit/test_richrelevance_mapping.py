@@ -1,10 +1,10 @@
-"""RichRelevance field mapping, data-driven: contract v1 sample -> Omnichannel order body."""
+"""RichRelevance's declarative mapping, data-driven: contract v1 sample -> Omnichannel order."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -16,19 +16,27 @@ from order_processor import routing
 from order_processor.contract import EventType
 from order_processor.destinations.base import Skip
 from order_processor.destinations.richrelevance import (
-    LINE_ITEM_FIELDS,
-    ORDER_FIELDS,
     EmailHash,
     RichRelevance,
     RichRelevanceSettings,
+    mapping,
+)
+from order_processor.destinations.richrelevance.mapping import (
+    INT32_MAX,
+    PAYMENT_METHODS,
     hash_email,
-    order_body,
+    integer_id,
     order_id_to_int,
 )
+from order_processor.mapping import MappingError
+from order_processor.model import TrackingEvent
+from order_processor.outbound.errors import DeliveryError, FailureKind
 from order_processor.outbound.http import Timeouts, new_client
 from tests.events import tracking_event as event
 
 EMAIL = "ann.shopper@example.com"
+SHA = hashlib.sha256(EMAIL.encode()).hexdigest()
+ROUTE = "order-import"
 
 
 def settings(**values: Any) -> RichRelevanceSettings:
@@ -36,19 +44,43 @@ def settings(**values: Any) -> RichRelevanceSettings:
     return RichRelevanceSettings(**{**base, **values})
 
 
+Make = Callable[..., RichRelevance]
+
+
 @pytest.fixture
-async def rr() -> AsyncIterator[RichRelevance]:
-    timeouts = Timeouts()
-    destination = RichRelevance(
-        settings(base_url="https://qa-gateway.richrelevance.com/"),
-        client=new_client(timeouts=timeouts),
-        timeouts=timeouts,
-    )
-    yield destination
-    await destination.client.aclose()
+async def make() -> AsyncIterator[Make]:
+    """RichRelevance with these settings (never sends: the tests read what it would)."""
+    made: list[RichRelevance] = []
+
+    def build(**values: Any) -> RichRelevance:
+        timeouts = Timeouts()
+        destination = RichRelevance(
+            settings(**{"base_url": "https://qa-gateway.richrelevance.com/", **values}),
+            client=new_client(timeouts=timeouts),
+            timeouts=timeouts,
+        )
+        made.append(destination)
+        return destination
+
+    yield build
+    for destination in made:
+        await destination.client.aclose()
 
 
-SHA = hashlib.sha256(EMAIL.encode()).hexdigest()
+def body_of(make: Make, tracking: TrackingEvent, **values: Any) -> dict[str, Any]:
+    built = make(**values).order(tracking, ROUTE)
+    assert not isinstance(built, Skip), built
+    return built[0]
+
+
+def line(product_id: str | None, sku: str = "A-1", **extra: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {"sku": sku, "quantity": 1, "unitPrice": "10.00", **extra}
+    if product_id is not None:
+        found["productId"] = product_id
+    return found
+
+
+# --- field by field, from the samples -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -59,7 +91,7 @@ SHA = hashlib.sha256(EMAIL.encode()).hexdigest()
         ("order-created.json", "channel", "store"),
         ("order-created.json", "userId", "C-000123"),
         ("order-created.json", "dateTime", "2026-11-20T14:25:00+00:00"),
-        ("order-created.json", "paymentMethod", "card"),
+        ("order-created.json", "paymentMethod", "credit"),  # the ERP's "card"
         ("order-created.json", "emailHash", SHA),
         ("order-created.json", "storeId", "S042"),
         ("order-created.json", "regionId", 7),
@@ -71,22 +103,22 @@ SHA = hashlib.sha256(EMAIL.encode()).hexdigest()
             "order-created.json",
             "lineItems",
             [
-                {"productId": "4551", "skuId": "CB4551-M", "quantity": 1, "unitPrice": 50},
-                {"productId": "2020", "skuId": "SK-2020", "quantity": 2, "unitPrice": 20},
+                {"productId": 4551, "skuId": "CB4551-M", "quantity": 1, "unitPrice": 50},
+                {"productId": 2020, "skuId": "SK-2020", "quantity": 2, "unitPrice": 20},
             ],
         ),
         (
             "order-updated.json",
             "lineItems",
             [
-                {"productId": "4551", "skuId": "CB4551-M", "quantity": 1, "unitPrice": 50},
-                {"productId": "2020", "skuId": "SK-2020", "quantity": 1, "unitPrice": 20},
+                {"productId": 4551, "skuId": "CB4551-M", "quantity": 1, "unitPrice": 50},
+                {"productId": 2020, "skuId": "SK-2020", "quantity": 1, "unitPrice": 20},
             ],
         ),
     ],
 )
-def test_field_from_sample(sample_name: str, field: str, expected: Any) -> None:
-    assert order_body(event(sample_name), settings())[field] == expected
+def test_field_from_sample(make: Make, sample_name: str, field: str, expected: Any) -> None:
+    assert body_of(make, event(sample_name))[field] == expected
 
 
 @pytest.mark.parametrize(
@@ -95,39 +127,27 @@ def test_field_from_sample(sample_name: str, field: str, expected: Any) -> None:
         ({}, "couponCode"),
         ({}, "couponValue"),
         ({"paymentMethod": None}, "paymentMethod"),
+        ({"paymentMethod": "  "}, "paymentMethod"),
         ({"store": {"id": "S001"}}, "regionId"),
     ],
 )
-def test_missing_optional_fields_are_left_out(changes: dict[str, Any], absent: str) -> None:
-    assert absent not in order_body(event(**changes), settings())
+def test_missing_optional_fields_are_left_out(
+    make: Make, changes: dict[str, Any], absent: str
+) -> None:
+    assert absent not in body_of(make, event(**changes))
 
 
-def test_body_keys_follow_the_mapping_tables() -> None:
-    body = order_body(event("order-created-with-email.json"), settings())
-    assert list(body) == [f.target for f in ORDER_FIELDS] + ["lineItems"]
-    assert list(body["lineItems"][0]) == [f.target for f in LINE_ITEM_FIELDS]
+def test_body_keys_follow_the_declarative_mapping(make: Make) -> None:
+    body = body_of(make, event("order-created-with-email.json"))
+    assert list(body) == [f.target for f in mapping.ORDER]
+    assert list(body["lineItems"][0]) == [f.target for f in mapping.LINE_ITEM]
+    assert RichRelevance.mappings == {"Order": mapping.ORDER, "Line item": mapping.LINE_ITEM}
 
 
-def test_no_personal_data_beyond_the_hash() -> None:
-    body = order_body(event("order-created-with-email.json"), settings())
-    text = json.dumps(body, default=str)
+def test_no_personal_data_beyond_the_hash(make: Make) -> None:
+    text = json.dumps(body_of(make, event("order-created-with-email.json")), default=str)
     for value in (EMAIL, "6330001234567890", "+447700900123"):
         assert value not in text
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ({"sku": "A-1", "productId": "P9", "quantity": 3, "unitPrice": "256.678"}, "P9"),
-        ({"sku": "A-1", "quantity": 3, "unitPrice": "256.678"}, "A-1"),
-    ],
-    ids=["product-id", "falls-back-to-sku"],
-)
-def test_line_item_product_id(line: dict[str, Any], expected: str) -> None:
-    item = order_body(event(lines=[line]), settings())["lineItems"][0]
-    assert item["productId"] == expected
-    assert item["unitPrice"] == Decimal("256.678")
-    assert str(item["unitPrice"]) == "256.678"
 
 
 @pytest.mark.parametrize(
@@ -139,39 +159,190 @@ def test_line_item_product_id(line: dict[str, Any], expected: str) -> None:
         ("2026-03-29T01:30:00.123456-05:30", "2026-03-29T01:30:00-05:30"),
     ],
 )
-def test_date_time_keeps_the_offset(order_date: str, expected: str) -> None:
-    assert order_body(event(orderDate=order_date), settings())["dateTime"] == expected
+def test_date_time_keeps_the_offset(make: Make, order_date: str, expected: str) -> None:
+    assert body_of(make, event(orderDate=order_date))["dateTime"] == expected
 
 
-def _hashed(order_id: str) -> int:
-    digest = hashlib.sha256(order_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") & (2**53 - 1)
+def test_unit_price_is_an_exact_decimal(make: Make) -> None:
+    item = body_of(make, event(lines=[line("9", unitPrice="256.678")]))["lineItems"][0]
+    assert item["unitPrice"] == Decimal("256.678")
+    assert str(item["unitPrice"]) == "256.678"
+
+
+# --- productId: integers only, never the SKU ----------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("order_id", "expected"),
+    ("value", "expected"),
     [
-        ("100245", 100245),
+        ("4551", 4551),
         ("0", 0),
-        ("1", 1),
-        (str(2**53 - 1), 2**53 - 1),
-        (str(2**53), _hashed(str(2**53))),
-        ("00123", _hashed("00123")),
-        ("ST042-0001", _hashed("ST042-0001")),
-        ("١٢٣", _hashed("١٢٣")),  # Arabic-Indic digits are not ASCII digits
-        ("ORD 7", _hashed("ORD 7")),
+        ("004551", 4551),  # an integer key has no leading zeros
+        (str(INT32_MAX), INT32_MAX),
+        (str(INT32_MAX + 1), None),  # does not fit the documented integer
+        ("CB4551-M", None),
+        ("P9", None),
+        ("-5", None),
+        ("4 551", None),
+        ("١٢٣", None),  # Arabic-Indic digits are not ASCII digits
+        ("", None),
+        (None, None),
     ],
 )
-def test_order_id_to_int(order_id: str, expected: int) -> None:
-    assert order_id_to_int(order_id) == expected
-    assert 0 <= order_id_to_int(order_id) < 2**53
-    assert order_id_to_int(order_id) == order_id_to_int(order_id)
+def test_integer_id(value: str | None, expected: int | None) -> None:
+    assert integer_id(value) == expected
 
 
-def test_known_hash_value_is_pinned() -> None:
-    # A change here would re-key every non-numeric order already imported: never change it.
-    assert order_id_to_int("ST042-0001") == _hashed("ST042-0001")
-    assert order_id_to_int("ST042-0001") != order_id_to_int("ST042-0002")
+def test_a_line_without_an_integer_product_id_is_left_out_by_default(make: Make) -> None:
+    tracking = event(lines=[line("P9", sku="A-1"), line("42", sku="B-2"), line(None, sku="77")])
+    built = make().order(tracking, ROUTE)
+    assert not isinstance(built, Skip)
+    body, note = built
+    # Never the SKU as a fallback, even a numeric one ("77").
+    assert [i["productId"] for i in body["lineItems"]] == [42]
+    assert note == "2 of 3 lines left out (no integer productId): lines 0, 2"
+
+
+def test_an_order_with_no_integer_product_id_is_skipped(make: Make) -> None:
+    prepared = make().prepare(event(lines=[line("P9"), line(None)]), ROUTE)
+    assert isinstance(prepared, Skip)
+    assert prepared.reason == (
+        "no line has an integer productId (2 left out, RICHRELEVANCE_NON_NUMERIC_PRODUCT=skip-line)"
+    )
+
+
+def test_reject_refuses_the_order_naming_the_line(make: Make) -> None:
+    rr = make(non_numeric_product="reject")
+    with pytest.raises(DeliveryError) as caught:
+        rr.prepare(event(lines=[line("42"), line("P9", sku="CB4551-M")]), ROUTE)
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert "lines[1] has no integer productId (sku CB4551-M)" in str(caught.value)
+    assert "RICHRELEVANCE_NON_NUMERIC_PRODUCT=reject" in str(caught.value)
+    # the same check decides the bulk form's element
+    with pytest.raises(DeliveryError):
+        rr.encode(event(lines=[line("P9")]), ROUTE)
+
+
+def test_reject_sends_an_all_numeric_order_as_usual(make: Make) -> None:
+    body = body_of(make, event(), non_numeric_product="reject")
+    assert [i["productId"] for i in body["lineItems"]] == [4551, 2020]
+
+
+def test_the_single_request_records_which_lines_were_left_out(make: Make) -> None:
+    rr = make()
+    request = rr.prepare(event(lines=[line("P9"), line("42")]), ROUTE)
+    assert isinstance(request, httpx.Request)
+    sent = rr.interpret(httpx.Response(200), request)
+    assert sent.note == "1 of 2 lines left out (no integer productId): lines 0"
+    assert sent.response_id == "100245"
+
+
+# --- skuId --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("form", "sku", "expected"),
+    [
+        ("string", "CB4551-M", "CB4551-M"),
+        ("string", "123", "123"),  # as the API's own example: "skuId": "123"
+        ("integer", "123", 123),
+        ("integer", "CB4551-M", None),  # left out: the field is optional
+    ],
+)
+def test_sku_id_form(make: Make, form: str, sku: str, expected: str | int | None) -> None:
+    item = body_of(make, event(lines=[line("9", sku=sku)]), sku_id=form)["lineItems"][0]
+    assert item.get("skuId") == expected
+
+
+# --- paymentMethod ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("erp", "expected"),
+    [
+        ("cash", "cash"),
+        ("CASH", "cash"),
+        ("card", "credit"),
+        ("Credit card", "credit"),  # the API's own examples' spelling
+        ("credit_card", "credit"),
+        ("debit-card", "credit"),
+        ("cheque", "check"),
+        ("check", "check"),
+        ("digital", "digital"),
+        ("Apple Pay", "digital"),
+        ("wallet", "digital"),
+        ("gift-card", "other"),
+        ("voucher", "other"),
+        ("other", "other"),
+    ],
+)
+def test_payment_method_values(make: Make, erp: str, expected: str) -> None:
+    assert body_of(make, event(paymentMethod=erp))["paymentMethod"] == expected
+
+
+def test_payment_methods_are_only_the_documented_values() -> None:
+    assert set(PAYMENT_METHODS) == {"cash", "credit", "check", "digital", "other"}
+    note = next(f.note for f in mapping.ORDER if f.target == "paymentMethod")
+    for erp_values in PAYMENT_METHODS.values():
+        for value in erp_values:
+            assert value in note  # the generated docs table lists every mapped value
+
+
+# --- order id -----------------------------------------------------------------------------------
+
+
+def _hashed(order_id: str, bits: int) -> int:
+    digest = hashlib.sha256(order_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << bits) - 1)
+
+
+@pytest.mark.parametrize("bits", [31, 53])
+@pytest.mark.parametrize(
+    ("order_id", "numeric"),
+    [
+        ("100245", True),
+        ("0", True),
+        ("1", True),
+        ("00123", False),  # hashed, so it cannot take the ERP's order "123"
+        ("ST042-0001", False),
+        ("١٢٣", False),  # Arabic-Indic digits are not ASCII digits
+        ("ORD 7", False),
+        ("+7", False),
+    ],
+)
+def test_order_id_to_int(order_id: str, numeric: bool, bits: int) -> None:
+    value = order_id_to_int(order_id, bits)
+    assert value == (int(order_id) if numeric else _hashed(order_id, bits))
+    assert 0 <= value < 2**bits
+    assert value == order_id_to_int(order_id, bits)
+
+
+@pytest.mark.parametrize(("bits", "largest"), [(31, 2_147_483_647), (53, 9_007_199_254_740_991)])
+def test_numeric_ids_up_to_the_range_pass_through_and_above_it_are_refused(
+    bits: int, largest: int
+) -> None:
+    assert order_id_to_int(str(largest), bits) == largest
+    with pytest.raises(MappingError, match=f"RICHRELEVANCE_ORDER_ID_BITS={bits}: 0 to {largest}"):
+        order_id_to_int(str(largest + 1), bits)
+
+
+def test_the_53_bit_hash_is_the_earlier_formula() -> None:
+    # Tenants that sent hashed ids before the setting existed keep them with 53.
+    assert order_id_to_int("ST042-0001", 53) == _hashed("ST042-0001", 53)
+    assert order_id_to_int("ST042-0001", 31) == _hashed("ST042-0001", 53) & (2**31 - 1)
+    assert order_id_to_int("ST042-0001", 31) != order_id_to_int("ST042-0002", 31)
+
+
+def test_an_id_above_the_range_is_refused_before_sending(make: Make) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        make().prepare(event(orderId="3000000000"), ROUTE)
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert "above the integer id range" in str(caught.value)
+    body = body_of(make, event(orderId="3000000000"), order_id_bits=53)
+    assert body["id"] == 3_000_000_000
+
+
+# --- email hash ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -189,6 +360,9 @@ def test_hash_email(email: str | None, algorithm: EmailHash, expected: str | Non
     assert hash_email(email, algorithm) == expected
 
 
+# --- settings -----------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("values", "field", "expected"),
     [
@@ -197,9 +371,15 @@ def test_hash_email(email: str | None, algorithm: EmailHash, expected: str | Non
         ({}, "channel", "store"),
         ({}, "email_hash", "sha256"),
         ({}, "enabled", True),
+        ({}, "order_id_bits", 31),
+        ({}, "non_numeric_product", "skip-line"),
+        ({}, "sku_id", "string"),
         ({"mode": "online"}, "mode", "online"),
         ({"email_hash": "md5"}, "email_hash", "md5"),
         ({"channel": "POS"}, "channel", "POS"),
+        ({"order_id_bits": "53"}, "order_id_bits", 53),
+        ({"non_numeric_product": "reject"}, "non_numeric_product", "reject"),
+        ({"sku_id": "integer"}, "sku_id", "integer"),
     ],
 )
 def test_settings(values: dict[str, Any], field: str, expected: Any) -> None:
@@ -208,7 +388,15 @@ def test_settings(values: dict[str, Any], field: str, expected: Any) -> None:
 
 @pytest.mark.parametrize(
     "values",
-    [{"mode": "batch"}, {"email_hash": "sha1"}, {"channel": ""}],
+    [
+        {"mode": "batch"},
+        {"email_hash": "sha1"},
+        {"channel": ""},
+        {"order_id_bits": 32},
+        {"order_id_bits": 64},
+        {"non_numeric_product": "sku"},
+        {"sku_id": "long"},
+    ],
 )
 def test_invalid_settings_are_refused(values: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
@@ -235,13 +423,22 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "RICHRELEVANCE_MODE": "online",
         "RICHRELEVANCE_EMAIL_HASH": "off",
         "RICHRELEVANCE_BASE_URL": "https://staging-gateway.richrelevance.com",
+        "RICHRELEVANCE_ORDER_ID_BITS": "53",
+        "RICHRELEVANCE_NON_NUMERIC_PRODUCT": "reject",
+        "RICHRELEVANCE_SKU_ID": "integer",
     }.items():
         monkeypatch.setenv(name, value)
     loaded = RichRelevanceSettings()
     assert loaded.secret("api_key") == "env-key"
     assert loaded.mode == "online"
     assert loaded.email_hash == "off"
+    assert loaded.order_id_bits == 53
+    assert loaded.non_numeric_product == "reject"
+    assert loaded.sku_id == "integer"
     assert "env-secret" not in repr(loaded)
+
+
+# --- the destination ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("event_type", [EventType.ORDER_CREATED, EventType.ORDER_UPDATED])
@@ -249,8 +446,8 @@ def test_routing_row(event_type: EventType) -> None:
     assert routing.route("richrelevance", event_type) == "order-import"
 
 
-async def test_prepare_builds_one_put(rr: RichRelevance) -> None:
-    request = rr.prepare(event(), "order-import")
+def test_prepare_builds_one_put(make: Make) -> None:
+    request = make().prepare(event(), ROUTE)
     assert isinstance(request, httpx.Request)
     assert request.method == "PUT"
     assert str(request.url) == (
@@ -258,6 +455,17 @@ async def test_prepare_builds_one_put(rr: RichRelevance) -> None:
     )
     assert request.headers["content-type"] == "application/json"
     assert json.loads(request.content)["id"] == 100245
+
+
+def test_prepare_bulk_posts_an_array_of_the_encoded_orders(make: Make) -> None:
+    rr = make()
+    elements = [rr.encode(event(orderId=str(n)), ROUTE) for n in (1, 2)]
+    assert all(isinstance(e, bytes) for e in elements)
+    request = rr.prepare_bulk([e for e in elements if isinstance(e, bytes)])
+    assert request.method == "POST"
+    assert [o["id"] for o in json.loads(request.content)] == [1, 2]
+    sent = rr.interpret(httpx.Response(200), request)
+    assert (sent.response_id, sent.response_ids) == (None, ("1", "2"))
 
 
 @pytest.mark.parametrize(
@@ -269,7 +477,7 @@ async def test_prepare_builds_one_put(rr: RichRelevance) -> None:
     ],
     ids=["no-customer-id", "empty-customer-id", "update-without-lines"],
 )
-async def test_prepare_skips(rr: RichRelevance, tracking: Any, reason: str) -> None:
-    prepared = rr.prepare(tracking(), "order-import")
+def test_prepare_skips(make: Make, tracking: Any, reason: str) -> None:
+    prepared = make().prepare(tracking(), ROUTE)
     assert isinstance(prepared, Skip)
     assert reason in prepared.reason
