@@ -1,4 +1,5 @@
-"""Contract v1 -> Product Recommendations offline order: the mapping tables, case by case."""
+"""Contract v1 -> Product Recommendations offline order: the declarative mapping
+(order_processor/destinations/product_recs/mapping.py), case by case, and `interpret`."""
 
 from __future__ import annotations
 
@@ -14,13 +15,7 @@ from pydantic import ValidationError
 from loyalty_client.customer import Customer
 from order_processor.contract import parse_order
 from order_processor.destinations.base import Sent
-from order_processor.destinations.product_recs import (
-    ITEM_FIELDS,
-    ORDER_FIELDS,
-    USER_FIELDS,
-    ProductRecs,
-    ProductRecsSettings,
-)
+from order_processor.destinations.product_recs import ProductRecs, ProductRecsSettings, mapping
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind
 from order_processor.outbound.http import Timeouts, new_client
@@ -64,19 +59,26 @@ def body(request: httpx.Request) -> dict[str, Any]:
     return document
 
 
-def test_the_tables_cover_every_documented_field() -> None:
-    assert list(USER_FIELDS) == ["id", "email"]
-    assert list(ORDER_FIELDS) == [
-        "refCode",
-        "orderDate",
-        "currency",
-        "shipping",
-        "subTotal",
-        "total",
-        "items",
-        "attributes",
+def test_the_mapping_covers_the_documented_fields_it_uses() -> None:
+    assert [f.target for f in mapping.USER] == ["id", "email"]
+    assert [f.target for f in mapping.ORDER] == [
+        "lang",
+        "user",
+        "order.refCode",
+        "order.orderDate",
+        "order.currency",
+        "order.shipping",
+        "order.subTotal",
+        "order.total",
+        "order.items",
+        "order.attributes",
     ]
-    assert list(ITEM_FIELDS) == ["refCode", "qty", "price", "attributes"]
+    assert [f.target for f in mapping.ITEM] == ["refCode", "qty", "price", "attributes"]
+    assert ProductRecs.mappings == {
+        "Offline order (the body)": mapping.ORDER,
+        "`user`": mapping.USER,
+        "`order.items[]`": mapping.ITEM,
+    }
 
 
 def test_request_line_and_headers(recs: ProductRecs) -> None:

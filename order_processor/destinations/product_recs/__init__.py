@@ -1,135 +1,44 @@
-"""Optimizely (Episerver) Product Recommendations offline order tracking (seeds 000, 001).
+"""Optimizely (Episerver) Product Recommendations offline order tracking; docs/destinations/
+product_recs.md has the request, the generated mapping tables and the sources.
 
 `POST https://<site>.peerius.com/tracker/smart-api/orders/offline` with headers `site`,
 `siteToken` (one per channel) and `channel` (`store` for in-store), one order per request. The
 answer is in the body whatever the HTTP status: `{"status":"OK"}` is success, `"fail"` a refusal
 and `"warning"` an accepted order with remarks, both with `errors: [{code, message}]`.
-
-The body is built from the declarative tables below (target field -> function of the contract);
-docs/destinations/product_recs.md reproduces them field by field.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
 
-from loyalty_client.customer import Customer
 from order_processor import jsonbody
-from order_processor.contract import EventType, InStoreOrder, OrderLine
-from order_processor.destinations.base import Destination, DestinationSettings, Sent, Skip
+from order_processor.contract import EventType
+from order_processor.destinations.base import Destination, Sent, Skip
+from order_processor.destinations.product_recs import mapping
+from order_processor.destinations.product_recs.settings import ProductRecsSettings
+from order_processor.mapping import Context, apply
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind, error_from_response
 from order_processor.outbound.redaction import redact
-from order_processor.outbound.urls import OutboundUrl
+
+__all__ = ["ProductRecs", "ProductRecsSettings", "offline_order"]
 
 log = logging.getLogger(__name__)
 
 #: how much vendor error text goes into a dead-letter description
 MAX_ERROR_TEXT = 1000
+OFFLINE_ORDER = "offline-order"
 
 
-class ProductRecsSettings(DestinationSettings):
-    model_config = SettingsConfigDict(env_prefix="PRODUCT_RECS_")
-    required: ClassVar[tuple[str, ...]] = ("url", "site", "site_token")
-    example: ClassVar[dict[str, str]] = {
-        "url": "https://uat.peerius.com/tracker/smart-api/orders/offline",
-        "site": "dry-run-site",
-        "site_token": "dry-run-token",
-    }
-
-    url: OutboundUrl | None = Field(
-        default=None,
-        description="e.g. `https://<site>.peerius.com/tracker/smart-api/orders/offline` "
-        "(UAT: `https://uat.peerius.com/...`)",
-    )
-    site: str | None = Field(
-        default=None, description="`site` header: the site name Optimizely assigned"
-    )
-    site_token: SecretStr | None = Field(
-        default=None, description="`siteToken` header of the channel (secret)"
-    )
-    channel: str = Field(default="store", description="`channel` header")
-
-
-def offline_date(moment: datetime) -> str:
-    """The seed's form: `2016-05-16T14:25:00 GMT` (UTC, second precision)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S GMT")
-
-
-def _item_ref_code(line: OrderLine) -> str:
-    # productId is the catalogue key the website's recommendations use; the SKU is the fallback.
-    return line.product_id or line.sku
-
-
-def _item_attributes(line: OrderLine) -> dict[str, str]:
-    attributes = dict(line.attributes)
-    if line.discount > 0:
-        attributes["discount"] = "true"
-    return attributes
-
-
-def _order_attributes(order: InStoreOrder) -> dict[str, str]:
-    # The ERP's attributes first; the store's own fields (as in the seed's example) win.
-    attributes = dict(order.attributes)
-    store = {"store": order.store.name, "storePostcode": order.store.postcode}
-    attributes.update({key: value for key, value in store.items() if value})
-    attributes["storeId"] = order.store.id
-    return attributes
-
-
-#: `user`: sent only when the customer is known and has an id or an email. `email` is deprecated
-#: by the vendor, so it is sent only when there is no customer id. `info` is not sent: its keys
-#: must be agreed with Optimizely before use.
-USER_FIELDS: Mapping[str, Callable[[Customer], Any]] = {
-    "id": lambda customer: customer.customer_id,
-    "email": lambda customer: None if customer.customer_id else customer.email,
-}
-
-#: `order.items[]`, one per contract line.
-ITEM_FIELDS: Mapping[str, Callable[[OrderLine], Any]] = {
-    "refCode": _item_ref_code,
-    "qty": lambda line: line.quantity,
-    "price": lambda line: line.unit_price,
-    "attributes": _item_attributes,
-}
-
-#: `order`.
-ORDER_FIELDS: Mapping[str, Callable[[InStoreOrder], Any]] = {
-    "refCode": lambda order: order.order_id,
-    "orderDate": lambda order: offline_date(order.order_date),
-    "currency": lambda order: order.currency,
-    "shipping": lambda order: order.shipping,
-    "subTotal": lambda order: order.sub_total if order.sub_total is not None else order.lines_total,
-    "total": lambda order: order.total,
-    "items": lambda order: [apply(ITEM_FIELDS, line) for line in order.lines],
-    "attributes": _order_attributes,
-}
-
-
-def apply(fields: Mapping[str, Callable[[Any], Any]], source: Any) -> dict[str, Any]:
-    """Build one JSON object from a mapping table; fields that map to None are left out."""
-    built = {target: value(source) for target, value in fields.items()}
-    return {target: value for target, value in built.items() if value is not None}
-
-
-def offline_order(event: TrackingEvent) -> dict[str, Any]:
+def offline_order(event: TrackingEvent, settings: ProductRecsSettings) -> dict[str, Any]:
     """The request body for one order event."""
-    body: dict[str, Any] = {"lang": event.order.lang}
-    if event.customer_known:
-        user = apply(USER_FIELDS, event.customer)
-        if user:  # the vendor requires id or email whenever `user` is given
-            body["user"] = user
-    body["order"] = apply(ORDER_FIELDS, event.order)
-    return body
+    return apply(mapping.ORDER, Context(event, settings, OFFLINE_ORDER))
 
 
 def _vendor_errors(document: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -161,11 +70,18 @@ def _read_status(response: httpx.Response) -> tuple[str | None, Mapping[str, Any
 
 class ProductRecs(Destination):
     name = "product_recs"
-    # Offline orders only: an update/delivery/cancellation has no offline-order equivalent.
-    routes = MappingProxyType({EventType.ORDER_CREATED: "offline-order"})
+    # Offline orders only: an update or a delivery has no offline-order equivalent.
+    routes = MappingProxyType({EventType.ORDER_CREATED: OFFLINE_ORDER})
     fake = "tests.fakes.product_recs"
     title = "Optimizely Product Recommendations (offline orders)"
     settings_class = ProductRecsSettings
+    mappings = MappingProxyType(
+        {
+            "Offline order (the body)": mapping.ORDER,
+            "`user`": mapping.USER,
+            "`order.items[]`": mapping.ITEM,
+        }
+    )
     dry_run_status = 200
     dry_run_body: ClassVar[Any] = {"status": "OK"}
     settings: ProductRecsSettings
@@ -195,7 +111,7 @@ class ProductRecs(Destination):
             "POST",
             self.url(self.settings.url),
             headers=self._headers(),
-            content=jsonbody.dumps(offline_order(event)),
+            content=jsonbody.dumps(offline_order(event, self.settings)),
         )
 
     def interpret(self, response: httpx.Response) -> Sent:
