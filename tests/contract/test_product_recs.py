@@ -1,6 +1,7 @@
 """Product Recommendations offline orders against a fake that enforces the documented rules
-(tests/fakes/product_recs.py). Retries go through the real `call_with_retries` and the real
-`Processor` with the FakeClock, so nothing sleeps."""
+(tests/fakes/product_recs.py): the destination alone through the real `call_with_retries`, and
+both stages in process (accept, then the lane) as `tests.conftest`'s `local` runs them. The
+FakeClock makes every wait instant."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ from typing import Any
 
 import httpx
 import pytest
-from order_processor.processor import Processor
 
-from loyalty_client import build_lookup
 from loyalty_client.customer import Customer
 from order_processor.destinations.base import Sent
 from order_processor.destinations.product_recs import ProductRecs, ProductRecsSettings
+from order_processor.ledger import MemoryLedger
+from order_processor.local import LocalRun
 from order_processor.model import DeliveryStatus, Settlement, TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind
 from order_processor.outbound.http import Timeouts, new_client
 from order_processor.outbound.retry import RetryPolicy, call_with_retries
+from order_processor.outbox import MemoryOutbox
+from order_processor.pipeline import Pipeline
 from tests.conftest import FakeClock, metadata, sample, settings_for
 from tests.events import tracking_event as event
 from tests.fakes.base import FakeServer, Reply
@@ -382,63 +385,92 @@ async def test_4xx_with_a_fail_body_is_permanent_and_keeps_the_codes(
     assert len(recs[0].requests) == 1
 
 
-# Through the real Processor: loyalty lookup, routing, retries and settlement.
+# Through both stages: loyalty lookup, routing, the lane's ledger claim, retries and settlement.
+
+
+@contextlib.asynccontextmanager
+async def stages(
+    server: FakeServer,
+    loyalty: FakeServer,
+    retry: RetryPolicy,
+    clock: FakeClock,
+    **product_recs: Any,
+) -> AsyncIterator[LocalRun]:
+    """Both stages with only Product Recommendations enabled (at `server`), its settings
+    changed by `product_recs`."""
+    settings = settings_for(
+        "http://127.0.0.1:9",
+        loyalty.url,
+        others={"product_recs": server.url},
+        profile_store={"enabled": False},
+        product_recs=product_recs,
+    )
+    pipeline = Pipeline.from_settings(
+        settings,
+        retry=retry,
+        clock=clock,
+        now=clock.utc,
+        ledger=MemoryLedger(),
+        outbox=MemoryOutbox(),
+    )
+    try:
+        yield LocalRun(pipeline)
+    finally:
+        await pipeline.aclose()
 
 
 @pytest.fixture
-async def processor(
+async def local_recs(
     recs: tuple[FakeServer, ProductRecsRules],
     loyalty: FakeServer,
     retry: RetryPolicy,
     clock: FakeClock,
-) -> AsyncIterator[Processor]:
-    settings = settings_for("http://127.0.0.1:9", loyalty.url)
-    built = Processor(
-        settings=settings,
-        lookup=build_lookup(settings.loyalty, retry=retry),
-        destinations=[make_destination(recs[0])],
-        retry=retry,
-        clock=clock,
-    )
-    yield built
-    await built.aclose()
+) -> AsyncIterator[LocalRun]:
+    async with stages(recs[0], loyalty, retry, clock) as run:
+        yield run
 
 
-async def test_processor_delivers_order_created_with_the_loyalty_customer_id(
-    recs: tuple[FakeServer, ProductRecsRules], processor: Processor
+async def test_order_created_is_delivered_with_the_loyalty_customer_id(
+    recs: tuple[FakeServer, ProductRecsRules], local_recs: LocalRun
 ) -> None:
-    outcome = await processor.process(sample("order-created.json"), metadata())
+    run = await local_recs.run(sample("order-created.json"), metadata())
 
-    assert outcome.settlement is Settlement.COMPLETE
-    result = outcome.result_for("product_recs")
+    assert run.settlement is Settlement.COMPLETE, run.description
+    assert run.accept.routed == ("product_recs",)
+    result = run.result_for("product_recs")
     assert result is not None
     assert result.status is DeliveryStatus.DELIVERED
     [accepted] = recs[1].accepted
     assert accepted["user"] == {"id": "C-000123"}
 
 
-async def test_processor_skips_events_other_than_order_created(
-    recs: tuple[FakeServer, ProductRecsRules], processor: Processor
+@pytest.mark.parametrize("name", ["order-updated.json", "order-delivered.json"])
+async def test_other_events_are_not_published_to_the_lane(
+    recs: tuple[FakeServer, ProductRecsRules], local_recs: LocalRun, name: str
 ) -> None:
-    outcome = await processor.process(sample("order-updated.json"), metadata())
+    run = await local_recs.run(sample(name), metadata())
 
-    result = outcome.result_for("product_recs")
+    assert run.settlement is Settlement.COMPLETE
+    assert run.accept.routed == ()
+    assert run.lanes == {}
+    result = run.result_for("product_recs")
     assert result is not None
     assert result.status is DeliveryStatus.SKIPPED
     assert recs[0].requests == []
 
 
-async def test_processor_dead_letters_a_fail_answer_with_the_vendor_error(
-    recs: tuple[FakeServer, ProductRecsRules], processor: Processor
+async def test_a_fail_answer_is_dead_lettered_on_the_lane_with_the_vendor_error(
+    recs: tuple[FakeServer, ProductRecsRules], local_recs: LocalRun
 ) -> None:
     recs[0].inject(Reply(200, fail_body(("MissingOrMalformedCurrency", "currency XYZ unknown"))))
 
-    outcome = await processor.process(sample("order-created.json"), metadata())
+    run = await local_recs.run(sample("order-created.json"), metadata())
 
-    assert outcome.settlement is Settlement.DEAD_LETTER
-    assert outcome.description is not None
-    assert "MissingOrMalformedCurrency: currency XYZ unknown" in outcome.description
-    result = outcome.result_for("product_recs")
+    lane = run.lanes["product_recs"]
+    assert (lane.settlement, lane.reason) == (Settlement.DEAD_LETTER, "DestinationRejected")
+    assert lane.description is not None
+    assert "MissingOrMalformedCurrency: currency XYZ unknown" in lane.description
+    result = run.result_for("product_recs")
     assert result is not None
     assert result.vendor_code == "MissingOrMalformedCurrency"
     assert result.status is DeliveryStatus.PERMANENT_ERROR
