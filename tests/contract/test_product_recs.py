@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from loyalty_client.customer import Customer
-from order_processor.destinations.base import Sent
-from order_processor.destinations.product_recs import ProductRecs, ProductRecsSettings
+from order_processor.destinations.base import Sent, Skip
+from order_processor.destinations.product_recs import ANONYMOUS, ProductRecs, ProductRecsSettings
 from order_processor.ledger import MemoryLedger
 from order_processor.local import LocalRun
 from order_processor.model import DeliveryStatus, Settlement, TrackingEvent
@@ -118,6 +118,7 @@ async def test_order_created_is_delivered_with_the_documented_headers_and_body(
         "user": {"id": "C-000123"},
         "order": {
             "refCode": "100245",
+            "customerId": "C-000123",
             "orderDate": "2026-11-20T14:25:00 GMT",
             "currency": "GBP",
             "shipping": 0,
@@ -144,19 +145,36 @@ async def test_order_created_is_delivered_with_the_documented_headers_and_body(
     assert clock.sleeps == []
 
 
-async def test_unknown_customer_sends_no_user(
-    recs: tuple[FakeServer, ProductRecsRules],
-    destination: ProductRecs,
-    retry: RetryPolicy,
-    clock: FakeClock,
+def test_an_order_without_a_known_customer_is_skipped_by_default(
+    recs: tuple[FakeServer, ProductRecsRules], destination: ProductRecs
 ) -> None:
     tracking = event("order-created-unknown-card.json", customer=Customer(), known=False)
 
-    assert await deliver(destination, tracking, retry, clock) == Sent()
+    assert destination.prepare(tracking, "offline-order") == Skip(ANONYMOUS)
+    assert "PRODUCT_RECS_SEND_ANONYMOUS=true" in ANONYMOUS
+    assert recs[0].requests == []
+
+
+@pytest.mark.parametrize(
+    ("customer", "known"),
+    [(Customer(), False), (ANN, False), (Customer(phone="+447700900123"), True)],
+    ids=["unknown-card", "unknown-card-with-erp-details", "known-without-id-or-email"],
+)
+async def test_send_anonymous_sends_it_without_user_or_customer_id(
+    recs: tuple[FakeServer, ProductRecsRules],
+    retry: RetryPolicy,
+    clock: FakeClock,
+    customer: Customer,
+    known: bool,
+) -> None:
+    tracking = event("order-created-unknown-card.json", customer=customer, known=known)
+    async with destination_at(recs[0], send_anonymous=True) as anonymous:
+        assert await deliver(anonymous, tracking, retry, clock) == Sent()
 
     [accepted] = recs[1].accepted
     assert "user" not in accepted
-    assert b"user" not in recs[0].requests[0].body
+    assert "customerId" not in accepted["order"]
+    assert b"C-000123" not in recs[0].requests[0].body
 
 
 async def test_customer_without_id_is_sent_by_email_only(
@@ -170,6 +188,7 @@ async def test_customer_without_id_is_sent_by_email_only(
     await deliver(destination, tracking, retry, clock)
 
     assert recs[1].accepted[0]["user"] == {"email": "ann.shopper@example.com"}
+    assert "customerId" not in recs[1].accepted[0]["order"]
 
 
 async def test_fail_with_http_200_is_permanent_with_codes_and_messages(
@@ -442,6 +461,36 @@ async def test_order_created_is_delivered_with_the_loyalty_customer_id(
     assert result.status is DeliveryStatus.DELIVERED
     [accepted] = recs[1].accepted
     assert accepted["user"] == {"id": "C-000123"}
+
+
+async def test_an_unknown_card_is_recorded_as_skipped_with_the_reason(
+    recs: tuple[FakeServer, ProductRecsRules], local_recs: LocalRun
+) -> None:
+    run = await local_recs.run(sample("order-created-unknown-card.json"), metadata())
+
+    assert run.settlement is Settlement.COMPLETE, run.description
+    assert run.accept.routed == ("product_recs",)  # decided by the mapping, on the lane
+    result = run.result_for("product_recs")
+    assert result is not None
+    assert (result.status, result.detail) == (DeliveryStatus.SKIPPED, ANONYMOUS)
+    assert recs[0].requests == []
+
+
+async def test_with_send_anonymous_an_unknown_card_is_delivered_without_user(
+    recs: tuple[FakeServer, ProductRecsRules],
+    loyalty: FakeServer,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    async with stages(recs[0], loyalty, retry, clock, send_anonymous=True) as local:
+        run = await local.run(sample("order-created-unknown-card.json"), metadata())
+
+    result = run.result_for("product_recs")
+    assert result is not None
+    assert result.status is DeliveryStatus.DELIVERED
+    [accepted] = recs[1].accepted
+    assert "user" not in accepted
+    assert accepted["order"]["refCode"] == "100247"
 
 
 @pytest.mark.parametrize("name", ["order-updated.json", "order-delivered.json"])

@@ -57,6 +57,10 @@ class ProductRecsRules:
             return "MissingOrMalformedOrder", "order must be an object"
         if not isinstance(order.get("refCode"), str) or not order["refCode"]:
             return "MissingOrMalformedRefCode", "order.refCode is required"
+        if "customerId" in order and (
+            not isinstance(order["customerId"], str) or not order["customerId"]
+        ):
+            return "MissingOrMalformedCustomerId", "order.customerId must be a non-empty string"
         if not isinstance(order.get("orderDate"), str) or not ORDER_DATE.fullmatch(
             order["orderDate"]
         ):
@@ -91,8 +95,13 @@ class ProductRecsRules:
             return "MalformedLang", "lang must be a language code"
         if "user" in document:
             user = document["user"]
-            if not isinstance(user, dict) or not (user.get("id") or user.get("email")):
-                return "MissingUserIdentifier", "when user is given, id or email must be supplied"
+            if not isinstance(user, dict) or not any(
+                user.get(key) for key in ("id", "email", "segments")
+            ):
+                return (
+                    "MissingUserIdentifier",
+                    "when user is given, email, id or segments must be supplied",
+                )
         return self._order_problem(document.get("order"))
 
     def __call__(self, request: Recorded) -> Reply:

@@ -14,8 +14,13 @@ from pydantic import ValidationError
 
 from loyalty_client.customer import Customer
 from order_processor.contract import parse_order
-from order_processor.destinations.base import Sent
-from order_processor.destinations.product_recs import ProductRecs, ProductRecsSettings, mapping
+from order_processor.destinations.base import Sent, Skip
+from order_processor.destinations.product_recs import (
+    ANONYMOUS,
+    ProductRecs,
+    ProductRecsSettings,
+    mapping,
+)
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind
 from order_processor.outbound.http import Timeouts, new_client
@@ -31,11 +36,23 @@ def order_document(**changes: Any) -> dict[str, Any]:
     return document
 
 
+def build(**changes: Any) -> ProductRecs:
+    timeouts = Timeouts()
+    settings = ProductRecsSettings(url=URL, site="retailsite", site_token="t0ken", **changes)
+    return ProductRecs(settings, client=new_client(timeouts=timeouts), timeouts=timeouts)
+
+
 @pytest.fixture
 async def recs() -> AsyncIterator[ProductRecs]:
-    timeouts = Timeouts()
-    settings = ProductRecsSettings(url=URL, site="retailsite", site_token="t0ken")
-    built = ProductRecs(settings, client=new_client(timeouts=timeouts), timeouts=timeouts)
+    built = build()
+    yield built
+    await built.client.aclose()
+
+
+@pytest.fixture
+async def recs_anonymous() -> AsyncIterator[ProductRecs]:
+    """PRODUCT_RECS_SEND_ANONYMOUS=true: orders without `user` are sent too."""
+    built = build(send_anonymous=True)
     yield built
     await built.client.aclose()
 
@@ -65,6 +82,7 @@ def test_the_mapping_covers_the_documented_fields_it_uses() -> None:
         "lang",
         "user",
         "order.refCode",
+        "order.customerId",
         "order.orderDate",
         "order.currency",
         "order.shipping",
@@ -124,13 +142,72 @@ def test_order_date_is_utc_in_the_seed_form(
     ids=["id-wins-over-email", "id-only", "email-only", "phone-only", "nothing", "unknown"],
 )
 def test_user_is_the_id_else_the_email_else_absent(
-    recs: ProductRecs, customer: Customer, known: bool, expected: dict[str, str] | None
+    recs_anonymous: ProductRecs,
+    customer: Customer,
+    known: bool,
+    expected: dict[str, str] | None,
 ) -> None:
-    sent = body(prepared(recs, customer=customer, known=known))
+    sent = body(prepared(recs_anonymous, customer=customer, known=known))
 
     assert sent.get("user") == expected
     if expected is None:
         assert "user" not in sent
+
+
+@pytest.mark.parametrize(
+    ("customer", "known", "expected"),
+    [
+        (ANN, True, "C-000123"),
+        (Customer(customer_id="C-9"), True, "C-9"),
+        (Customer(email="bo.buyer@example.com"), True, None),
+        (ANN, False, None),
+    ],
+    ids=["known", "id-only", "email-only", "unknown"],
+)
+def test_order_customer_id_is_the_known_customers_id(
+    recs_anonymous: ProductRecs, customer: Customer, known: bool, expected: str | None
+) -> None:
+    order = body(prepared(recs_anonymous, customer=customer, known=known))["order"]
+
+    assert order.get("customerId") == expected
+    assert ("customerId" in order) is (expected is not None)
+
+
+@pytest.mark.parametrize(
+    ("customer", "known"),
+    [
+        (ANN, False),
+        (Customer(), False),
+        (Customer(phone="+447700900123"), True),
+        (Customer(), True),
+    ],
+    ids=["unknown-card", "nothing", "phone-only", "known-but-empty"],
+)
+def test_an_order_that_would_have_no_user_is_skipped_by_default(
+    recs: ProductRecs, customer: Customer, known: bool
+) -> None:
+    event = TrackingEvent(
+        order=parse_order(json.dumps(order_document()).encode()),
+        customer=customer,
+        customer_known=known,
+        key="k",
+    )
+
+    assert recs.prepare(event, "offline-order") == Skip(ANONYMOUS)
+
+
+def test_an_order_without_lines_is_refused_before_sending(recs_anonymous: ProductRecs) -> None:
+    # The contract already requires lines for OrderCreated: this is the mapping's own guard.
+    order = parse_order(json.dumps(order_document()).encode()).model_copy(update={"lines": []})
+    event = TrackingEvent(
+        order=order,
+        customer=ANN,
+        customer_known=True,
+        key="k",
+    )
+
+    with pytest.raises(DeliveryError, match="at least one item"):
+        recs_anonymous.prepare(event, "offline-order")
 
 
 @pytest.mark.parametrize(

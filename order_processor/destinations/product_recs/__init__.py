@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 #: how much vendor error text goes into a dead-letter description
 MAX_ERROR_TEXT = 1000
 OFFLINE_ORDER = "offline-order"
+#: why an order without `user` is not sent (PRODUCT_RECS_SEND_ANONYMOUS=false, the default)
+ANONYMOUS = (
+    "no known customer (no user id or email): Optimizely uses no offline order without a user "
+    "to enrich anyone, and offline orders do not affect crowd behaviour by default "
+    "(PRODUCT_RECS_SEND_ANONYMOUS=true sends it)"
+)
 
 
 def offline_order(event: TrackingEvent, settings: ProductRecsSettings) -> dict[str, Any]:
@@ -105,13 +111,16 @@ class ProductRecs(Destination):
 
     def prepare(self, event: TrackingEvent, route: str) -> httpx.Request | Skip:
         assert self.settings.url is not None
+        body = offline_order(event, self.settings)
+        if "user" not in body and not self.settings.send_anonymous:
+            return Skip(ANONYMOUS)
         if not event.order.lines:
             raise self.rejected("an offline order needs at least one item")
         return self.client.build_request(
             "POST",
             self.url(self.settings.url),
             headers=self._headers(),
-            content=jsonbody.dumps(offline_order(event, self.settings)),
+            content=jsonbody.dumps(body),
         )
 
     def interpret(self, response: httpx.Response) -> Sent:

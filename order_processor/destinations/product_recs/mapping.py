@@ -41,6 +41,12 @@ def store_attributes(order: InStoreOrder, _: Context) -> dict[str, str]:
     return attributes
 
 
+def known_only(value: Any, context: Context) -> Any:
+    """The value for a known customer (the loyalty provider knew the card, or the ERP sent the
+    email); None (left out) otherwise."""
+    return value if context.event.customer_known else None
+
+
 def email_without_id(email: str, context: Context) -> str | None:
     """The deprecated `email`, only when there is no id to send instead."""
     return None if context.event.customer.customer_id else email
@@ -99,6 +105,13 @@ ORDER: tuple[Field, ...] = (
     Field("lang", "order.lang", note="contract default `en-gb`, the documented default too [O]"),
     Field("user", "customer", known_user, "see `user` below; left out for an unknown customer"),
     Field("order.refCode", "order.orderId", note="the ERP's order reference", required=True),
+    Field(
+        "order.customerId",
+        "customer.customerId",
+        known_only,
+        "the same customer id as `user.id`, for a known customer; listed by [O], used for "
+        "offline orders by Optimizely's own commerce integration [X]",
+    ),
     Field("order.orderDate", "order.orderDate", gmt_seconds, "UTC [O]", required=True),
     Field("order.currency", "order.currency", note="ISO 4217, upper case", required=True),
     Field("order.shipping", "order.shipping", note="exact decimal; contract default 0"),

@@ -35,3 +35,9 @@ class ProductRecsSettings(DestinationSettings):
     channel: str = Field(
         default="store", description="`channel` header; must be the siteToken's channel"
     )
+    send_anonymous: bool = Field(
+        default=False,
+        description="`true`: also send orders without a known customer (no `user`). By default "
+        "they are skipped: Optimizely uses no offline order without `user` to enrich anyone, and "
+        "offline orders do not affect crowd behaviour unless Optimizely enables it for the site",
+    )
