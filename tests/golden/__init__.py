@@ -50,6 +50,12 @@ class Variant:
 VARIANTS: tuple[Variant, ...] = (
     Variant(
         "product_recs",
+        "cancellations-enabled",
+        {"cancellations_enabled": True},
+        ("order-cancelled.json",),
+    ),
+    Variant(
+        "product_recs",
         "send-anonymous",
         {"send_anonymous": True},
         ("order-created-unknown-card.json",),

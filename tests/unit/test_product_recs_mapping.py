@@ -13,12 +13,14 @@ import pytest
 from pydantic import ValidationError
 
 from loyalty_client.customer import Customer
-from order_processor.contract import parse_order
+from order_processor.contract import EventType, parse_order
 from order_processor.destinations.base import Sent, Skip
 from order_processor.destinations.product_recs import (
     ANONYMOUS,
+    CANCEL_OFFLINE_ORDER,
     ProductRecs,
     ProductRecsSettings,
+    cancellation_url,
     mapping,
 )
 from order_processor.model import TrackingEvent
@@ -96,6 +98,7 @@ def test_the_mapping_covers_the_documented_fields_it_uses() -> None:
         "Offline order (the body)": mapping.ORDER,
         "`user`": mapping.USER,
         "`order.items[]`": mapping.ITEM,
+        "Cancellation (`DELETE` URL)": mapping.CANCELLATION,
     }
 
 
@@ -421,3 +424,116 @@ def test_dry_run_answer_is_the_documented_success(recs: ProductRecs) -> None:
 
     assert recs.interpret(answer) == Sent()
     assert ProductRecsSettings.model_validate(ProductRecsSettings.example).url == URL
+
+
+# Cancellations (PRODUCT_RECS_CANCELLATIONS_ENABLED)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (URL, "https://uat.peerius.com/smart-api/orders/offline/100245"),
+        (
+            "https://acme.peerius.com/tracker/smart-api/orders/offline",
+            "https://acme.peerius.com/smart-api/orders/offline/100245",
+        ),
+        (
+            "https://acme.peerius.episerver.net/tracker/smart-api/orders/offline/",
+            "https://acme.peerius.episerver.net/smart-api/orders/offline/100245",
+        ),
+        (
+            "https://proxy.example:8443/recs/tracker/smart-api/orders/offline",
+            "https://proxy.example:8443/recs/smart-api/orders/offline/100245",
+        ),
+        (
+            "https://acme.peerius.com/smart-api/orders/offline",
+            "https://acme.peerius.com/smart-api/orders/offline/100245",
+        ),
+    ],
+    ids=["uat", "peerius.com", "episerver.net-trailing-slash", "proxy-prefix", "no-tracker"],
+)
+def test_the_cancellation_url_is_the_offline_url_without_tracker(url: str, expected: str) -> None:
+    assert cancellation_url(url, "100245") == expected
+
+
+@pytest.mark.parametrize(
+    ("order_number", "segment"),
+    [("A/B", "A%2FB"), ("7 ?#&=", "7%20%3F%23%26%3D"), ("100%", "100%25"), ("é", "%C3%A9")],
+)
+def test_the_order_number_is_percent_encoded(order_number: str, segment: str) -> None:
+    assert cancellation_url(URL, order_number).endswith(f"/smart-api/orders/offline/{segment}")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://uat.peerius.com/tracker/smart-api/orders",
+        "https://uat.peerius.com/",
+        "https://uat.peerius.com/tracker/smart-api/orders/offline/extra",
+    ],
+)
+def test_cancellations_refuse_a_url_they_cannot_be_derived_from(url: str) -> None:
+    with pytest.raises(ValidationError, match="PRODUCT_RECS_URL must end with"):
+        ProductRecsSettings(
+            url=url, site="retailsite", site_token="t0ken", cancellations_enabled=True
+        )
+    # Without cancellations the URL is the operator's business (a proxy, a new path).
+    assert ProductRecsSettings(url=url, site="retailsite", site_token="t0ken").url == url
+
+
+def test_cancellations_are_routed_only_when_enabled() -> None:
+    default = ProductRecsSettings(url=URL, site="retailsite", site_token="t0ken")
+    enabled = default.model_copy(update={"cancellations_enabled": True})
+
+    assert default.cancellations_enabled is False
+    assert ProductRecs.routes_for(default) == {EventType.ORDER_CREATED: "offline-order"}
+    assert ProductRecs.routes_for(enabled) == {
+        EventType.ORDER_CREATED: "offline-order",
+        EventType.ORDER_CANCELLED: CANCEL_OFFLINE_ORDER,
+    }
+    assert ProductRecs.routes == ProductRecs.routes_for(default)
+
+
+def test_the_cancellation_request(recs: ProductRecs) -> None:
+    order = parse_order(sample("order-cancelled.json"))
+    event = TrackingEvent(order=order, customer=ANN, customer_known=True, key="k")
+
+    request = recs.prepare(event, CANCEL_OFFLINE_ORDER)
+
+    assert isinstance(request, httpx.Request)
+    assert (request.method, str(request.url)) == (
+        "DELETE",
+        "https://uat.peerius.com/smart-api/orders/offline/100245",
+    )
+    assert request.headers["site"] == "retailsite"
+    assert request.headers["siteToken"] == "t0ken"
+    assert request.headers["channel"] == "store"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.content == b""
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "content", "outcome"),
+    [
+        ("DELETE", 204, b"", "sent"),
+        ("DELETE", 200, b"", "sent"),
+        ("DELETE", 200, b'{"status":"OK"}', "sent"),
+        ("DELETE", 200, b'{"status":"fail","errors":[{"code":"X","message":"m"}]}', "permanent"),
+        ("DELETE", 200, b"<html>maintenance</html>", "transient"),
+        ("DELETE", 404, b"", "permanent"),
+        ("POST", 204, b"", "transient"),  # an offline order is always answered with a body
+    ],
+)
+def test_interpret_a_delete_answer(
+    recs: ProductRecs, method: str, status: int, content: bytes, outcome: str
+) -> None:
+    request = httpx.Request(method, "https://uat.peerius.com/smart-api/orders/offline/1")
+    response = httpx.Response(status, content=content, request=request)
+
+    if outcome == "sent":
+        assert recs.interpret(response) == Sent()
+        return
+    with pytest.raises(DeliveryError) as caught:
+        recs.interpret(response)
+    expected = FailureKind.PERMANENT if outcome == "permanent" else FailureKind.TRANSIENT
+    assert caught.value.kind is expected

@@ -1,5 +1,6 @@
-"""TrackingEvent -> one Product Recommendations offline order, declaratively (docs tables
-generated). The sources ([O], [S] ...) are listed in docs/destinations/product_recs.md."""
+"""TrackingEvent -> one Product Recommendations offline order, or the order number of a
+cancellation, declaratively (docs tables generated). The sources ([O], [C] ...) are listed in
+docs/destinations/product_recs.md."""
 
 from __future__ import annotations
 
@@ -129,5 +130,16 @@ ORDER: tuple[Field, ...] = (
         store_attributes,
         "the ERP's `attributes`, then `store` (store name), `storePostcode` and `storeId`, "
         "as in the documented example [O]; the store's fields win",
+    ),
+)
+
+#: `DELETE {PRODUCT_RECS_URL without /tracker}/<order_number>`: a cancellation has no body.
+CANCELLATION: tuple[Field, ...] = (
+    Field(
+        "order_number",
+        "order.orderId",
+        note="the `refCode` the order was sent with [C]; percent-encoded as one path segment "
+        "(`cancellation_url`)",
+        required=True,
     ),
 )
