@@ -11,7 +11,7 @@ duplicates the topic drops).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -19,6 +19,7 @@ from loyalty_client import CustomerLookup
 from loyalty_client.customer import Customer
 from order_processor.contract import InStoreOrder, InvalidMessage, parse_order
 from order_processor.delivery import DeliveryMessage
+from order_processor.destinations import DestinationSettings
 from order_processor.model import (
     DeadLetterReason,
     MessageMetadata,
@@ -32,7 +33,7 @@ from order_processor.observe import Observer
 from order_processor.outbound.errors import DeliveryError
 from order_processor.outbox import MessageTooLarge, Outbox, Outgoing
 from order_processor.redelivery import RetryLater
-from order_processor.routing import route
+from order_processor.routing import column
 from order_processor.settings import CoreSettings
 
 #: the pseudo-lane of the accept stage's own retry copies (subscription ACCEPT_RETRY_SUBSCRIPTION)
@@ -51,7 +52,7 @@ class AcceptStage:
         self,
         *,
         core: CoreSettings,
-        destinations: Sequence[str],
+        destinations: Mapping[str, DestinationSettings],
         lookup: CustomerLookup,
         outbox: Outbox,
         retry_later: RetryLater,
@@ -62,6 +63,8 @@ class AcceptStage:
         self.core = core
         #: the enabled destinations, in registration order
         self.destinations = tuple(destinations)
+        #: their routing columns under their settings (decided once: settings are frozen)
+        self.columns = {name: column(name, block) for name, block in destinations.items()}
         self.lookup = lookup
         self.outbox = outbox
         self.retry_later = retry_later
@@ -109,7 +112,7 @@ class AcceptStage:
             event = await self.enrich(order, key, metadata, deadline)
         except DeliveryError as exc:
             return await self._lookup_failed(body, metadata, about, exc)
-        routed = [name for name in self.destinations if route(name, event.event_type)]
+        routed = [name for name in self.destinations if event.event_type in self.columns[name]]
         accepted_at = self._now()
         messages = [
             DeliveryMessage.of(

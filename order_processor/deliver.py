@@ -176,7 +176,7 @@ class DeliveryStage:
         results: dict[int, DestinationResult] = {}
         routed: list[tuple[_Work, str]] = []
         for w in work:
-            target = self.destination.routes.get(w.event.event_type)
+            target = self.destination.routing.get(w.event.event_type)
             if target is None:
                 detail = f"{w.event.event_type.value} is not routed here"
                 results[w.index] = self._result(DeliveryStatus.SKIPPED, detail)

@@ -108,7 +108,7 @@ class Pipeline:
             )
         accept = AcceptStage(
             core=core,
-            destinations=list(lanes),
+            destinations={name: settings.destinations[name] for name in lanes},
             lookup=lookup,
             outbox=outbox,
             retry_later=retry_later,

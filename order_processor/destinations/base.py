@@ -3,6 +3,7 @@ a reading of the vendor's answer. Retries, timeouts, fan-out and settlement belo
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -126,7 +127,8 @@ class Destination(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     settings_class: ClassVar[type[DestinationSettings]]
-    #: its column of the routing table: the destination's own name for each event it takes
+    #: its column of the routing table with its default settings: the destination's own name
+    #: for each event it takes (`routes_for` when a setting switches an event on or off)
     routes: ClassVar[Mapping[EventType, str]]
     #: the declarative mappings (title -> fields) the vendor's bodies are built from; the docs
     #: page's mapping tables are generated from them
@@ -150,6 +152,18 @@ class Destination(ABC):
     def function_name(cls) -> str:
         """The lane's Azure Function."""
         return f"deliver_{cls.name}"
+
+    @classmethod
+    def routes_for(cls, settings: DestinationSettings) -> Mapping[EventType, str]:
+        """Its routing column under these settings: what the accept stage publishes to its lane
+        and the lane sends. `routes` unless the destination overrides this, for an event that a
+        setting switches on (e.g. one the vendor must enable per account)."""
+        return cls.routes
+
+    @functools.cached_property
+    def routing(self) -> Mapping[EventType, str]:
+        """`routes_for(self.settings)`, decided once (settings are frozen)."""
+        return type(self).routes_for(self.settings)
 
     @classmethod
     def subscription_setting(cls) -> str:

@@ -1,6 +1,7 @@
 """Product Recommendations offline orders against a fake that enforces the documented rules
-(tests/fakes/product_recs.py). Retries go through the real `call_with_retries` and the real
-stages (accept, then the product_recs lane) with the FakeClock, so nothing sleeps."""
+(tests/fakes/product_recs.py): the destination alone through the real `call_with_retries`, and
+both stages in process (accept, then the lane) as `tests.conftest`'s `local` runs them. The
+FakeClock makes every wait instant."""
 
 from __future__ import annotations
 
@@ -15,8 +16,15 @@ import httpx
 import pytest
 
 from loyalty_client.customer import Customer
-from order_processor.destinations.base import Sent
-from order_processor.destinations.product_recs import ProductRecs, ProductRecsSettings
+from order_processor.destinations.base import Sent, Skip
+from order_processor.destinations.product_recs import (
+    ANONYMOUS,
+    ANONYMOUS_CANCELLATION,
+    CANCEL_OFFLINE_ORDER,
+    ProductRecs,
+    ProductRecsSettings,
+)
+from order_processor.ledger import MemoryLedger
 from order_processor.local import LocalRun
 from order_processor.model import DeliveryStatus, Settlement, TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind
@@ -28,6 +36,7 @@ from tests.conftest import FakeClock, metadata, sample, settings_for
 from tests.events import tracking_event as event
 from tests.fakes.base import FakeServer, Reply
 from tests.fakes.product_recs import (
+    CANCEL_PATH,
     CHANNEL,
     PATH,
     SITE,
@@ -76,9 +85,13 @@ async def destination(recs: tuple[FakeServer, ProductRecsRules]) -> AsyncIterato
 
 
 async def deliver(
-    destination: ProductRecs, tracking: TrackingEvent, retry: RetryPolicy, clock: FakeClock
+    destination: ProductRecs,
+    tracking: TrackingEvent,
+    retry: RetryPolicy,
+    clock: FakeClock,
+    route: str = "offline-order",
 ) -> Sent:
-    prepared = destination.prepare(tracking, "offline-order")
+    prepared = destination.prepare(tracking, route)
     assert isinstance(prepared, httpx.Request)
 
     async def attempt() -> Sent:
@@ -116,6 +129,7 @@ async def test_order_created_is_delivered_with_the_documented_headers_and_body(
         "user": {"id": "C-000123"},
         "order": {
             "refCode": "100245",
+            "customerId": "C-000123",
             "orderDate": "2026-11-20T14:25:00 GMT",
             "currency": "GBP",
             "shipping": 0,
@@ -142,19 +156,36 @@ async def test_order_created_is_delivered_with_the_documented_headers_and_body(
     assert clock.sleeps == []
 
 
-async def test_unknown_customer_sends_no_user(
-    recs: tuple[FakeServer, ProductRecsRules],
-    destination: ProductRecs,
-    retry: RetryPolicy,
-    clock: FakeClock,
+def test_an_order_without_a_known_customer_is_skipped_by_default(
+    recs: tuple[FakeServer, ProductRecsRules], destination: ProductRecs
 ) -> None:
     tracking = event("order-created-unknown-card.json", customer=Customer(), known=False)
 
-    assert await deliver(destination, tracking, retry, clock) == Sent()
+    assert destination.prepare(tracking, "offline-order") == Skip(ANONYMOUS)
+    assert "PRODUCT_RECS_SEND_ANONYMOUS=true" in ANONYMOUS
+    assert recs[0].requests == []
+
+
+@pytest.mark.parametrize(
+    ("customer", "known"),
+    [(Customer(), False), (ANN, False), (Customer(phone="+447700900123"), True)],
+    ids=["unknown-card", "unknown-card-with-erp-details", "known-without-id-or-email"],
+)
+async def test_send_anonymous_sends_it_without_user_or_customer_id(
+    recs: tuple[FakeServer, ProductRecsRules],
+    retry: RetryPolicy,
+    clock: FakeClock,
+    customer: Customer,
+    known: bool,
+) -> None:
+    tracking = event("order-created-unknown-card.json", customer=customer, known=known)
+    async with destination_at(recs[0], send_anonymous=True) as anonymous:
+        assert await deliver(anonymous, tracking, retry, clock) == Sent()
 
     [accepted] = recs[1].accepted
     assert "user" not in accepted
-    assert b"user" not in recs[0].requests[0].body
+    assert "customerId" not in accepted["order"]
+    assert b"C-000123" not in recs[0].requests[0].body
 
 
 async def test_customer_without_id_is_sent_by_email_only(
@@ -168,6 +199,7 @@ async def test_customer_without_id_is_sent_by_email_only(
     await deliver(destination, tracking, retry, clock)
 
     assert recs[1].accepted[0]["user"] == {"email": "ann.shopper@example.com"}
+    assert "customerId" not in recs[1].accepted[0]["order"]
 
 
 async def test_fail_with_http_200_is_permanent_with_codes_and_messages(
@@ -383,47 +415,100 @@ async def test_4xx_with_a_fail_body_is_permanent_and_keeps_the_codes(
     assert len(recs[0].requests) == 1
 
 
-# Through the real stages: loyalty lookup, routing, the lane's retries and settlement.
+# Through both stages: loyalty lookup, routing, the lane's ledger claim, retries and settlement.
+
+
+@contextlib.asynccontextmanager
+async def stages(
+    server: FakeServer,
+    loyalty: FakeServer,
+    retry: RetryPolicy,
+    clock: FakeClock,
+    **product_recs: Any,
+) -> AsyncIterator[LocalRun]:
+    """Both stages with only Product Recommendations enabled (at `server`), its settings
+    changed by `product_recs`."""
+    settings = settings_for(
+        "http://127.0.0.1:9",
+        loyalty.url,
+        others={"product_recs": server.url},
+        profile_store={"enabled": False},
+        product_recs=product_recs,
+    )
+    pipeline = Pipeline.from_settings(
+        settings,
+        retry=retry,
+        clock=clock,
+        now=clock.utc,
+        ledger=MemoryLedger(),
+        outbox=MemoryOutbox(),
+    )
+    try:
+        yield LocalRun(pipeline)
+    finally:
+        await pipeline.aclose()
 
 
 @pytest.fixture
-async def local(
+async def local_recs(
     recs: tuple[FakeServer, ProductRecsRules],
     loyalty: FakeServer,
     retry: RetryPolicy,
     clock: FakeClock,
 ) -> AsyncIterator[LocalRun]:
-    """Product Recs the only enabled destination, at the `recs` fake."""
-    settings = settings_for(
-        "http://127.0.0.1:9",
-        loyalty.url,
-        others={"product_recs": recs[0].url},
-        profile_store={"enabled": False},
-    )
-    pipeline = Pipeline.from_settings(settings, retry=retry, clock=clock, outbox=MemoryOutbox())
-    assert list(pipeline.lanes) == ["product_recs"]
-    yield LocalRun(pipeline)
-    await pipeline.aclose()
+    async with stages(recs[0], loyalty, retry, clock) as run:
+        yield run
 
 
 async def test_order_created_is_delivered_with_the_loyalty_customer_id(
-    recs: tuple[FakeServer, ProductRecsRules], local: LocalRun
+    recs: tuple[FakeServer, ProductRecsRules], local_recs: LocalRun
 ) -> None:
-    run = await local.run(sample("order-created.json"), metadata())
+    run = await local_recs.run(sample("order-created.json"), metadata())
 
-    assert run.settlement is Settlement.COMPLETE
+    assert run.settlement is Settlement.COMPLETE, run.description
     assert run.accept.routed == ("product_recs",)
-    result = run.lanes["product_recs"].result_for("product_recs")
+    result = run.result_for("product_recs")
     assert result is not None
     assert result.status is DeliveryStatus.DELIVERED
     [accepted] = recs[1].accepted
     assert accepted["user"] == {"id": "C-000123"}
 
 
-async def test_events_other_than_order_created_get_no_delivery_message(
-    recs: tuple[FakeServer, ProductRecsRules], local: LocalRun
+async def test_an_unknown_card_is_recorded_as_skipped_with_the_reason(
+    recs: tuple[FakeServer, ProductRecsRules], local_recs: LocalRun
 ) -> None:
-    run = await local.run(sample("order-updated.json"), metadata())
+    run = await local_recs.run(sample("order-created-unknown-card.json"), metadata())
+
+    assert run.settlement is Settlement.COMPLETE, run.description
+    assert run.accept.routed == ("product_recs",)  # decided by the mapping, on the lane
+    result = run.result_for("product_recs")
+    assert result is not None
+    assert (result.status, result.detail) == (DeliveryStatus.SKIPPED, ANONYMOUS)
+    assert recs[0].requests == []
+
+
+async def test_with_send_anonymous_an_unknown_card_is_delivered_without_user(
+    recs: tuple[FakeServer, ProductRecsRules],
+    loyalty: FakeServer,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    async with stages(recs[0], loyalty, retry, clock, send_anonymous=True) as local:
+        run = await local.run(sample("order-created-unknown-card.json"), metadata())
+
+    result = run.result_for("product_recs")
+    assert result is not None
+    assert result.status is DeliveryStatus.DELIVERED
+    [accepted] = recs[1].accepted
+    assert "user" not in accepted
+    assert accepted["order"]["refCode"] == "100247"
+
+
+@pytest.mark.parametrize("name", ["order-updated.json", "order-delivered.json"])
+async def test_other_events_are_not_published_to_the_lane(
+    recs: tuple[FakeServer, ProductRecsRules], local_recs: LocalRun, name: str
+) -> None:
+    run = await local_recs.run(sample(name), metadata())
 
     assert run.settlement is Settlement.COMPLETE
     assert run.accept.routed == ()
@@ -431,23 +516,288 @@ async def test_events_other_than_order_created_get_no_delivery_message(
     result = run.result_for("product_recs")
     assert result is not None
     assert result.status is DeliveryStatus.SKIPPED
-    assert result.detail == "OrderUpdated is not routed here"
     assert recs[0].requests == []
 
 
-async def test_a_fail_answer_dead_letters_the_lane_message_with_the_vendor_error(
-    recs: tuple[FakeServer, ProductRecsRules], local: LocalRun
+async def test_a_fail_answer_is_dead_lettered_on_the_lane_with_the_vendor_error(
+    recs: tuple[FakeServer, ProductRecsRules], local_recs: LocalRun
 ) -> None:
     recs[0].inject(Reply(200, fail_body(("MissingOrMalformedCurrency", "currency XYZ unknown"))))
 
-    run = await local.run(sample("order-created.json"), metadata())
+    run = await local_recs.run(sample("order-created.json"), metadata())
 
-    outcome = run.lanes["product_recs"]
-    assert outcome.settlement is Settlement.DEAD_LETTER
-    assert outcome.reason == "DestinationRejected"
-    assert outcome.description is not None
-    assert "MissingOrMalformedCurrency: currency XYZ unknown" in outcome.description
-    result = outcome.result_for("product_recs")
+    lane = run.lanes["product_recs"]
+    assert (lane.settlement, lane.reason) == (Settlement.DEAD_LETTER, "DestinationRejected")
+    assert lane.description is not None
+    assert "MissingOrMalformedCurrency: currency XYZ unknown" in lane.description
+    result = run.result_for("product_recs")
     assert result is not None
     assert result.vendor_code == "MissingOrMalformedCurrency"
     assert result.status is DeliveryStatus.PERMANENT_ERROR
+
+
+# Cancellations: DELETE {PRODUCT_RECS_URL without /tracker}/<order number>, when enabled.
+
+
+def cancelled_event(order_id: str = "100245", **changes: Any) -> TrackingEvent:
+    return event("order-cancelled.json", orderId=order_id, **changes)
+
+
+async def cancel(
+    destination: ProductRecs, tracking: TrackingEvent, retry: RetryPolicy, clock: FakeClock
+) -> Sent:
+    return await deliver(destination, tracking, retry, clock, route=CANCEL_OFFLINE_ORDER)
+
+
+@pytest.fixture
+async def cancelling(recs: tuple[FakeServer, ProductRecsRules]) -> AsyncIterator[ProductRecs]:
+    async with destination_at(recs[0], cancellations_enabled=True) as built:
+        yield built
+
+
+async def test_a_cancellation_deletes_the_offline_order_with_the_same_headers(
+    recs: tuple[FakeServer, ProductRecsRules],
+    cancelling: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    server, rules = recs
+    await deliver(cancelling, event(), retry, clock)
+
+    assert await cancel(cancelling, cancelled_event(), retry, clock) == Sent()
+
+    request = server.requests[-1]
+    assert (request.method, request.path) == ("DELETE", f"{CANCEL_PATH}/100245")
+    assert not request.path.startswith("/tracker")
+    assert request.header("site") == SITE
+    assert request.header("siteToken") == SITE_TOKEN
+    assert request.header("channel") == CHANNEL
+    assert request.header("content-type") == "application/json"
+    assert request.body == b""
+    assert rules.cancelled == ["100245"]
+
+
+async def test_the_order_number_is_one_percent_encoded_path_segment(
+    recs: tuple[FakeServer, ProductRecsRules],
+    cancelling: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    server, rules = recs
+    odd = "ST/42 #7?x=1&y=%é"
+    await deliver(cancelling, event(orderId=odd), retry, clock)
+
+    await cancel(cancelling, cancelled_event(odd), retry, clock)
+
+    assert server.requests[-1].path == f"{CANCEL_PATH}/ST%2F42%20%237%3Fx%3D1%26y%3D%25%C3%A9"
+    assert server.requests[-1].query == {}
+    assert rules.cancelled == [odd]
+
+
+@pytest.mark.parametrize("order_id", [".", ".."])
+def test_a_dot_segment_order_number_is_refused_before_sending(
+    recs: tuple[FakeServer, ProductRecsRules], cancelling: ProductRecs, order_id: str
+) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        cancelling.prepare(cancelled_event(order_id), CANCEL_OFFLINE_ORDER)
+
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert "cannot be a URL path segment" in caught.value.describe()
+    assert recs[0].requests == []
+
+
+@pytest.mark.parametrize(
+    ("rules", "overrides", "code"),
+    [
+        ({"cancellations_enabled": False}, {}, "CancellationsNotEnabled"),
+        ({}, {"site_token": "not-the-token"}, "InvalidSiteToken"),
+        ({}, {"channel": "callcentre"}, "ChannelNotRecognized"),
+        ({}, {"site": "othersite"}, "SiteNotRecognized"),
+    ],
+    ids=["not-enabled-for-the-site", "wrong-token", "wrong-channel", "wrong-site"],
+)
+async def test_a_refused_cancellation_is_permanent_with_the_code(
+    retry: RetryPolicy,
+    clock: FakeClock,
+    rules: dict[str, Any],
+    overrides: dict[str, Any],
+    code: str,
+) -> None:
+    server, fake = product_recs_server(**rules)
+    with server:
+        async with destination_at(server, cancellations_enabled=True) as created:
+            await deliver(created, event(), retry, clock)
+        async with destination_at(server, cancellations_enabled=True, **overrides) as wrong:
+            with pytest.raises(DeliveryError) as caught:
+                await cancel(wrong, cancelled_event(), retry, clock)
+
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert caught.value.vendor_code == code
+    assert "not-the-token" not in caught.value.describe()
+    assert len(server.requests) == 2  # never retried
+    assert fake.cancelled == []
+
+
+async def test_cancelling_an_order_the_tracker_never_received_is_permanent(
+    recs: tuple[FakeServer, ProductRecsRules],
+    cancelling: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        await cancel(cancelling, cancelled_event("999999"), retry, clock)
+
+    assert caught.value.kind is FailureKind.PERMANENT
+    assert caught.value.vendor_code == "OrderNotFound"
+
+
+async def test_a_cancellation_retried_after_a_lost_answer_is_still_ok(
+    recs: tuple[FakeServer, ProductRecsRules],
+    cancelling: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    _, rules = recs
+    await deliver(cancelling, event(), retry, clock)
+    await cancel(cancelling, cancelled_event(), retry, clock)
+
+    assert await cancel(cancelling, cancelled_event(), retry, clock) == Sent()
+    assert rules.cancelled == ["100245"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (Reply(200, {"status": "OK"}), Sent()),
+        (Reply(204), Sent()),
+        (Reply(200, {"status": "warning", "errors": [{"code": "W1", "message": "m"}]}), None),
+    ],
+    ids=["ok-body", "no-content", "warning"],
+)
+async def test_what_a_delete_answer_means(
+    recs: tuple[FakeServer, ProductRecsRules],
+    cancelling: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+    reply: Reply,
+    expected: Sent | None,
+) -> None:
+    recs[0].inject(reply)
+
+    sent = await cancel(cancelling, cancelled_event(), retry, clock)
+
+    assert sent == (expected or Sent(note="warning: W1"))
+
+
+async def test_a_2xx_delete_answer_that_is_not_the_trackers_is_transient(
+    recs: tuple[FakeServer, ProductRecsRules],
+    cancelling: ProductRecs,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    recs[0].inject(*[Reply(200, b"<html>maintenance</html>")] * retry.max_attempts)
+
+    with pytest.raises(DeliveryError) as caught:
+        await cancel(cancelling, cancelled_event(), retry, clock)
+
+    assert caught.value.kind is FailureKind.TRANSIENT
+
+
+def test_a_cancellation_of_an_order_without_a_known_customer_is_skipped(
+    recs: tuple[FakeServer, ProductRecsRules], cancelling: ProductRecs
+) -> None:
+    tracking = event("order-cancelled.json", customer=Customer(), known=False)
+
+    assert cancelling.prepare(tracking, CANCEL_OFFLINE_ORDER) == Skip(ANONYMOUS_CANCELLATION)
+    assert recs[0].requests == []
+
+
+async def test_with_send_anonymous_it_is_cancelled_too(
+    recs: tuple[FakeServer, ProductRecsRules], retry: RetryPolicy, clock: FakeClock
+) -> None:
+    anonymous = {"customer": Customer(), "known": False}
+    async with destination_at(recs[0], cancellations_enabled=True, send_anonymous=True) as built:
+        await deliver(built, event(**anonymous), retry, clock)
+        assert await cancel(built, cancelled_event(**anonymous), retry, clock) == Sent()
+
+    assert recs[1].cancelled == ["100245"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("DELETE", f"{PATH}/100245", 404),  # under /tracker: not the documented path
+        ("POST", f"{CANCEL_PATH}/100245", 405),
+        ("GET", f"{CANCEL_PATH}/100245", 405),
+        ("DELETE", PATH, 405),
+        ("DELETE", f"{CANCEL_PATH}/", 404),
+        ("DELETE", f"{CANCEL_PATH}/100/245", 404),
+    ],
+)
+def test_the_fake_refuses_what_the_tracker_does_not_serve(
+    recs: tuple[FakeServer, ProductRecsRules], method: str, path: str, status: int
+) -> None:
+    headers = {
+        "site": SITE,
+        "siteToken": SITE_TOKEN,
+        "channel": CHANNEL,
+        "Content-Type": "application/json",
+    }
+    answer = httpx.request(method, f"{recs[0].url}{path}", headers=headers)
+
+    assert answer.status_code == status
+    assert recs[1].cancelled == []
+
+
+async def test_through_both_stages_a_cancellation_is_published_and_sent_when_enabled(
+    recs: tuple[FakeServer, ProductRecsRules],
+    loyalty: FakeServer,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    async with stages(recs[0], loyalty, retry, clock, cancellations_enabled=True) as local:
+        created = await local.run(sample("order-created.json"), metadata("m-1"))
+        run = await local.run(sample("order-cancelled.json"), metadata("m-2"))
+
+    assert created.settlement is Settlement.COMPLETE, created.description
+    assert run.settlement is Settlement.COMPLETE, run.description
+    assert run.accept.routed == ("product_recs",)
+    result = run.result_for("product_recs")
+    assert result is not None
+    assert result.status is DeliveryStatus.DELIVERED
+    assert (recs[0].requests[-1].method, recs[0].requests[-1].path) == (
+        "DELETE",
+        f"{CANCEL_PATH}/100245",
+    )
+    assert recs[1].cancelled == ["100245"]
+
+
+async def test_by_default_a_cancellation_is_not_even_published(
+    recs: tuple[FakeServer, ProductRecsRules], local_recs: LocalRun
+) -> None:
+    run = await local_recs.run(sample("order-cancelled.json"), metadata())
+
+    assert run.settlement is Settlement.COMPLETE
+    assert run.accept.routed == ()
+    assert run.lanes == {}
+    result = run.result_for("product_recs")
+    assert result is not None
+    assert (result.status, result.detail) == (
+        DeliveryStatus.SKIPPED,
+        "OrderCancelled is not routed here",
+    )
+    assert recs[0].requests == []
+
+
+async def test_through_both_stages_a_refused_cancellation_is_dead_lettered_on_the_lane(
+    recs: tuple[FakeServer, ProductRecsRules],
+    loyalty: FakeServer,
+    retry: RetryPolicy,
+    clock: FakeClock,
+) -> None:
+    async with stages(recs[0], loyalty, retry, clock, cancellations_enabled=True) as local:
+        run = await local.run(sample("order-cancelled.json"), metadata())  # never created
+
+    lane = run.lanes["product_recs"]
+    assert (lane.settlement, lane.reason) == (Settlement.DEAD_LETTER, "DestinationRejected")
+    assert "OrderNotFound" in (lane.description or "")

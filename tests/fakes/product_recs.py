@@ -1,14 +1,19 @@
-"""Optimizely Product Recommendations offline order tracking as documented (seeds 000, 001):
-`POST /tracker/smart-api/orders/offline`, headers `site`, `siteToken`, `channel`, a JSON body
-`{lang, user?, order}`. The tracker answers in the body: `{"status":"OK"}`, or
+"""Optimizely Product Recommendations offline order tracking as documented
+(docs/destinations/product_recs.md, Sources): `POST /tracker/smart-api/orders/offline`, headers
+`site`, `siteToken`, `channel`, `Content-Type: application/json`, a JSON body `{lang, user?,
+order}`; and the offline order cancellation, `DELETE /smart-api/orders/offline/<order number>`
+(no `/tracker`), the same headers, no body. The tracker answers in the body: `{"status":"OK"}`, or
 `{"status":"fail"|"warning","errors":[{"code","message"}]}`.
 
-The seeds name `MalformedJson`, `MissingOrMalformedCurrency` and `SiteNotRecognized` and say the
-body decides, whatever the HTTP status, so every refusal here is HTTP 200 with a fail body. They do
-not say how a wrong `siteToken` or `channel` is answered: this fake assumes the same way, with the
-codes `InvalidSiteToken` and `ChannelNotRecognized` (its own names, not the vendor's). Field
-problems use `MissingOrMalformed<Field>` after the documented currency code. A path or method the
-tracker does not serve answers a plain 404/405.
+The sources name `MalformedJson`, `MissingOrMalformedCurrency` and `SiteNotRecognized` and say the
+body decides, so every refusal here is HTTP 200 with a fail body. They do not say how a wrong
+`siteToken` or `channel` is answered, nor what the DELETE answers: this fake assumes the same body,
+with codes of its own (not the vendor's): `InvalidSiteToken`, `ChannelNotRecognized`, and for a
+cancellation `CancellationsNotEnabled` (Optimizely has not enabled them for the site) and
+`OrderNotFound` (no offline order with that number); cancelling an order twice is OK (a DELETE is
+idempotent). Field problems use `MissingOrMalformed<Field>` after the documented currency code. A
+path or method the tracker does not serve answers a plain 404/405: a DELETE under `/tracker` is
+a 404, as the documented cancellation path has no `/tracker`.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from tests.fakes.base import FakeServer, Recorded, Reply
 
 PATH = "/tracker/smart-api/orders/offline"
+#: the cancellation path: `<CANCEL_PATH>/<percent-encoded order number>`
+CANCEL_PATH = "/smart-api/orders/offline"
 SITE = "retailsite"
 SITE_TOKEN = "product-recs-test-token"
 CHANNEL = "store"
@@ -43,13 +51,18 @@ class ProductRecsRules:
         site_token: str = SITE_TOKEN,
         channel: str = CHANNEL,
         warnings: list[dict[str, str]] | None = None,
+        cancellations_enabled: bool = True,
     ) -> None:
         self.site = site
         self.site_token = site_token
         self.channel = channel
         #: when set, accepted orders are answered `warning` with these errors instead of `OK`
         self.warnings = warnings
+        #: Optimizely enables cancellations per site; False answers as a site without them
+        self.cancellations_enabled = cancellations_enabled
         self.accepted: list[dict[str, Any]] = []
+        #: the order numbers cancelled, in order (decoded from the path)
+        self.cancelled: list[str] = []
 
     @staticmethod
     def _order_problem(order: Any) -> tuple[str, str] | None:
@@ -57,6 +70,10 @@ class ProductRecsRules:
             return "MissingOrMalformedOrder", "order must be an object"
         if not isinstance(order.get("refCode"), str) or not order["refCode"]:
             return "MissingOrMalformedRefCode", "order.refCode is required"
+        if "customerId" in order and (
+            not isinstance(order["customerId"], str) or not order["customerId"]
+        ):
+            return "MissingOrMalformedCustomerId", "order.customerId must be a non-empty string"
         if not isinstance(order.get("orderDate"), str) or not ORDER_DATE.fullmatch(
             order["orderDate"]
         ):
@@ -91,15 +108,16 @@ class ProductRecsRules:
             return "MalformedLang", "lang must be a language code"
         if "user" in document:
             user = document["user"]
-            if not isinstance(user, dict) or not (user.get("id") or user.get("email")):
-                return "MissingUserIdentifier", "when user is given, id or email must be supplied"
+            if not isinstance(user, dict) or not any(
+                user.get(key) for key in ("id", "email", "segments")
+            ):
+                return (
+                    "MissingUserIdentifier",
+                    "when user is given, email, id or segments must be supplied",
+                )
         return self._order_problem(document.get("order"))
 
-    def __call__(self, request: Recorded) -> Reply:
-        if request.path != PATH:
-            return Reply(404, "Not Found")
-        if request.method != "POST":
-            return Reply(405, "Method Not Allowed")
+    def _header_problem(self, request: Recorded) -> Reply | None:
         if request.header("site") != self.site:
             return fail("SiteNotRecognized", "the site is not recognised")
         if request.header("sitetoken") != self.site_token:
@@ -108,6 +126,42 @@ class ProductRecsRules:
             return fail("ChannelNotRecognized", "the channel is not recognised")
         if not (request.header("content-type") or "").startswith("application/json"):
             return fail("MalformedJson", "Content-Type must be application/json")
+        return None
+
+    def __call__(self, request: Recorded) -> Reply:
+        if request.path.startswith(CANCEL_PATH + "/"):
+            return self._cancel(request)
+        if request.path != PATH:
+            return Reply(404, "Not Found")
+        if request.method != "POST":
+            return Reply(405, "Method Not Allowed")
+        if (problem := self._header_problem(request)) is not None:
+            return problem
+        return self._track(request)
+
+    @property
+    def order_numbers(self) -> set[str]:
+        """The refCodes of the offline orders accepted so far."""
+        return {document["order"]["refCode"] for document in self.accepted}
+
+    def _cancel(self, request: Recorded) -> Reply:
+        segment = request.path.removeprefix(CANCEL_PATH + "/")
+        if not segment or "/" in segment:  # an unencoded "/" in the order number
+            return Reply(404, "Not Found")
+        if request.method != "DELETE":
+            return Reply(405, "Method Not Allowed")
+        if (problem := self._header_problem(request)) is not None:
+            return problem
+        if not self.cancellations_enabled:
+            return fail("CancellationsNotEnabled", "order cancellations are not enabled")
+        order_number = unquote(segment)
+        if order_number not in self.order_numbers:
+            return fail("OrderNotFound", "no offline order with this number")
+        if order_number not in self.cancelled:
+            self.cancelled.append(order_number)
+        return Reply(200, {"status": "OK"})
+
+    def _track(self, request: Recorded) -> Reply:
         try:
             document = json.loads(request.body)
         except ValueError:

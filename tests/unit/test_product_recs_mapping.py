@@ -1,4 +1,5 @@
-"""Contract v1 -> Product Recommendations offline order: the mapping tables, case by case."""
+"""Contract v1 -> Product Recommendations offline order: the declarative mapping
+(order_processor/destinations/product_recs/mapping.py), case by case, and `interpret`."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import pytest
 from pydantic import ValidationError
 
 from loyalty_client.customer import Customer
-from order_processor.contract import parse_order
-from order_processor.destinations.base import Sent
+from order_processor.contract import EventType, parse_order
+from order_processor.destinations.base import Sent, Skip
 from order_processor.destinations.product_recs import (
-    ITEM_FIELDS,
-    ORDER_FIELDS,
-    USER_FIELDS,
+    ANONYMOUS,
+    CANCEL_OFFLINE_ORDER,
     ProductRecs,
     ProductRecsSettings,
+    cancellation_url,
+    mapping,
 )
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind
@@ -36,11 +38,23 @@ def order_document(**changes: Any) -> dict[str, Any]:
     return document
 
 
+def build(**changes: Any) -> ProductRecs:
+    timeouts = Timeouts()
+    settings = ProductRecsSettings(url=URL, site="retailsite", site_token="t0ken", **changes)
+    return ProductRecs(settings, client=new_client(timeouts=timeouts), timeouts=timeouts)
+
+
 @pytest.fixture
 async def recs() -> AsyncIterator[ProductRecs]:
-    timeouts = Timeouts()
-    settings = ProductRecsSettings(url=URL, site="retailsite", site_token="t0ken")
-    built = ProductRecs(settings, client=new_client(timeouts=timeouts), timeouts=timeouts)
+    built = build()
+    yield built
+    await built.client.aclose()
+
+
+@pytest.fixture
+async def recs_anonymous() -> AsyncIterator[ProductRecs]:
+    """PRODUCT_RECS_SEND_ANONYMOUS=true: orders without `user` are sent too."""
+    built = build(send_anonymous=True)
     yield built
     await built.client.aclose()
 
@@ -64,19 +78,28 @@ def body(request: httpx.Request) -> dict[str, Any]:
     return document
 
 
-def test_the_tables_cover_every_documented_field() -> None:
-    assert list(USER_FIELDS) == ["id", "email"]
-    assert list(ORDER_FIELDS) == [
-        "refCode",
-        "orderDate",
-        "currency",
-        "shipping",
-        "subTotal",
-        "total",
-        "items",
-        "attributes",
+def test_the_mapping_covers_the_documented_fields_it_uses() -> None:
+    assert [f.target for f in mapping.USER] == ["id", "email"]
+    assert [f.target for f in mapping.ORDER] == [
+        "lang",
+        "user",
+        "order.refCode",
+        "order.customerId",
+        "order.orderDate",
+        "order.currency",
+        "order.shipping",
+        "order.subTotal",
+        "order.total",
+        "order.items",
+        "order.attributes",
     ]
-    assert list(ITEM_FIELDS) == ["refCode", "qty", "price", "attributes"]
+    assert [f.target for f in mapping.ITEM] == ["refCode", "qty", "price", "attributes"]
+    assert ProductRecs.mappings == {
+        "Offline order (the body)": mapping.ORDER,
+        "`user`": mapping.USER,
+        "`order.items[]`": mapping.ITEM,
+        "Cancellation (`DELETE` URL)": mapping.CANCELLATION,
+    }
 
 
 def test_request_line_and_headers(recs: ProductRecs) -> None:
@@ -122,13 +145,72 @@ def test_order_date_is_utc_in_the_seed_form(
     ids=["id-wins-over-email", "id-only", "email-only", "phone-only", "nothing", "unknown"],
 )
 def test_user_is_the_id_else_the_email_else_absent(
-    recs: ProductRecs, customer: Customer, known: bool, expected: dict[str, str] | None
+    recs_anonymous: ProductRecs,
+    customer: Customer,
+    known: bool,
+    expected: dict[str, str] | None,
 ) -> None:
-    sent = body(prepared(recs, customer=customer, known=known))
+    sent = body(prepared(recs_anonymous, customer=customer, known=known))
 
     assert sent.get("user") == expected
     if expected is None:
         assert "user" not in sent
+
+
+@pytest.mark.parametrize(
+    ("customer", "known", "expected"),
+    [
+        (ANN, True, "C-000123"),
+        (Customer(customer_id="C-9"), True, "C-9"),
+        (Customer(email="bo.buyer@example.com"), True, None),
+        (ANN, False, None),
+    ],
+    ids=["known", "id-only", "email-only", "unknown"],
+)
+def test_order_customer_id_is_the_known_customers_id(
+    recs_anonymous: ProductRecs, customer: Customer, known: bool, expected: str | None
+) -> None:
+    order = body(prepared(recs_anonymous, customer=customer, known=known))["order"]
+
+    assert order.get("customerId") == expected
+    assert ("customerId" in order) is (expected is not None)
+
+
+@pytest.mark.parametrize(
+    ("customer", "known"),
+    [
+        (ANN, False),
+        (Customer(), False),
+        (Customer(phone="+447700900123"), True),
+        (Customer(), True),
+    ],
+    ids=["unknown-card", "nothing", "phone-only", "known-but-empty"],
+)
+def test_an_order_that_would_have_no_user_is_skipped_by_default(
+    recs: ProductRecs, customer: Customer, known: bool
+) -> None:
+    event = TrackingEvent(
+        order=parse_order(json.dumps(order_document()).encode()),
+        customer=customer,
+        customer_known=known,
+        key="k",
+    )
+
+    assert recs.prepare(event, "offline-order") == Skip(ANONYMOUS)
+
+
+def test_an_order_without_lines_is_refused_before_sending(recs_anonymous: ProductRecs) -> None:
+    # The contract already requires lines for OrderCreated: this is the mapping's own guard.
+    order = parse_order(json.dumps(order_document()).encode()).model_copy(update={"lines": []})
+    event = TrackingEvent(
+        order=order,
+        customer=ANN,
+        customer_known=True,
+        key="k",
+    )
+
+    with pytest.raises(DeliveryError, match="at least one item"):
+        recs_anonymous.prepare(event, "offline-order")
 
 
 @pytest.mark.parametrize(
@@ -342,3 +424,116 @@ def test_dry_run_answer_is_the_documented_success(recs: ProductRecs) -> None:
 
     assert recs.interpret(answer) == Sent()
     assert ProductRecsSettings.model_validate(ProductRecsSettings.example).url == URL
+
+
+# Cancellations (PRODUCT_RECS_CANCELLATIONS_ENABLED)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (URL, "https://uat.peerius.com/smart-api/orders/offline/100245"),
+        (
+            "https://acme.peerius.com/tracker/smart-api/orders/offline",
+            "https://acme.peerius.com/smart-api/orders/offline/100245",
+        ),
+        (
+            "https://acme.peerius.episerver.net/tracker/smart-api/orders/offline/",
+            "https://acme.peerius.episerver.net/smart-api/orders/offline/100245",
+        ),
+        (
+            "https://proxy.example:8443/recs/tracker/smart-api/orders/offline",
+            "https://proxy.example:8443/recs/smart-api/orders/offline/100245",
+        ),
+        (
+            "https://acme.peerius.com/smart-api/orders/offline",
+            "https://acme.peerius.com/smart-api/orders/offline/100245",
+        ),
+    ],
+    ids=["uat", "peerius.com", "episerver.net-trailing-slash", "proxy-prefix", "no-tracker"],
+)
+def test_the_cancellation_url_is_the_offline_url_without_tracker(url: str, expected: str) -> None:
+    assert cancellation_url(url, "100245") == expected
+
+
+@pytest.mark.parametrize(
+    ("order_number", "segment"),
+    [("A/B", "A%2FB"), ("7 ?#&=", "7%20%3F%23%26%3D"), ("100%", "100%25"), ("é", "%C3%A9")],
+)
+def test_the_order_number_is_percent_encoded(order_number: str, segment: str) -> None:
+    assert cancellation_url(URL, order_number).endswith(f"/smart-api/orders/offline/{segment}")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://uat.peerius.com/tracker/smart-api/orders",
+        "https://uat.peerius.com/",
+        "https://uat.peerius.com/tracker/smart-api/orders/offline/extra",
+    ],
+)
+def test_cancellations_refuse_a_url_they_cannot_be_derived_from(url: str) -> None:
+    with pytest.raises(ValidationError, match="PRODUCT_RECS_URL must end with"):
+        ProductRecsSettings(
+            url=url, site="retailsite", site_token="t0ken", cancellations_enabled=True
+        )
+    # Without cancellations the URL is the operator's business (a proxy, a new path).
+    assert ProductRecsSettings(url=url, site="retailsite", site_token="t0ken").url == url
+
+
+def test_cancellations_are_routed_only_when_enabled() -> None:
+    default = ProductRecsSettings(url=URL, site="retailsite", site_token="t0ken")
+    enabled = default.model_copy(update={"cancellations_enabled": True})
+
+    assert default.cancellations_enabled is False
+    assert ProductRecs.routes_for(default) == {EventType.ORDER_CREATED: "offline-order"}
+    assert ProductRecs.routes_for(enabled) == {
+        EventType.ORDER_CREATED: "offline-order",
+        EventType.ORDER_CANCELLED: CANCEL_OFFLINE_ORDER,
+    }
+    assert ProductRecs.routes == ProductRecs.routes_for(default)
+
+
+def test_the_cancellation_request(recs: ProductRecs) -> None:
+    order = parse_order(sample("order-cancelled.json"))
+    event = TrackingEvent(order=order, customer=ANN, customer_known=True, key="k")
+
+    request = recs.prepare(event, CANCEL_OFFLINE_ORDER)
+
+    assert isinstance(request, httpx.Request)
+    assert (request.method, str(request.url)) == (
+        "DELETE",
+        "https://uat.peerius.com/smart-api/orders/offline/100245",
+    )
+    assert request.headers["site"] == "retailsite"
+    assert request.headers["siteToken"] == "t0ken"
+    assert request.headers["channel"] == "store"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.content == b""
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "content", "outcome"),
+    [
+        ("DELETE", 204, b"", "sent"),
+        ("DELETE", 200, b"", "sent"),
+        ("DELETE", 200, b'{"status":"OK"}', "sent"),
+        ("DELETE", 200, b'{"status":"fail","errors":[{"code":"X","message":"m"}]}', "permanent"),
+        ("DELETE", 200, b"<html>maintenance</html>", "transient"),
+        ("DELETE", 404, b"", "permanent"),
+        ("POST", 204, b"", "transient"),  # an offline order is always answered with a body
+    ],
+)
+def test_interpret_a_delete_answer(
+    recs: ProductRecs, method: str, status: int, content: bytes, outcome: str
+) -> None:
+    request = httpx.Request(method, "https://uat.peerius.com/smart-api/orders/offline/1")
+    response = httpx.Response(status, content=content, request=request)
+
+    if outcome == "sent":
+        assert recs.interpret(response) == Sent()
+        return
+    with pytest.raises(DeliveryError) as caught:
+        recs.interpret(response)
+    expected = FailureKind.PERMANENT if outcome == "permanent" else FailureKind.TRANSIENT
+    assert caught.value.kind is expected
