@@ -236,7 +236,7 @@ class AmqpServer(Handler):
                 messages = [codec.decode(part) for part in codec.split_transfer(payload)]
                 self._broker.send(path, messages)
         except BrokerError as error:
-            delivery.local.condition = Condition(error.condition, str(error))
+            delivery.local.condition = error_condition(error)
             delivery.update(Delivery.REJECTED)
         else:
             delivery.update(Delivery.ACCEPTED)
@@ -311,12 +311,19 @@ class AmqpServer(Handler):
             try:
                 self._broker.settle(token, outcome, reason=reason, description=description)
             except BrokerError as error:
-                delivery.local.condition = Condition(error.condition, str(error))
+                delivery.local.condition = error_condition(error)
                 state = Delivery.REJECTED
             delivery.local.failed = delivery.remote.failed
             delivery.local.undeliverable = delivery.remote.undeliverable
             delivery.update(state)
         delivery.settle()
+
+
+def error_condition(error: BrokerError) -> Condition:
+    """A rejection as the service words it. The info map is not optional: pyamqp indexes all
+    three fields of a rejected send's error (and the service always sends a tracking id)."""
+    info = {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
+    return Condition(error.condition, str(error), info)
 
 
 _OUTCOMES = (Delivery.ACCEPTED, Delivery.REJECTED, Delivery.RELEASED, Delivery.MODIFIED)
