@@ -69,6 +69,11 @@ class NotModelled(BrokerError):
     status = 501
 
 
+class MessageTooLarge(BrokerError):
+    condition = "amqp:link:message-size-exceeded"
+    status = 413
+
+
 @dataclass
 class StoredMessage:
     body: bytes
@@ -187,6 +192,7 @@ class Broker:
         queues: Sequence[str],
         lock_duration_seconds: float,
         max_delivery_count: int,
+        max_message_size: int = 256 * 1024,
         now: Callable[[], datetime] | None,
     ) -> None:
         self._lock = threading.RLock()
@@ -194,6 +200,10 @@ class Broker:
         self._offset = timedelta()
         self._lock_duration = timedelta(seconds=lock_duration_seconds)
         self._max_delivery_count = max_delivery_count
+        if max_message_size < 1024:
+            raise ValueError(f"a max message size of {max_message_size} bytes is too small")
+        #: what the double advertises on its links and refuses above (a single message)
+        self.max_message_size = max_message_size
         # One counter for all entities: a topic's copies share the number it assigned on send.
         self._sequence = itertools.count(1)
         self._targets: dict[str, _Target] = {}
@@ -205,6 +215,11 @@ class Broker:
                 self.create_subscription(topic, name)
         for queue in queues:
             self.create_queue(queue)
+
+    @property
+    def max_batch_size(self) -> int:
+        """A batch is at most one maximum-size message, and never over 1 MiB (Premium)."""
+        return min(self.max_message_size, 1024 * 1024)
 
     # -- set-up -------------------------------------------------------------------------------
 

@@ -25,19 +25,25 @@ _BODY_SECTIONS = {0x75, 0x76, 0x77}  # data, amqp-sequence, amqp-value
 
 
 def split_transfer(payload: bytes) -> list[bytes]:
-    """One transfer as the encoded messages it carries.
+    """One transfer as the encoded messages it carries (see `batch_parts`)."""
+    return batch_parts(payload) or [payload]
+
+
+def batch_parts(payload: bytes) -> list[bytes] | None:
+    """The messages of a batch transfer, or None when the transfer is one plain message.
 
     `ServiceBusMessageBatch` goes out as one transfer with message-format 0x80013700 whose data
     sections each hold a complete encoded message. Proton's Python API does not expose the
-    message format, so a batch is recognised by that shape instead; an application body would
-    have to be a valid AMQP message itself to be mistaken for one.
+    message format (its FFI has no pn_delivery_format), so a batch is recognised by that shape
+    instead; an application body would have to be a valid AMQP message itself to be mistaken
+    for one.
     """
     sections = _sections(payload)
     if sections and {code for code, _ in sections} <= _BATCH_ENVELOPE:
         inner = [bytes(value) for code, value in sections if code == _DATA]
         if inner and all(_is_message(encoded) for encoded in inner):
             return inner
-    return [payload]
+    return None
 
 
 def _is_message(encoded: bytes) -> bool:

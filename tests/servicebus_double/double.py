@@ -13,6 +13,7 @@ from .server import AmqpServer
 from .sqlfilter import TRUE_FILTER
 
 _DEFAULT_TOPICS: Mapping[str, Sequence[str]] = {"orders": ["order-sync"]}
+STANDARD_MAX_MESSAGE_SIZE = 256 * 1024
 
 
 class ServiceBusDouble:
@@ -24,7 +25,8 @@ class ServiceBusDouble:
 
     `topics` and `queues` are plain entities (subscriptions with the default rule `1=1`); the
     `create_*` methods add entities with rules, duplicate detection, time to live and their own
-    max delivery count, before or after `start`.
+    max delivery count, before or after `start`. `max_message_size` is what the links advertise
+    (the SDK sizes batches from it) and what a send may not exceed: 256 KiB, as on Standard.
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class ServiceBusDouble:
         queues: Sequence[str] = (),
         lock_duration_seconds: float = 30.0,
         max_delivery_count: int = 10,
+        max_message_size: int = STANDARD_MAX_MESSAGE_SIZE,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._broker = Broker(
@@ -41,6 +44,7 @@ class ServiceBusDouble:
             queues=queues,
             lock_duration_seconds=lock_duration_seconds,
             max_delivery_count=max_delivery_count,
+            max_message_size=max_message_size,
             now=now,
         )
         self._server: AmqpServer | None = None
@@ -103,6 +107,10 @@ class ServiceBusDouble:
             default_message_time_to_live=default_message_time_to_live,
             dead_lettering_on_message_expiration=dead_lettering_on_message_expiration,
         )
+
+    @property
+    def max_message_size(self) -> int:
+        return self._broker.max_message_size
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -24,12 +24,14 @@ from azure.servicebus import (
 from azure.servicebus.aio import ServiceBusClient
 from azure.servicebus.exceptions import (
     MessageLockLostError,
+    MessageSizeExceededError,
     MessagingEntityNotFoundError,
     ServiceBusError,
 )
 from proton import Message
 
 from tests.servicebus_double import (
+    STANDARD_MAX_MESSAGE_SIZE,
     FilterNotSupported,
     FilterSyntaxError,
     ServiceBusDouble,
@@ -513,6 +515,61 @@ async def test_duplicate_detection_drops_a_message_id_seen_within_the_window() -
         assert [m.body for m in double.active("q")] == [b"q1", b"q3"]
     with pytest.raises(ValueError, match="20 seconds to 7 days"):
         ServiceBusDouble().create_topic("t", duplicate_detection_window=timedelta(seconds=5))
+
+
+async def test_batches_are_decoded_into_their_messages_up_to_the_advertised_size() -> None:
+    with lanes_double() as double:
+        async with (
+            ServiceBusClient.from_connection_string(double.connection_string, retry_total=0) as c,
+            c.get_topic_sender("deliveries", keep_alive=None) as sender,
+        ):
+            batch = await sender.create_message_batch()
+            assert batch.max_size_in_bytes == STANDARD_MAX_MESSAGE_SIZE
+            assert sender._max_message_size_on_link == STANDARD_MAX_MESSAGE_SIZE
+            count = 0
+            while True:  # fill it to the limit: a transfer of many frames
+                lane = "ab"[count % 2]
+                try:
+                    batch.add_message(
+                        ServiceBusMessage(
+                            f"{count}".encode() * 500,
+                            message_id=f"{lane}-{count}",
+                            session_id=f"order-{count}",
+                            application_properties={"destination": lane, "n": count},
+                        )
+                    )
+                except MessageSizeExceededError:
+                    break
+                count += 1
+            await sender.send_messages(batch)
+            assert batch.size_in_bytes > STANDARD_MAX_MESSAGE_SIZE - 2000
+
+        a = double.active("deliveries/subscriptions/a")
+        b = double.active("deliveries/subscriptions/b")
+        assert len(a) + len(b) == count
+        assert [m.message_id for m in a] == [f"a-{n}" for n in range(0, count, 2)]
+        assert [m.message_id for m in b] == [f"b-{n}" for n in range(1, count, 2)]
+        assert b[0].application_properties == {"destination": "b", "n": 1}
+        assert (b[0].session_id, b[0].body) == ("order-1", b"1" * 500)
+        assert len({m.sequence_number for m in a + b}) == count
+
+
+async def test_the_max_message_size_is_advertised_and_enforced() -> None:
+    with lanes_double(max_message_size=16 * 1024) as double:
+        async with (
+            ServiceBusClient.from_connection_string(double.connection_string, retry_total=0) as c,
+            c.get_topic_sender("deliveries", keep_alive=None) as sender,
+        ):
+            batch = await sender.create_message_batch()
+            assert batch.max_size_in_bytes == 16 * 1024  # the SDK sizes batches from the link
+            with pytest.raises(MessageSizeExceededError, match="message-size-exceeded"):
+                await sender.send_messages(  # a single message: only the double can refuse it
+                    ServiceBusMessage(b"x" * 16 * 1024, application_properties={"destination": "a"})
+                )
+            await sender.send_messages(
+                ServiceBusMessage(b"x" * 15 * 1024, application_properties={"destination": "a"})
+            )
+        assert [len(m.body) for m in double.active("deliveries/subscriptions/a")] == [15 * 1024]
 
 
 async def test_time_to_live_expires_or_dead_letters_and_waits_for_a_lock() -> None:
