@@ -60,7 +60,7 @@ REJECTED = "DestinationRejected"
 EXHAUSTED = "RetriesExhausted"
 LANE = "esputnik"
 OTHER_LANES = [name for name in DESTINATIONS if name != LANE]
-BOOKKEEPING = {RETRY_ATTEMPT: 3, FIRST_SEEN: "2026-11-23T08:00:00+00:00"}
+BOOKKEEPING: dict[str, Any] = {RETRY_ATTEMPT: 3, FIRST_SEEN: "2026-11-23T08:00:00+00:00"}
 
 
 @pytest.fixture
@@ -495,9 +495,10 @@ def lane_settings(
     entities: Entities, fakes: dict[str, FakeServer], loyalty: FakeServer
 ) -> AppSettings:
     others = {name: fakes[name].url for name in DESTINATIONS if name != "profile_store"}
-    return settings_for(
+    settings: AppSettings = settings_for(
         fakes["profile_store"].url, loyalty.url, others=others, **entities.overrides()
     )
+    return settings
 
 
 async def test_replay_to_process_runs_the_lane_and_the_ledger_prevents_a_second_send(

@@ -372,7 +372,7 @@ class SqlFilter:
                 f"ServiceBusDouble does not model comparing a {kinds[0]} with a {kinds[1]} "
                 f"(SQL filter {self.expression!r})"
             )
-        return (left == right) == node.equal
+        return bool(left == right) == node.equal
 
     @staticmethod
     def _value(operand: _Operand, properties: Mapping[str, Any]) -> Any:

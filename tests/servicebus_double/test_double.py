@@ -386,14 +386,15 @@ async def test_subscription_rules_route_each_message_and_drop_what_none_takes() 
                 )
             )
             batch = await sender.create_message_batch()  # one batch, routed message by message
-            for message_id, properties in (
+            sent: list[tuple[str, dict[str | bytes, Any]]] = [
                 ("to-b", {"destination": "b"}),
                 ("to-A", {"destination": "A"}),  # values compare ordinally: no lane takes it
                 ("none", {"n": 1}),
                 ("none-zero", {"n": 0}),
                 ("to-c", {"destination": "c"}),
                 ("quote", {"destination": "it's"}),
-            ):
+            ]
+            for message_id, properties in sent:
                 batch.add_message(
                     ServiceBusMessage(
                         b"x", message_id=message_id, application_properties=properties
