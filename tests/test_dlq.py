@@ -33,17 +33,26 @@ from order_processor.ledger import Claimed, LedgerStatus, MemoryLedger
 from order_processor.model import (
     DeliveryStatus,
     DestinationResult,
+    MessageMetadata,
+    Outcome,
+    Settlement,
     enriched_event,
     event_key,
 )
 from order_processor.outbound.retry import RetryPolicy
-from order_processor.outbox import MemoryOutbox
+from order_processor.outbox import MemoryOutbox, ServiceBusOutbox
 from order_processor.pipeline import Pipeline
-from order_processor.redelivery import FIRST_SEEN, ORIGINAL_MESSAGE_ID, RETRY_ATTEMPT
+from order_processor.redelivery import (
+    FIRST_SEEN,
+    ORIGINAL_MESSAGE_ID,
+    RETRY_ATTEMPT,
+    RetryLater,
+    RetrySchedule,
+)
 from order_processor.routing import route
 from order_processor.settings import AppSettings
 from tests.conftest import ROOT, business_requests, sample, settings_for
-from tests.fakes.base import FakeServer
+from tests.fakes.base import FakeServer, Reply
 from tests.servicebus_double import STANDARD_MAX_MESSAGE_SIZE
 from tests.servicebus_fixtures import (
     Entities,
@@ -338,11 +347,9 @@ def test_replay_from_a_lane_reaches_that_lane_only(
     }
     first, second = namespace.by_lane(entities)[LANE]
     assert DeliveryMessage.model_validate_json(first.body) == created
-    # The bookkeeping is dropped (the retry window restarts); the delivery's own properties stay.
-    assert first.application_properties == {
-        **created.application_properties(),
-        ORIGINAL_MESSAGE_ID: created.message_id,
-    }
+    # The bookkeeping is dropped (the retry window and the copy chain restart); the delivery's
+    # own properties stay.
+    assert first.application_properties == created.application_properties()
     assert first.session_id == created.session_id
     assert second.application_properties == {DESTINATION: LANE}
     assert namespace.double.dead_letters(entities.lane(LANE)) == []
@@ -649,3 +656,64 @@ def test_the_cli_works_as_a_subprocess(namespace: Namespace, entities: Entities)
     nonsense = run("peek", "--destination", "nonsense")
     assert nonsense.returncode == 2
     assert "not a lane" in nonsense.stdout + nonsense.stderr
+
+
+async def test_a_replayed_dead_letter_that_fails_again_gets_a_retry_copy_the_topic_keeps(
+    namespace: Namespace,
+    entities: Entities,
+    fakes: dict[str, FakeServer],
+    loyalty: FakeServer,
+) -> None:
+    """A copy chain restarts with the replay: its copies must not reuse the MessageIds of the
+    chain before it, or the topic's duplicate detection drops them and the event is lost."""
+    settings = lane_settings(entities, fakes, loyalty)
+    message = delivery(ORDER)
+    outbox = ServiceBusOutbox(
+        ServiceBusClient.from_connection_string(entities.connection_string, retry_total=0),
+        topic=entities.deliveries_topic,
+    )
+    # Minutes ago: eSputnik was down, so the lane scheduled its first retry copy...
+    first_seen = namespace.double.now()
+    metadata = MessageMetadata(
+        message_id=message.message_id,
+        enqueued_time=first_seen,
+        session_id=message.session_id,
+        application_properties=message.application_properties(),
+    )
+    failed = Outcome(settlement=Settlement.RETRY, reason="DestinationUnavailable", description="")
+    retry_later = RetryLater(
+        outbox=outbox, schedule=RetrySchedule.from_settings(settings.core), now=lambda: first_seen
+    )
+    await retry_later(message.encode(), metadata, failed, lane=LANE)
+    await outbox.aclose()
+    (earlier,) = namespace.double.scheduled(entities.deliveries_topic)
+    assert earlier.message_id == f"{message.message_id}:retry-1"
+    # ... and a later copy of the chain was refused for good: it is in the lane's DLQ.
+    seed_delivery(namespace, entities, message, reason=REJECTED)
+    # The operator fixes the cause and replays while eSputnik is briefly down again.
+    fakes[LANE].inject(*[Reply(503, {"error": "busy"})] * 3)
+
+    def pipeline_factory(app_settings: AppSettings) -> Pipeline:
+        # The default outbox: this test's deliveries topic, with its duplicate detection.
+        return Pipeline.from_settings(
+            app_settings, ledger=MemoryLedger(), retry=RetryPolicy(max_attempts=1)
+        )
+
+    out, text = console()
+    failures = await dlq.replay(
+        settings=settings,
+        source=dlq.DeadLetterSource.of(settings, LANE),
+        filters=dlq.Filters(),
+        to=dlq.Target.PROCESS,
+        dry_run=False,
+        console=out,
+        pipeline_factory=pipeline_factory,
+    )
+
+    assert failures == 0, text.getvalue()
+    assert "retry scheduled" in text.getvalue()
+    assert namespace.double.dead_letters(entities.lane(LANE)) == []  # so the copy must exist
+    assert namespace.double.discarded(entities.deliveries_topic) == []
+    scheduled = namespace.double.scheduled(entities.deliveries_topic)
+    assert [m.application_properties[RETRY_ATTEMPT] for m in scheduled] == [1, 1]
+    assert len({m.message_id for m in scheduled}) == 2
