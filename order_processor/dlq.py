@@ -33,13 +33,18 @@ from order_processor.destinations import DESTINATIONS
 from order_processor.model import Settlement
 from order_processor.outbound.redaction import scrub
 from order_processor.pipeline import Pipeline
-from order_processor.redelivery import RETRY_BOOKKEEPING
+from order_processor.redelivery import ORIGINAL_MESSAGE_ID, RETRY_BOOKKEEPING
 from order_processor.servicebus import message_body, message_metadata, service_bus_client
 from order_processor.settings import AppSettings, SettingsError
 
 #: Dropped on replay: the service's dead-letter stamps, and the retry bookkeeping, so that the
-#: retry window restarts and the ledger alone decides what is still owed.
-NOT_REPLAYED = frozenset({"DeadLetterReason", "DeadLetterErrorDescription", *RETRY_BOOKKEEPING})
+#: retry window restarts and the ledger alone decides what is still owed. originalMessageId too:
+#: retry copies are named after it (`<original>:retry-<n>`), so a replay that kept it would
+#: restart at retry-1 under the old chain's names, and the topic's duplicate detection would
+#: drop those copies (the event lost) while the old ones are still in its window.
+NOT_REPLAYED = frozenset(
+    {"DeadLetterReason", "DeadLetterErrorDescription", ORIGINAL_MESSAGE_ID, *RETRY_BOOKKEEPING}
+)
 PAGE = 100  # messages per peek and per receive
 RECEIVE_WAIT_SECONDS = 5.0  # an empty receive this long means the selection is gone
 LOCK_RENEWAL_SECONDS = 600.0  # processing one message can take the whole retry budget

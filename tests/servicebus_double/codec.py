@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from proton import Data, DataException, Described, Message, symbol, timestamp, ubyte, uint, ulong
@@ -25,19 +25,25 @@ _BODY_SECTIONS = {0x75, 0x76, 0x77}  # data, amqp-sequence, amqp-value
 
 
 def split_transfer(payload: bytes) -> list[bytes]:
-    """One transfer as the encoded messages it carries.
+    """One transfer as the encoded messages it carries (see `batch_parts`)."""
+    return batch_parts(payload) or [payload]
+
+
+def batch_parts(payload: bytes) -> list[bytes] | None:
+    """The messages of a batch transfer, or None when the transfer is one plain message.
 
     `ServiceBusMessageBatch` goes out as one transfer with message-format 0x80013700 whose data
     sections each hold a complete encoded message. Proton's Python API does not expose the
-    message format, so a batch is recognised by that shape instead; an application body would
-    have to be a valid AMQP message itself to be mistaken for one.
+    message format (its FFI has no pn_delivery_format), so a batch is recognised by that shape
+    instead; an application body would have to be a valid AMQP message itself to be mistaken
+    for one.
     """
     sections = _sections(payload)
     if sections and {code for code, _ in sections} <= _BATCH_ENVELOPE:
         inner = [bytes(value) for code, value in sections if code == _DATA]
         if inner and all(_is_message(encoded) for encoded in inner):
             return inner
-    return [payload]
+    return None
 
 
 def _is_message(encoded: bytes) -> bool:
@@ -86,6 +92,8 @@ def decode(raw: bytes) -> StoredMessage:
         subject=message.subject,
         content_type=_content_type(raw),
         correlation_id=_text(message.correlation_id),
+        # proton reads the header's ttl (milliseconds) as seconds; 0 when there is none
+        time_to_live=timedelta(seconds=message.ttl) if message.ttl else None,
         raw=bytes(raw),
     )
 
@@ -100,6 +108,7 @@ def encode_new(
     content_type: str | None = None,
     correlation_id: str | None = None,
     scheduled_enqueue_time: datetime | None = None,
+    time_to_live: timedelta | None = None,
 ) -> bytes:
     """A message as the SDK would send it (data body), for seeding the broker from tests."""
     message = Message(
@@ -112,6 +121,8 @@ def encode_new(
         content_type=content_type,
         correlation_id=correlation_id,
     )
+    if time_to_live is not None:
+        message.ttl = time_to_live.total_seconds()
     if scheduled_enqueue_time is not None:
         message.annotations = {SCHEDULED_ENQUEUE_TIME: to_timestamp(scheduled_enqueue_time)}
     return bytes(message.encode())
@@ -125,6 +136,8 @@ def encode_delivery(
     message.decode(stored.raw)
     # Dead-lettering adds application properties, so they are taken from the store.
     message.properties = dict(stored.application_properties) or None
+    if stored.time_to_live is not None:  # capped by the entity's default when enqueued
+        message.ttl = stored.time_to_live.total_seconds()
     annotations = dict(message.annotations or {})
     annotations[SEQUENCE_NUMBER] = stored.sequence_number
     if stored.enqueued_time is not None:

@@ -22,18 +22,20 @@ from proton import (
     Message,
     Terminus,
     symbol,
+    ulong,
 )
 from proton._reactor import Acceptor, Container
 
 from . import codec, management
-from .broker import Broker, BrokerError, Outcome
+from .broker import Broker, BrokerError, MessageTooLarge, Outcome
 
 CBS = "$cbs"
 MANAGEMENT = "/$management"
 POLL_SECONDS = 0.01
 CLOSE_GRACE_SECONDS = 0.2
 CREDIT = 100  # offered to every client sender; topped up as transfers arrive
-MAX_MESSAGE_SIZE = 256 * 1024  # the Standard tier limit; the SDK sizes batches from it
+#: the link property the SDK prefers over max-message-size when it sizes a batch
+MAX_BATCH_SIZE = symbol("com.microsoft:max-message-batch-size")
 
 
 def address_path(address: str | None) -> str:
@@ -177,9 +179,12 @@ class AmqpServer(Handler):
             link.close()
             return
         link.sb_replies = []
+        if link.is_receiver and path != CBS and not path.endswith(MANAGEMENT):
+            # The SDK sizes its batches from these, as it does from the service's.
+            link.max_message_size = self._broker.max_message_size
+            link.properties = {MAX_BATCH_SIZE: ulong(self._broker.max_batch_size)}
         link.open()
         if link.is_receiver:
-            link.max_message_size = MAX_MESSAGE_SIZE
             link.flow(CREDIT)
         elif path != CBS and not path.endswith(MANAGEMENT):
             self._consumers.add(link)
@@ -233,16 +238,28 @@ class AmqpServer(Handler):
             if path == CBS or path.endswith(MANAGEMENT):
                 self._answer(link, path, payload)
             else:
-                messages = [codec.decode(part) for part in codec.split_transfer(payload)]
+                parts = codec.batch_parts(payload)
+                self._check_size(payload, batch=parts is not None)
+                messages = [codec.decode(part) for part in parts or [payload]]
                 self._broker.send(path, messages)
         except BrokerError as error:
-            delivery.local.condition = Condition(error.condition, str(error))
+            delivery.local.condition = error_condition(error)
             delivery.update(Delivery.REJECTED)
         else:
             delivery.update(Delivery.ACCEPTED)
         delivery.settle()
         if link.credit < CREDIT // 2:
             link.flow(CREDIT - link.credit)
+
+    def _check_size(self, payload: bytes, *, batch: bool) -> None:
+        """Refuse a transfer over the advertised limit, as the service does (the SDK then
+        raises MessageSizeExceededError). A batch is limited as a whole."""
+        limit = self._broker.max_batch_size if batch else self._broker.max_message_size
+        if len(payload) > limit:
+            what = "batch" if batch else "message"
+            raise MessageTooLarge(
+                f"the {what} is {len(payload)} bytes; the maximum on this entity is {limit}"
+            )
 
     def _answer(self, link: Link, path: str, payload: bytes) -> None:
         request = Message()
@@ -311,12 +328,19 @@ class AmqpServer(Handler):
             try:
                 self._broker.settle(token, outcome, reason=reason, description=description)
             except BrokerError as error:
-                delivery.local.condition = Condition(error.condition, str(error))
+                delivery.local.condition = error_condition(error)
                 state = Delivery.REJECTED
             delivery.local.failed = delivery.remote.failed
             delivery.local.undeliverable = delivery.remote.undeliverable
             delivery.update(state)
         delivery.settle()
+
+
+def error_condition(error: BrokerError) -> Condition:
+    """A rejection as the service words it. The info map is not optional: pyamqp indexes all
+    three fields of a rejected send's error (and the service always sends a tracking id)."""
+    info = {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
+    return Condition(error.condition, str(error), info)
 
 
 _OUTCOMES = (Delivery.ACCEPTED, Delivery.REJECTED, Delivery.RELEASED, Delivery.MODIFIED)
