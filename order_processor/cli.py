@@ -409,8 +409,8 @@ def replay(
     dry_run: DryRunOption = False,
 ) -> None:
     """Replay dead letters; each is removed from the DLQ only once its replay succeeded. The
-    retry bookkeeping (retryAttempt, firstSeenUtc, owedDestinations) is dropped: the retry window
-    restarts and the ledger alone decides which destinations are still owed."""
+    retry bookkeeping (retryAttempt, firstSeenUtc, originalMessageId) is dropped: the retry
+    window restarts, and the ledger keeps what was delivered from being sent again."""
     filters = _filters(reason, message_id, older_than, newer_than, limit)
     settings = _settings_or_exit(full=to is dlq.Target.PROCESS and not dry_run)
     source = _source_or_exit(settings, destination)
