@@ -16,16 +16,21 @@ import json
 import os
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from loyalty_client.customer import Customer
+from order_processor.contract import parse_order
+from order_processor.delivery import DeliveryMessage
 from order_processor.destinations import DESTINATIONS
-from tests.conftest import BASELINE_ENV, ROOT, SAMPLES
+from order_processor.model import enriched_event, event_key
+from tests.conftest import BASELINE_ENV, ROOT, SAMPLES, destination_overrides
 from tests.fakes.base import FakeServer
-from tests.fakes.profile_store import API_KEY as PROFILE_STORE_KEY
-from tests.fakes.profile_store import SCOPE, ProfileStoreRules
+from tests.fakes.loyalty import API_KEY as LOYALTY_KEY
+from tests.servicebus_fixtures import Namespace, module_namespace
 from tests.worker.plan import PLAN_ENV, REPORT_ENV, Plan, Report
 from tests.worker.worker_env import WorkerPythonMissing, WorkerVenvFailed, worker_python
 
@@ -42,16 +47,31 @@ class Case:
 
 NOT_JSON = Case("not JSON", b"not json {", "deadletter", reason="InvalidMessage")
 VALID_ORDER = Case(
-    "valid order, every destination off",
+    "valid order: published for every routed lane",
     (SAMPLES / "valid" / "order-created.json").read_bytes(),
     "complete",
 )
+
+
+def delivery_for(name: str) -> Case:
+    """A delivery message for `name`'s lane, as the accept stage publishes it."""
+    order = parse_order(VALID_ORDER.body)
+    customer = Customer(customer_id="C-000123", email="ann.shopper@example.com")
+    event = enriched_event(order, customer, key=event_key(order), message_id="worker-test")
+    message = DeliveryMessage.of(
+        event, destination=name, accepted_at=datetime.now(UTC), order_enqueued_at=None
+    )
+    return Case(f"delivery message for {name}", message.encode(), "complete")
+
 
 # Which messages each Service Bus trigger is sent, by fnmatch pattern on the function name: the
 # first row that matches applies; a trigger no row matches fails the test (give it a row). A
 # cardinality=many trigger gets a row's messages as one batch, any other one per invocation.
 Expectations = tuple[tuple[str, tuple[Case, ...]], ...]
-EXPECTATIONS: Expectations = (("*", (NOT_JSON, VALID_ORDER)),)
+EXPECTATIONS: Expectations = (
+    ("accept_order*", (NOT_JSON, VALID_ORDER)),
+    *((f"deliver_{name}", (NOT_JSON, delivery_for(name))) for name in DESTINATIONS),
+)
 
 
 def _ci() -> bool:
@@ -74,18 +94,48 @@ def python313() -> Path:
     pytest.fail(f"the real-worker test {problem}{never_skipped}", pytrace=False)
 
 
-def app_settings(**overrides: str) -> dict[str, str]:
-    """Complete, vendor-free app settings: every destination off, no ledger, loyalty from the
-    sample file; `overrides` on top."""
+namespace = module_namespace()
+
+
+@pytest.fixture
+def vendors(
+    profile_store: tuple[FakeServer, Any],
+    product_recs: tuple[FakeServer, Any],
+    richrelevance: tuple[FakeServer, Any],
+    esputnik: tuple[FakeServer, Any],
+    loyalty: FakeServer,
+    namespace: Namespace,
+) -> dict[str, str]:
+    """App settings with every lane on: each destination at its loopback fake, the loyalty
+    provider at its fake, and Service Bus at the double's lanes topology (the accept stage
+    publishes there). No ledger: the harness sends each message once."""
+    urls = {
+        "profile_store": profile_store[0].url,
+        "product_recs": product_recs[0].url,
+        "richrelevance": richrelevance[0].url,
+        "esputnik": esputnik[0].url,
+    }
+    settings = namespace.fresh().env(
+        ALLOW_INSECURE_HTTP="true",
+        LOYALTY_API_BASE_URL=loyalty.url,
+        LOYALTY_API_KEY=LOYALTY_KEY,
+    )
+    for name, cls in DESTINATIONS.items():
+        prefix = str(cls.settings_class.model_config.get("env_prefix", ""))
+        for field, value in destination_overrides(name, urls[name]).items():
+            settings[f"{prefix}{field.upper()}"] = str(value)
+    return settings
+
+
+def app_settings(vendors: dict[str, str], **overrides: str) -> dict[str, str]:
+    """Complete app settings for the worker: `vendors`, no ledger; `overrides` on top."""
     settings = {
         **BASELINE_ENV,
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsScriptRoot": str(ROOT),
         "DELIVERY_LEDGER_ENABLED": "false",
-        "LOYALTY_FILE": "samples/loyalty/customers.json",
     }
-    settings |= {f"{name.upper()}_ENABLED": "false" for name in DESTINATIONS}
-    return settings | overrides
+    return settings | vendors | overrides
 
 
 def _plan(expectations: Expectations) -> Plan:
@@ -210,9 +260,9 @@ def _configuration_id(configuration: dict[str, str]) -> str:
 
 @pytest.mark.parametrize("configuration", CONFIGURATIONS, ids=_configuration_id)
 def test_every_function_loads_and_settles_under_the_real_worker(
-    python313: Path, tmp_path: Path, configuration: dict[str, str]
+    python313: Path, tmp_path: Path, configuration: dict[str, str], vendors: dict[str, str]
 ) -> None:
-    run = run_harness(python313, tmp_path, app_settings(**configuration))
+    run = run_harness(python313, tmp_path, app_settings(vendors, **configuration))
     assert_every_function_loaded(run)
     assert_each_message_settled_on_its_own(run)
     triggers = service_bus_triggers(run.report).values()
@@ -221,33 +271,21 @@ def test_every_function_loads_and_settles_under_the_real_worker(
     assert any(str(b.get("cardinality")).lower() == "many" for b in triggers) is batch
     sessions = configuration["ORDERS_SESSIONS_ENABLED"] == "true"
     assert any(b.get("isSessionsEnabled") for b in triggers) is sessions
+    # Every lane ran under the worker, and the accept stage's publish reached the double.
+    assert {f"deliver_{name}" for name in DESTINATIONS} <= set(service_bus_triggers(run.report))
     assert_nothing_left_unclosed(run)
     assert run.report["python_version"].startswith("3.13.")
 
 
-@pytest.fixture
-def ledger_and_one_destination(
-    azurite: str, profile_store: tuple[FakeServer, ProfileStoreRules]
-) -> dict[str, str]:
-    """Settings under which a message opens the app's aiohttp-based clients: the ledger's
-    TableClient (Azurite) is used before Profile Store (its loopback fake) is called."""
-    return app_settings(
-        DELIVERY_LEDGER_ENABLED="true",
-        DELIVERY_LEDGER_CONNECTION=azurite,
-        PROFILE_STORE_ENABLED="true",
-        PROFILE_STORE_BASE_URL=profile_store[0].url,
-        PROFILE_STORE_API_KEY=PROFILE_STORE_KEY,
-        PROFILE_STORE_SCOPE=SCOPE,
-    )
-
-
 def test_the_app_closes_its_clients_when_the_worker_stops(
-    python313: Path, tmp_path: Path, ledger_and_one_destination: dict[str, str]
+    python313: Path, tmp_path: Path, vendors: dict[str, str], azurite: str
 ) -> None:
-    delivered = Case("valid order, ledger and Profile Store on", VALID_ORDER.body, "complete")
-    run = run_harness(
-        python313, tmp_path, ledger_and_one_destination, expectations=(("*", (delivered,)),)
+    """Every aiohttp-based client the app opens (the ledger's TableClient on Azurite, the
+    outbox's Service Bus client on the double) is closed when the worker's loop stops."""
+    settings = app_settings(
+        vendors, DELIVERY_LEDGER_ENABLED="true", DELIVERY_LEDGER_CONNECTION=azurite
     )
+    run = run_harness(python313, tmp_path, settings)
     assert_every_function_loaded(run)
-    assert {s["action"] for s in run.report["settlements"]} == {"complete"}
+    assert_each_message_settled_on_its_own(run)
     assert_nothing_left_unclosed(run)
