@@ -6,51 +6,72 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 
 import httpx
-import pytest
-from order_processor.processor import Processor
 
 from order_processor import devfakes
-from order_processor.ledger import MemoryLedger
-from order_processor.model import DeliveryStatus, MessageMetadata, Settlement
-from order_processor.settings import load_settings
-from tests.conftest import ROOT, sample
+from tests.azurite import connection_string as azurite_connection_string
+from tests.conftest import ROOT
 from tests.fakes.loyalty import API_KEY as LOYALTY_KEY
 
 CARD = "6330001234567890"  # known to the fake loyalty provider
+SAMPLE = "samples/orders/valid/order-created.json"
 
 
-async def test_the_printed_settings_deliver_an_order_to_every_fake(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _process_send(values: dict[str, str], **extra: str) -> subprocess.CompletedProcess[str]:
+    """`process --send` on one sample, as a developer runs it with the printed Values."""
+    clean = {k: v for k, v in os.environ.items() if not k.isupper() or k in {"PATH", "HOME"}}
+    return subprocess.run(  # noqa: S603 (our own CLI)
+        [sys.executable, "-m", "order_processor", "process", "--send", SAMPLE],
+        cwd=ROOT,
+        env=clean | values | extra | {"NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_printed_settings_deliver_an_order_to_every_fake(azurite: str) -> None:
     lines: list[str] = []
     servers, values = devfakes.start(host="127.0.0.1", base_port=0, say=lines.append)
     try:
         assert values["ALLOW_INSECURE_HTTP"] == "true"
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("DELIVERY_LEDGER_ENABLED", "false")  # local.settings has Azurite
-        processor = Processor.from_settings(load_settings(), ledger=MemoryLedger())
-        try:
-            outcome = await processor.process(
-                sample("order-created.json"), MessageMetadata(message_id="m-1")
-            )
-        finally:
-            await processor.aclose()
+        assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+        # Azurite runs here on a free port rather than 10002: point the ledger at it.
+        done = _process_send(values, AzureWebJobsStorage=azurite)
     finally:
         devfakes.stop(servers)
-
-    assert outcome.settlement is Settlement.COMPLETE, outcome.description
-    assert {r.destination: r.status for r in outcome.results} == dict.fromkeys(
-        ("profile_store", "product_recs", "richrelevance", "esputnik"), DeliveryStatus.DELIVERED
-    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("profile_store", "product_recs", "richrelevance", "esputnik"):
+        assert f"{name}: delivered" in done.stdout
+    assert "exit 0" in done.stdout.splitlines()[-1]
     assert "loyalty: GET /cards/*** -> 200" in lines  # each request is shown, the card masked
     assert not any(CARD in line for line in lines)
+
+
+def test_without_azurite_the_ledger_is_named_not_a_traceback() -> None:
+    servers, values = devfakes.start(host="127.0.0.1", base_port=0, say=lambda _: None)
+    try:
+        # Nothing listens where the printed connection points (no Azurite on this port).
+        done = _process_send(values, AzureWebJobsStorage=azurite_connection_string(_closed_port()))
+    finally:
+        devfakes.stop(servers)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "DELIVERY_LEDGER_CONNECTION: the delivery ledger cannot be reached" in done.stdout
+    assert "DELIVERY_LEDGER_ENABLED=false" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_the_command_serves_until_interrupted() -> None:
