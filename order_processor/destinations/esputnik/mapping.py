@@ -1,0 +1,124 @@
+"""TrackingEvent -> eSputnik, declaratively (docs tables generated): one element of v1/orders'
+`orders` array (ORDER), the `params` of a v1/event orderCreated/... event (EVENT), and one
+item per order line (ITEM, both modes). Sources: docs/destinations/esputnik.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from order_processor import jsonbody
+from order_processor.contract import OrderLine
+from order_processor.mapping import Context, Field, apply
+
+#: what v1/orders' `source` says for an in-store order ("anything else counts as online")
+ORDER_SOURCE = "offline"
+
+
+class OrderStatus(StrEnum):
+    INITIALIZED = "INITIALIZED"
+    IN_PROGRESS = "IN_PROGRESS"
+    DELIVERED = "DELIVERED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What one routing cell means: the v1/event type key and the order status sent with it."""
+
+    event_type_key: str
+    status: OrderStatus
+
+
+#: routing.py's "esputnik" cells -> event key (events mode) and status (both modes). An in-store
+#: sale is complete when it is created, so created/updated/delivered all carry DELIVERED; an
+#: update re-sends the whole order, which replaces it by externalOrderId.
+TARGETS: dict[str, Target] = {
+    "DELIVERED": Target("orderCreated", OrderStatus.DELIVERED),
+    "orderUpdated": Target("orderUpdated", OrderStatus.DELIVERED),
+    "orderDelivered": Target("orderDelivered", OrderStatus.DELIVERED),
+    "orderCancelled": Target("orderCancelled", OrderStatus.CANCELLED),
+}
+
+
+# --- transforms (named: the docs table shows the name) ----------------------------------------
+
+
+def order_status(route: str, _: Context) -> str:
+    return TARGETS[route].status.value
+
+
+def item_id(line: OrderLine, _: Context) -> str:
+    return line.product_id or line.sku
+
+
+def line_total(line: OrderLine, _: Context) -> Decimal:
+    """What the customer paid for the line: unit price x quantity, less the line's discount."""
+    return line.unit_price * line.quantity - line.discount
+
+
+def goods_total(order: Any, _: Context) -> Decimal:
+    total: Decimal = order.total - order.shipping
+    return total
+
+
+def text(value: Any, _: Context) -> str:
+    return str(value)
+
+
+def iso_text(value: Any, _: Context) -> str:
+    return str(value.isoformat())
+
+
+def json_text(value: Any, _: Context) -> str:
+    return jsonbody.dumps(value).decode("utf-8")
+
+
+# --- the mappings -----------------------------------------------------------------------------
+
+ITEM: tuple[Field, ...] = (
+    Field("externalItemId", "line", item_id, "the line's productId, else its sku"),
+    Field("name", "line.name"),
+    Field("category", "line.category"),
+    Field("quantity", "line.quantity"),
+    Field("cost", "line", line_total, "unitPrice x quantity - the line's discount"),
+)
+
+ORDER: tuple[Field, ...] = (
+    Field("externalOrderId", "order.orderId", required=True),
+    Field("externalCustomerId", "customer.customerId"),
+    Field("totalCost", "order", goods_total, "total - shipping", required=True),
+    Field("status", "route", order_status, "per event type (TARGETS)", required=True),
+    Field("date", "order.orderDate", note="ISO 8601 with the order's offset", required=True),
+    Field("currency", "order.currency", required=True),
+    Field("email", "customer.email"),
+    Field("phone", "customer.phone"),
+    Field("firstName", "customer.firstName"),
+    Field("lastName", "customer.lastName"),
+    Field("shipping", "order.shipping"),
+    Field("discount", "order.discount", note="information only"),
+    Field("source", f'"{ORDER_SOURCE}"', note="anything else counts as online"),
+    Field("items", "derived.items", note="one per line (Item); left out when there are none"),
+)
+
+EVENT: tuple[Field, ...] = (
+    Field("externalOrderId", "order.orderId", required=True),
+    Field("externalCustomerId", "customer.customerId"),
+    Field("totalCost", "order", goods_total, "total - shipping", required=True),
+    Field("status", "route", order_status, "per event type (TARGETS)", required=True),
+    Field("date", "order.orderDate", iso_text, "ISO 8601 with the order's offset", required=True),
+    Field("currency", "order.currency"),
+    Field("email", "customer.email"),
+    Field("phone", "customer.phone"),
+    Field("items", "derived.items", json_text, "the items as a JSON string; left out when none"),
+)
+
+
+def items(context: Context) -> list[dict[str, Any]] | None:
+    """One ITEM object per order line; None when the order has no lines."""
+    lines = context.event.order.lines
+    if not lines:
+        return None
+    return [apply(ITEM, context.for_line(line)) for line in lines]
