@@ -15,12 +15,13 @@ from order_processor import jsonbody
 from order_processor.contract import parse_order
 from order_processor.destinations.base import Sent, Skip
 from order_processor.destinations.esputnik import Esputnik, EsputnikMode, EsputnikSettings
-from order_processor.model import TrackingEvent
+from order_processor.local import LocalRun
+from order_processor.model import Settlement, TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind
 from order_processor.outbound.http import Timeouts, new_client
 from order_processor.outbound.retry import RetryPolicy, call_with_retries
 from order_processor.routing import route
-from tests.conftest import FakeClock, sample
+from tests.conftest import FakeClock, metadata, sample
 from tests.fakes.base import FakeServer, Reply
 from tests.fakes.esputnik import API_KEY, EsputnikRules, esputnik_server
 
@@ -165,38 +166,63 @@ async def test_events_mode_with_a_preset_contact_by_customer_id(build: Build) ->
 
 
 @pytest.mark.parametrize("mode", list(EsputnikMode))
-async def test_totals_that_do_not_add_up_never_reach_esputnik(
+async def test_orders_whose_items_do_not_add_up_are_delivered_with_the_order_total(
     fake: tuple[FakeServer, EsputnikRules], build: Build, mode: EsputnikMode
 ) -> None:
-    server, _ = fake
+    server, rules = fake
+    await deliver(build(), tracking("order-created.json"))  # the contact exists for events
     document = json.loads(sample("order-created-with-email.json"))
-    del document["lines"][0]["discount"]  # the order discount is not carried by the lines
+    del document["lines"][0]["discount"]  # items now add up to 90.00, the total is 80.00
+    document["shipping"], document["total"] = "4.95", "84.95"
     event = tracking(document)
-    with pytest.raises(DeliveryError) as caught:
-        build(mode).prepare(event, cell(event))
-    assert caught.value.kind is FailureKind.PERMANENT
-    assert "add up to 90.00" in caught.value.message
-    assert "totalCost (total 80.00 - shipping 0) is 80.00" in caught.value.message
-    assert server.requests == []
+    assert isinstance(await deliver(build(mode), event), Sent)
+    body = json.loads(server.requests[-1].body, parse_float=Decimal)
+    if mode is EsputnikMode.ORDERS:
+        (order,) = body["orders"]
+        assert order["totalCost"] == Decimal("84.95")
+        assert [item["cost"] for item in order["items"]] == [Decimal("50.00"), Decimal("40.0")]
+    else:
+        params = {p["name"]: p["value"] for p in body["params"]}
+        assert params["totalCost"] == "84.95"
+        assert rules.ignored == []
+    assert rules.orders["100246"]["totalCost"] in (Decimal("84.95"), "84.95")
 
 
-async def test_the_fake_enforces_the_totals_rule_too(
+async def test_the_fake_accepts_seed_003s_own_example_which_does_not_add_up(
     fake: tuple[FakeServer, EsputnikRules], build: Build
 ) -> None:
-    server, _ = fake
+    _, rules = fake
     destination = build()
-    body = {"orders": [destination.order(tracking("order-created.json"), "DELIVERED")]}
-    body["orders"][0]["totalCost"] = 91
-    request = destination.client.build_request(
-        "POST",
-        f"{server.url}/api/v1/orders",
-        headers=destination._headers(),
-        content=jsonbody.dumps(body),
-    )
+    order = destination.order(tracking("order-created.json"), "DELIVERED")
+    order["totalCost"] = Decimal("258.0")
+    order["items"] = [
+        {"externalItemId": "200600", "name": "Super Device", "quantity": 1, "cost": 990}
+    ]
+    request = destination.prepare_bulk([jsonbody.dumps(order)])
+    assert isinstance(await destination.send(request), Sent)
+    assert rules.orders["100245"]["totalCost"] == Decimal("258.0")
+
+
+async def test_the_fake_refuses_a_total_that_is_not_a_number(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    destination = build()
+    order = destination.order(tracking("order-created.json"), "DELIVERED")
+    order["totalCost"] = "ninety"
     with pytest.raises(DeliveryError) as caught:
-        await destination.send(request)
+        await destination.send(destination.prepare_bulk([jsonbody.dumps(order)]))
     assert (caught.value.kind, caught.value.status) == (FailureKind.PERMANENT, 400)
-    assert "does not equal totalCost" in caught.value.message
+    assert "totalCost must be a number" in caught.value.message
+
+
+async def test_a_negative_total_is_refused_at_the_door_and_never_reaches_esputnik(
+    local: LocalRun, fakes: dict[str, FakeServer]
+) -> None:
+    run = await local.run(sample("negative-total.json"), metadata())
+    assert (run.settlement, run.accept.reason) == (Settlement.DEAD_LETTER, "InvalidMessage")
+    assert run.accept.description == "total: must not be negative"
+    assert run.lanes == {}
+    assert fakes["esputnik"].requests == []
 
 
 async def test_basic_auth_header_is_exact(

@@ -1,12 +1,15 @@
-"""eSputnik as documented (seed 003, DESIGN.md): HTTP Basic with the API key as the password (any
-user name); `POST /api/v1/orders` with `{"orders": [...]}` (1 to 1,000; creates contacts; item costs
-must add up to `totalCost`); `POST /api/v1/event` with `{eventTypeKey, keyValue, params}` for an
+"""eSputnik as documented (seed 003; docs/destinations/esputnik.md lists the sources): HTTP Basic
+with the API key as the password (any user name); `POST /api/v1/orders` with `{"orders": [...]}`
+(1 to 1,000; creates contacts); `POST /api/v1/event` with `{eventTypeKey, keyValue, params}` for an
 existing contact only.
+
+No public source says eSputnik refuses an order whose item costs do not add up to `totalCost`
+(seed 003's own example does not), so the fake accepts such orders, as the real API is taken to.
 
 Modelling choices where the documentation is silent: an event for a contact eSputnik does not know,
 an orderCreated/orderUpdated event missing a required parameter, and an orderDelivered for an order
 that does not exist are answered 200 (the API accepts the call) but recorded in `ignored` with the
-reason, since the seed says such events are "ignored" and "not saved". Money is compared as Decimal.
+reason, since the seed says such events are "ignored" and "not saved". Money is read as Decimal.
 """
 
 from __future__ import annotations
@@ -91,8 +94,7 @@ class EsputnikRules:
         for name in REQUIRED_ORDER_FIELDS:
             if order.get(name) in (None, ""):
                 return f"{name} is required"
-        total = _decimal(order["totalCost"])
-        if total is None:
+        if _decimal(order["totalCost"]) is None:
             return "totalCost must be a number"
         if order["status"] not in STATUSES:
             return f"status must be one of {', '.join(sorted(STATUSES))}"
@@ -105,19 +107,14 @@ class EsputnikRules:
             return None
         if not isinstance(items, list):
             return "items must be an array"
-        costs: list[Decimal] = []
         for item in items:
             if not isinstance(item, dict) or not item.get("externalItemId"):
                 return "each item needs an externalItemId"
             quantity = item.get("quantity")
             if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity <= 0:
                 return "item quantity must be a positive integer"
-            cost = _decimal(item.get("cost"))
-            if cost is None:
+            if _decimal(item.get("cost")) is None:
                 return "item cost must be a number"
-            costs.append(cost)
-        if sum(costs, Decimal(0)) != total:
-            return f"sum of item costs {sum(costs, Decimal(0))} does not equal totalCost {total}"
         return None
 
     def _orders(self, document: Any) -> Reply:

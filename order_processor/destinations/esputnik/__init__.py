@@ -45,22 +45,6 @@ __all__ = [
 MAX_BULK_ORDERS = 1000
 
 
-def totals_problem(event: TrackingEvent) -> str | None:
-    """Why eSputnik would refuse this order's numbers, or None (no lines: nothing to add up)."""
-    order = event.order
-    if not order.lines:
-        return None
-    items = order.lines_total
-    expected = order.total - order.shipping
-    if items == expected:
-        return None
-    return (
-        f"order {order.order_id}: item costs (unitPrice * quantity - line discount) add up to "
-        f"{items}, but totalCost (total {order.total} - shipping {order.shipping}) is {expected}; "
-        "eSputnik requires item costs to add up to totalCost"
-    )
-
-
 def key_value(event: TrackingEvent) -> str | None:
     """The contact identifier for v1/event: email, else phone, else the customer id."""
     customer = event.customer
@@ -100,8 +84,6 @@ class Esputnik(Destination):
 
     def _context(self, event: TrackingEvent, route: str) -> Context:
         self._target(route)
-        if (problem := totals_problem(event)) is not None:
-            raise self.rejected(problem, vendor_code="TotalsMismatch")
         context = Context(event, self.settings, route)
         return Context(event, self.settings, route, derived={"items": mapping.items(context)})
 

@@ -55,13 +55,9 @@ def item_id(line: OrderLine, _: Context) -> str:
 
 
 def line_total(line: OrderLine, _: Context) -> Decimal:
-    """What the customer paid for the line: unit price x quantity, less the line's discount."""
+    """What the customer paid for the line: unit price x quantity, less the line's discount
+    (exact Decimal; see "Item cost" in the docs for why a line total and not a unit price)."""
     return line.unit_price * line.quantity - line.discount
-
-
-def goods_total(order: Any, _: Context) -> Decimal:
-    total: Decimal = order.total - order.shipping
-    return total
 
 
 def text(value: Any, _: Context) -> str:
@@ -83,13 +79,25 @@ ITEM: tuple[Field, ...] = (
     Field("name", "line.name"),
     Field("category", "line.category"),
     Field("quantity", "line.quantity"),
-    Field("cost", "line", line_total, "unitPrice x quantity - the line's discount"),
+    Field(
+        "cost",
+        "line",
+        line_total,
+        "the line total the customer paid: unitPrice x quantity - the line's discount (see Item "
+        "cost)",
+    ),
 )
 
 ORDER: tuple[Field, ...] = (
     Field("externalOrderId", "order.orderId", required=True),
     Field("externalCustomerId", "customer.customerId"),
-    Field("totalCost", "order", goods_total, "total - shipping", required=True),
+    Field(
+        "totalCost",
+        "order.total",
+        note="the order total, as the vendor's plugins send it; never checked against the items "
+        "(see Totals)",
+        required=True,
+    ),
     Field("status", "route", order_status, "per event type (TARGETS)", required=True),
     Field("date", "order.orderDate", note="ISO 8601 with the order's offset", required=True),
     Field("currency", "order.currency", required=True),
@@ -106,7 +114,7 @@ ORDER: tuple[Field, ...] = (
 EVENT: tuple[Field, ...] = (
     Field("externalOrderId", "order.orderId", required=True),
     Field("externalCustomerId", "customer.customerId"),
-    Field("totalCost", "order", goods_total, "total - shipping", required=True),
+    Field("totalCost", "order.total", text, "the order total (as in orders mode)", required=True),
     Field("status", "route", order_status, "per event type (TARGETS)", required=True),
     Field("date", "order.orderDate", iso_text, "ISO 8601 with the order's offset", required=True),
     Field("currency", "order.currency"),
