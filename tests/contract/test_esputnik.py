@@ -165,6 +165,48 @@ async def test_events_mode_with_a_preset_contact_by_customer_id(build: Build) ->
     assert len(rules.accepted_events) == 1
 
 
+async def test_orders_mode_sends_payment_method_store_and_a_digits_only_phone(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, rules = fake
+    event = tracking("order-created.json", Customer(phone="+44 7700 900123"))
+    assert isinstance(await deliver(build(), event), Sent)
+    (order,) = server.requests[0].json()["orders"]
+    assert (order["paymentMethod"], order["storeId"], order["phone"]) == (
+        "card",
+        "S042",
+        "447700900123",
+    )
+    assert "447700900123" in rules.contacts
+    assert "+447700900123" not in rules.contacts
+
+
+async def test_a_contact_created_by_phone_in_orders_mode_is_the_one_events_mode_names(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    _, rules = fake
+    phone_only = Customer(phone="+44 7700 900123")
+    await deliver(build(), tracking("order-created.json", phone_only))
+    assert isinstance(
+        await deliver(build(EsputnikMode.EVENTS), tracking("order-delivered.json", phone_only)),
+        Sent,
+    )
+    assert rules.ignored == []  # with "+447700900123" eSputnik would not know the contact
+    assert rules.orders["100245"]["status"] == "DELIVERED"
+
+
+async def test_the_fake_refuses_a_documented_string_field_that_is_not_a_string(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    destination = build()
+    order = destination.order(tracking("order-created.json"), "DELIVERED")
+    order["storeId"] = 42
+    with pytest.raises(DeliveryError) as caught:
+        await destination.send(destination.prepare_bulk([jsonbody.dumps(order)]))
+    assert (caught.value.kind, caught.value.status) == (FailureKind.PERMANENT, 400)
+    assert "storeId must be a string" in caught.value.message
+
+
 @pytest.mark.parametrize("mode", list(EsputnikMode))
 async def test_orders_whose_items_do_not_add_up_are_delivered_with_the_order_total(
     fake: tuple[FakeServer, EsputnikRules], build: Build, mode: EsputnikMode

@@ -29,6 +29,23 @@ STATUSES = frozenset({"INITIALIZED", "IN_PROGRESS", "DELIVERED", "CANCELLED"})
 EVENT_KEYS = frozenset({"orderCreated", "orderUpdated", "orderDelivered", "orderCancelled"})
 STATUS_FOR_KEY = {"orderDelivered": "DELIVERED", "orderCancelled": "CANCELLED"}
 REQUIRED_ORDER_FIELDS = ("externalOrderId", "totalCost", "status", "date")
+#: fields the order reference (esputnik.com/api/ns1_order.html) types as string
+STRING_ORDER_FIELDS = (
+    "externalOrderId",
+    "externalCustomerId",
+    "currency",
+    "email",
+    "phone",
+    "firstName",
+    "lastName",
+    "restoreUrl",
+    "statusDescription",
+    "storeId",
+    "source",
+    "deliveryMethod",
+    "paymentMethod",
+    "deliveryAddress",
+)
 
 
 @dataclass
@@ -94,6 +111,9 @@ class EsputnikRules:
         for name in REQUIRED_ORDER_FIELDS:
             if order.get(name) in (None, ""):
                 return f"{name} is required"
+        for name in STRING_ORDER_FIELDS:
+            if name in order and not isinstance(order[name], str):
+                return f"{name} must be a string"
         if _decimal(order["totalCost"]) is None:
             return "totalCost must be a number"
         if order["status"] not in STATUSES:

@@ -140,7 +140,9 @@ def test_item_id_falls_back_to_sku(orders: Esputnik) -> None:
     ("customer", "key_value"),
     [
         (ANN, "ann.shopper@example.com"),
-        (Customer(customer_id="C-1", phone="+447700900123"), "+447700900123"),
+        (Customer(customer_id="C-1", phone="+447700900123"), "447700900123"),
+        (Customer(customer_id="C-1", phone="+44 7700 900123"), "447700900123"),
+        (Customer(customer_id="C-1", phone="+1 (23)"), "C-1"),  # not a phone number
         (Customer(customer_id="C-1"), "C-1"),
         (Customer(email="a@example.com", customer_id="C-1"), "a@example.com"),
     ],
@@ -160,6 +162,7 @@ def test_key_value_is_email_then_phone_then_customer_id(
         (EsputnikMode.EVENTS, Customer(customer_id="C-1"), False),
         (EsputnikMode.ORDERS, Customer(customer_id="C-1"), True),
         (EsputnikMode.ORDERS, Customer(phone="+447700900123"), False),
+        (EsputnikMode.ORDERS, Customer(phone="+44 12"), True),  # 4 digits: no phone
         (EsputnikMode.ORDERS, Customer(email="a@example.com"), False),
     ],
 )
@@ -269,3 +272,34 @@ def test_docs_list_every_mapped_field() -> None:
     for setting in ("ESPUTNIK_ENABLED", "ESPUTNIK_BASE_URL", "ESPUTNIK_API_KEY", "ESPUTNIK_MODE"):
         assert setting in doc
     assert "ESPUTNIK_USER_NAME" in doc
+
+
+@pytest.mark.parametrize(
+    ("phone", "sent"),
+    [
+        ("+447700900123", "447700900123"),
+        ("+44 (0) 7700-900 123", "4407700900123"),
+        ("07700 900123", "07700900123"),  # national form stays national (see Open questions)
+        ("380501234567", "380501234567"),  # seed 003's form, unchanged
+        ("12345", "12345"),
+        ("1234", None),
+        ("1234567890123456", None),  # 16 digits: longer than E.164 allows
+        ("+٤٤٧٧٠٠٩٠٠١٢٣", None),  # non-ASCII digits are not digits here
+        ("", None),
+    ],
+)
+def test_phone_is_sent_as_digits_only_in_both_modes(
+    orders: Esputnik, events: Esputnik, phone: str, sent: str | None
+) -> None:
+    event = event_for(sample("order-created.json"), Customer(email="a@example.com", phone=phone))
+    assert orders.order(event, "DELIVERED").get("phone") == sent
+    params = {p["name"]: p["value"] for p in events.event_body(event, "DELIVERED")["params"]}
+    assert params.get("phone") == sent
+
+
+def test_orders_mode_passes_payment_method_and_store(orders: Esputnik) -> None:
+    order = orders.order(event_for(sample("order-created.json")), "DELIVERED")
+    assert (order["paymentMethod"], order["storeId"]) == ("card", "S042")
+    document = created()
+    del document["paymentMethod"]
+    assert "paymentMethod" not in orders.order(event_for(document), "DELIVERED")

@@ -46,9 +46,10 @@ MAX_BULK_ORDERS = 1000
 
 
 def key_value(event: TrackingEvent) -> str | None:
-    """The contact identifier for v1/event: email, else phone, else the customer id."""
+    """The contact identifier for v1/event: email, else phone (digits only, as the contact was
+    created with it), else the customer id."""
     customer = event.customer
-    return customer.email or customer.phone or customer.customer_id
+    return customer.email or mapping.phone_digits(customer.phone) or customer.customer_id
 
 
 class Esputnik(Destination):
@@ -135,7 +136,7 @@ class Esputnik(Destination):
     def encode(self, event: TrackingEvent, route: str) -> bytes | Skip:
         """One element of the v1/orders `orders` array (orders mode)."""
         self._require_orders_mode()
-        if not (event.customer.email or event.customer.phone):
+        if not (event.customer.email or mapping.phone_digits(event.customer.phone)):
             return Skip("no customer email or phone: eSputnik needs one to create the contact")
         return jsonbody.dumps(self.order(event, route))
 

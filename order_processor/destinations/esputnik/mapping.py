@@ -4,6 +4,7 @@ item per order line (ITEM, both modes). Sources: docs/destinations/esputnik.md."
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -15,6 +16,9 @@ from order_processor.mapping import Context, Field, apply
 
 #: what v1/orders' `source` says for an in-store order ("anything else counts as online")
 ORDER_SOURCE = "offline"
+#: a phone is kept when it has this many digits (E.164 allows 15), as the WooCommerce plugin does
+PHONE_DIGITS = range(5, 16)
+_NOT_A_DIGIT = re.compile(r"[^0-9]")
 
 
 class OrderStatus(StrEnum):
@@ -43,7 +47,21 @@ TARGETS: dict[str, Target] = {
 }
 
 
+def phone_digits(phone: str | None) -> str | None:
+    """The phone as eSputnik's plugins send it: digits only (`+44 7700 900123` ->
+    `447700900123`), so the contact it names is the one the website created; None when what is
+    left is not a phone number (fewer than 5 or more than 15 digits)."""
+    if phone is None:
+        return None
+    digits = _NOT_A_DIGIT.sub("", phone)
+    return digits if len(digits) in PHONE_DIGITS else None
+
+
 # --- transforms (named: the docs table shows the name) ----------------------------------------
+
+
+def digits_only(phone: str, _: Context) -> str | None:
+    return phone_digits(phone)
 
 
 def order_status(route: str, _: Context) -> str:
@@ -102,11 +120,19 @@ ORDER: tuple[Field, ...] = (
     Field("date", "order.orderDate", note="ISO 8601 with the order's offset", required=True),
     Field("currency", "order.currency", required=True),
     Field("email", "customer.email"),
-    Field("phone", "customer.phone"),
+    Field(
+        "phone",
+        "customer.phone",
+        digits_only,
+        "digits only, as the plugins send it (`+44...` may create a second contact); left out "
+        "unless 5 to 15 digits",
+    ),
     Field("firstName", "customer.firstName"),
     Field("lastName", "customer.lastName"),
     Field("shipping", "order.shipping"),
     Field("discount", "order.discount", note="information only"),
+    Field("paymentMethod", "order.paymentMethod", note="as the ERP sends it (`cash`, `card`...)"),
+    Field("storeId", "order.store.id", note="the store the sale was made in"),
     Field("source", f'"{ORDER_SOURCE}"', note="anything else counts as online"),
     Field("items", "derived.items", note="one per line (Item); left out when there are none"),
 )
@@ -119,7 +145,7 @@ EVENT: tuple[Field, ...] = (
     Field("date", "order.orderDate", iso_text, "ISO 8601 with the order's offset", required=True),
     Field("currency", "order.currency"),
     Field("email", "customer.email"),
-    Field("phone", "customer.phone"),
+    Field("phone", "customer.phone", digits_only, "digits only, as in orders mode"),
     Field("items", "derived.items", json_text, "the items as a JSON string; left out when none"),
 )
 
