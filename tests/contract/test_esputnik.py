@@ -58,14 +58,26 @@ def fake() -> Iterator[tuple[FakeServer, EsputnikRules]]:
         yield server, rules
 
 
+#: link templates for the samples' contract 1.0 lines (events mode needs url and imageUrl)
+TEMPLATES = {
+    "item_url_template": "https://shop.example/p/{sku}",
+    "item_image_url_template": "https://shop.example/img/{sku}.jpg",
+}
+
+
 class Build:
     def __init__(self, url: str) -> None:
         self.url = url
         self.timeouts = Timeouts(connect=2, read=2, total=5)
         self.client = new_client(timeouts=self.timeouts)
 
-    def __call__(self, mode: EsputnikMode = EsputnikMode.ORDERS, **settings: Any) -> Esputnik:
+    def __call__(
+        self, mode: EsputnikMode = EsputnikMode.ORDERS, *, links: bool = True, **settings: Any
+    ) -> Esputnik:
+        """The destination at the fake; in events mode with TEMPLATES unless `links=False`."""
         values: dict[str, Any] = {"base_url": self.url, "api_key": API_KEY, "mode": mode}
+        if mode is EsputnikMode.EVENTS and links:
+            values.update(TEMPLATES)
         values.update(settings)
         return Esputnik(EsputnikSettings(**values), client=self.client, timeouts=self.timeouts)
 
@@ -138,8 +150,12 @@ async def test_events_mode_every_event_type_for_an_existing_contact(
     assert rules.ignored == []
     assert rules.accepted_events == [body]
     params = {p["name"]: p["value"] for p in body["params"]}
+    assert params["date"] == "2026-11-20T14:25:00"  # seed 003's form, in UTC by default
     if event.order.lines:
-        assert isinstance(json.loads(params["items"]), list)
+        items = json.loads(params["items"])
+        assert [i["url"] for i in items] == [
+            f"https://shop.example/p/{line.sku}" for line in event.order.lines
+        ]
     else:
         assert "items" not in params
     expected = "CANCELLED" if event.event_type.value == "OrderCancelled" else "DELIVERED"
@@ -351,3 +367,110 @@ async def test_bulk_request_is_accepted(
     request = destination.prepare_bulk(elements)  # type: ignore[arg-type]
     assert isinstance(await destination.send(request), Sent)
     assert len(rules.accepted_orders) == len(SAMPLES)
+
+
+# --- events mode: item links and date (issue 13) ----------------------------------------------
+
+
+async def test_events_mode_delivers_a_1_1_order_with_its_own_links_without_templates(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, rules = fake
+    await deliver(build(), tracking("order-created.json"))  # the contact exists
+    event = tracking("order-created-with-urls.json")
+    assert isinstance(await deliver(build(EsputnikMode.EVENTS, links=False), event), Sent)
+    params = {p["name"]: p["value"] for p in server.requests[-1].json()["params"]}
+    items = json.loads(params["items"])
+    assert [(i["url"], i["imageUrl"]) for i in items] == [
+        (line.url, line.image_url) for line in event.order.lines
+    ]
+    assert params["date"] == "2026-11-21T10:05:30"
+    assert params["totalCost"] == "94.95"
+    assert rules.ignored == []
+    assert rules.orders["100247"]["status"] == "DELIVERED"
+
+
+async def test_events_mode_skips_an_order_it_cannot_give_links_instead_of_sending_it(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, rules = fake
+    await deliver(build(), tracking("order-created.json"))
+    prepared = build(EsputnikMode.EVENTS, links=False).prepare(
+        tracking("order-created-with-email.json"), "DELIVERED"
+    )
+    assert isinstance(prepared, Skip)
+    assert "lines[0] has no url, imageUrl" in prepared.reason
+    assert [r.path for r in server.requests] == ["/api/v1/orders"]  # nothing sent to be ignored
+    assert rules.ignored == []
+
+
+async def test_the_fake_ignores_an_event_whose_items_lack_links_as_esputnik_does(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    _, rules = fake
+    await deliver(build(), tracking("order-created.json"))
+    destination = build(EsputnikMode.EVENTS)
+    body = destination.event_body(tracking("order-created-with-email.json"), "DELIVERED")
+    assert not isinstance(body, Skip)
+    for param in body["params"]:
+        if param["name"] == "items":
+            items = json.loads(param["value"])
+            del items[1]["imageUrl"]
+            param["value"] = json.dumps(items)
+    await destination.send(destination._post("event", jsonbody.dumps(body)))  # 200, as eSputnik
+    assert [i.reason for i in rules.ignored] == ["items[1] lacks imageUrl"]
+    assert "100246" not in rules.orders
+
+
+@pytest.mark.parametrize("date", ["2026-11-20T14:25:00+00:00", "2026-11-20 14:25:00", "20/11/2026"])
+async def test_the_fake_ignores_an_event_date_not_in_seed_003s_form(
+    fake: tuple[FakeServer, EsputnikRules], build: Build, date: str
+) -> None:
+    _, rules = fake
+    await deliver(build(), tracking("order-created.json"))
+    destination = build(EsputnikMode.EVENTS)
+    body = destination.event_body(tracking("order-created-with-email.json"), "DELIVERED")
+    assert not isinstance(body, Skip)
+    for param in body["params"]:
+        if param["name"] == "date":
+            param["value"] = date
+    await destination.send(destination._post("event", jsonbody.dumps(body)))
+    assert [i.reason for i in rules.ignored] == ["date is not YYYY-MM-ddTHH:mm:ss"]
+
+
+async def test_events_mode_writes_the_date_in_the_accounts_time_zone(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, rules = fake
+    await deliver(build(), tracking("order-created.json"))
+    destination = build(EsputnikMode.EVENTS, event_time_zone="Europe/Kyiv")
+    await deliver(destination, tracking("order-created-with-email.json"))
+    params = {p["name"]: p["value"] for p in server.requests[-1].json()["params"]}
+    assert params["date"] == "2026-11-20T16:25:00"  # 14:25 UTC is 16:25 in Kyiv
+    assert rules.ignored == []
+
+
+async def test_status_events_for_orders_without_links_still_change_the_status(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    _, rules = fake
+    await deliver(build(), tracking("order-created.json"))
+    document = json.loads(sample("order-created.json"))
+    document["eventType"] = "OrderCancelled"  # an ERP repeating the lines on a cancellation
+    event = tracking(document)
+    assert isinstance(await deliver(build(EsputnikMode.EVENTS, links=False), event), Sent)
+    assert rules.ignored == []
+    assert rules.orders["100245"]["status"] == "CANCELLED"
+
+
+async def test_orders_mode_sends_links_when_it_has_them_and_orders_without_them_too(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, rules = fake
+    await deliver(build(**TEMPLATES), tracking("order-created.json"))
+    await deliver(build(), tracking("order-created-with-email.json"))
+    with_links, without = (r.json()["orders"][0]["items"] for r in server.requests)
+    assert with_links[0]["url"] == "https://shop.example/p/CB4551-M"
+    assert with_links[0]["imageUrl"] == "https://shop.example/img/CB4551-M.jpg"
+    assert all("url" not in item for item in without)  # undocumented either way: sent as is
+    assert len(rules.accepted_orders) == 2

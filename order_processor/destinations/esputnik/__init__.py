@@ -29,7 +29,7 @@ from order_processor.destinations.esputnik.mapping import (
     Target,
 )
 from order_processor.destinations.esputnik.settings import EsputnikMode, EsputnikSettings
-from order_processor.mapping import Context, apply
+from order_processor.mapping import Context, Fields, MappingError, apply
 from order_processor.model import TrackingEvent
 
 __all__ = [
@@ -43,6 +43,28 @@ __all__ = [
 ]
 
 MAX_BULK_ORDERS = 1000
+#: v1/event types that only change the status of a stored order (seed 003): their items are
+#: sent only when complete, and never the reason to skip the event
+STATUS_ONLY_EVENTS = frozenset({"orderDelivered", "orderCancelled"})
+#: how many incomplete lines a skip reason names
+_NAMED_PROBLEMS = 3
+
+
+def _incomplete_reason(event_type_key: str, incomplete: dict[int, list[str]]) -> str:
+    """Why an events-mode order is skipped: which lines lack what, and where it comes from."""
+    named = "; ".join(
+        f"lines[{index}] has no {', '.join(missing)}"
+        for index, missing in list(incomplete.items())[:_NAMED_PROBLEMS]
+    )
+    more = len(incomplete) - _NAMED_PROBLEMS
+    if more > 0:
+        named += f"; and {more} more lines"
+    fields = dict.fromkeys(name for missing in incomplete.values() for name in missing)
+    sources = "; ".join(f"{name} from {mapping.ITEM_FIELD_SOURCES[name]}" for name in fields)
+    return (
+        f"events mode: eSputnik ignores an {event_type_key} event whose items lack a required "
+        f"field ({named}): give them {sources}"
+    )
 
 
 def key_value(event: TrackingEvent) -> str | None:
@@ -88,15 +110,29 @@ class Esputnik(Destination):
         context = Context(event, self.settings, route)
         return Context(event, self.settings, route, derived={"items": mapping.items(context)})
 
+    def _apply(self, fields: Fields, context: Context) -> dict[str, Any]:
+        try:
+            return apply(fields, context)
+        except MappingError as exc:
+            raise self.rejected(f"order {context.event.order.order_id}: {exc}") from None
+
     def order(self, event: TrackingEvent, route: str) -> dict[str, Any]:
         """One element of the v1/orders `orders` array."""
-        return apply(mapping.ORDER, self._context(event, route))
+        return self._apply(mapping.ORDER, self._context(event, route))
 
-    def event_body(self, event: TrackingEvent, route: str) -> dict[str, Any]:
-        """The v1/event body: `params` in the mapping's order, every value a string."""
-        params = apply(mapping.EVENT, self._context(event, route))
+    def event_body(self, event: TrackingEvent, route: str) -> dict[str, Any] | Skip:
+        """The v1/event body (`params` in the mapping's order, every value a string), or Skip
+        when eSputnik would silently ignore it for items without what it requires of each."""
+        target = self._target(route)
+        context = self._context(event, route)
+        incomplete = mapping.incomplete_items(context.derived["items"])
+        if incomplete and target.event_type_key in STATUS_ONLY_EVENTS:
+            context = Context(event, self.settings, route, derived={"items": None})
+        elif incomplete:
+            return Skip(_incomplete_reason(target.event_type_key, incomplete))
+        params = self._apply(mapping.EVENT, context)
         return {
-            "eventTypeKey": self._target(route).event_type_key,
+            "eventTypeKey": target.event_type_key,
             "keyValue": key_value(event),
             "params": [{"name": name, "value": str(value)} for name, value in params.items()],
         }
@@ -147,7 +183,8 @@ class Esputnik(Destination):
                     "no customer email, phone or customer id: an eSputnik event must name an "
                     "existing contact"
                 )
-            return self._post("event", jsonbody.dumps(self.event_body(event, route)))
+            body = self.event_body(event, route)
+            return body if isinstance(body, Skip) else self._post("event", jsonbody.dumps(body))
         encoded = self.encode(event, route)
         return encoded if isinstance(encoded, Skip) else self.prepare_bulk([encoded])
 

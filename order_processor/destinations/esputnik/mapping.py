@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from order_processor import jsonbody
 from order_processor.contract import OrderLine
-from order_processor.mapping import Context, Field, apply
+from order_processor.destinations.esputnik.settings import render_link
+from order_processor.mapping import Context, Field, MappingError, apply
 
 #: what v1/orders' `source` says for an in-store order ("anything else counts as online")
 ORDER_SOURCE = "offline"
+#: the item fields without which an events-mode orderCreated/orderUpdated is ignored (seed 003
+#: example; Yespo's events and orders guides list them as required item parameters)
+EVENT_ITEM_REQUIRED = ("externalItemId", "name", "quantity", "cost", "url", "imageUrl")
 #: a phone is kept when it has this many digits (E.164 allows 15), as the WooCommerce plugin does
 PHONE_DIGITS = range(5, 16)
 _NOT_A_DIGIT = re.compile(r"[^0-9]")
@@ -78,12 +83,36 @@ def line_total(line: OrderLine, _: Context) -> Decimal:
     return line.unit_price * line.quantity - line.discount
 
 
+def item_url(line: OrderLine, context: Context) -> str | None:
+    """The line's own page (contract 1.1), else ESPUTNIK_ITEM_URL_TEMPLATE filled from it."""
+    template = context.settings.item_url_template
+    if line.url is not None or template is None:
+        return line.url
+    return render_link(template, sku=line.sku, product_id=line.product_id)
+
+
+def item_image_url(line: OrderLine, context: Context) -> str | None:
+    """The line's own image (contract 1.1), else ESPUTNIK_ITEM_IMAGE_URL_TEMPLATE filled."""
+    template = context.settings.item_image_url_template
+    if line.image_url is not None or template is None:
+        return line.image_url
+    return render_link(template, sku=line.sku, product_id=line.product_id)
+
+
 def text(value: Any, _: Context) -> str:
     return str(value)
 
 
-def iso_text(value: Any, _: Context) -> str:
-    return str(value.isoformat())
+def event_date(moment: datetime, context: Context) -> str:
+    """`YYYY-MM-ddTHH:mm:ss` in ESPUTNIK_EVENT_TIME_ZONE, no offset (seed 003's form)."""
+    try:
+        local = moment.astimezone(context.settings.event_zone)
+    except OverflowError:
+        raise MappingError("date: orderDate is out of range in ESPUTNIK_EVENT_TIME_ZONE") from None
+    return (
+        f"{local.year:04d}-{local.month:02d}-{local.day:02d}"
+        f"T{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+    )
 
 
 def json_text(value: Any, _: Context) -> str:
@@ -103,6 +132,19 @@ ITEM: tuple[Field, ...] = (
         line_total,
         "the line total the customer paid: unitPrice x quantity - the line's discount (see Item "
         "cost)",
+    ),
+    Field(
+        "url",
+        "line",
+        item_url,
+        "the line's `url` (contract 1.1), else ESPUTNIK_ITEM_URL_TEMPLATE; left out when neither "
+        "gives one (events mode: see Item links)",
+    ),
+    Field(
+        "imageUrl",
+        "line",
+        item_image_url,
+        "the line's `imageUrl` (contract 1.1), else ESPUTNIK_ITEM_IMAGE_URL_TEMPLATE; as `url`",
     ),
 )
 
@@ -142,7 +184,13 @@ EVENT: tuple[Field, ...] = (
     Field("externalCustomerId", "customer.customerId"),
     Field("totalCost", "order.total", text, "the order total (as in orders mode)", required=True),
     Field("status", "route", order_status, "per event type (TARGETS)", required=True),
-    Field("date", "order.orderDate", iso_text, "ISO 8601 with the order's offset", required=True),
+    Field(
+        "date",
+        "order.orderDate",
+        event_date,
+        "`YYYY-MM-ddTHH:mm:ss` (seed 003) in ESPUTNIK_EVENT_TIME_ZONE, no offset",
+        required=True,
+    ),
     Field("currency", "order.currency"),
     Field("email", "customer.email"),
     Field("phone", "customer.phone", digits_only, "digits only, as in orders mode"),
@@ -156,3 +204,21 @@ def items(context: Context) -> list[dict[str, Any]] | None:
     if not lines:
         return None
     return [apply(ITEM, context.for_line(line)) for line in lines]
+
+
+#: where a missing required item field comes from, for the skip reason
+ITEM_FIELD_SOURCES = {
+    "name": "lines[].name",
+    "url": "lines[].url (contract 1.1) or ESPUTNIK_ITEM_URL_TEMPLATE",
+    "imageUrl": "lines[].imageUrl (contract 1.1) or ESPUTNIK_ITEM_IMAGE_URL_TEMPLATE",
+}
+
+
+def incomplete_items(built: list[dict[str, Any]] | None) -> dict[int, list[str]]:
+    """Line index -> the EVENT_ITEM_REQUIRED fields its item lacks (only incomplete lines)."""
+    incomplete = {}
+    for index, item in enumerate(built or ()):
+        missing = [name for name in EVENT_ITEM_REQUIRED if item.get(name) in (None, "")]
+        if missing:
+            incomplete[index] = missing
+    return incomplete
