@@ -121,11 +121,20 @@ def json_text(value: Any, _: Context) -> str:
 
 # --- the mappings -----------------------------------------------------------------------------
 
+# Notes cite the sources listed in docs/destinations/esputnik.md: [S] seed 003 (v1/event), [O] the
+# order reference, [G] Yespo's orders guide, [W] [SH] [OC] the WooCommerce, Shopify and OpenCart
+# plugins.
+
 ITEM: tuple[Field, ...] = (
-    Field("externalItemId", "line", item_id, "the line's productId, else its sku"),
-    Field("name", "line.name"),
-    Field("category", "line.category"),
-    Field("quantity", "line.quantity"),
+    Field(
+        "externalItemId",
+        "line",
+        item_id,
+        "[S] the line's productId, else its sku",
+    ),
+    Field("name", "line.name", note="[S]; [G] lists it as required of each item"),
+    Field("category", "line.category", note="[S]"),
+    Field("quantity", "line.quantity", note="[S]"),
     Field(
         "cost",
         "line",
@@ -137,64 +146,93 @@ ITEM: tuple[Field, ...] = (
         "url",
         "line",
         item_url,
-        "the line's `url` (contract 1.1), else ESPUTNIK_ITEM_URL_TEMPLATE; left out when neither "
-        "gives one (events mode: see Item links)",
+        "[S][G] the line's `url` (contract 1.1), else ESPUTNIK_ITEM_URL_TEMPLATE; left out when "
+        "neither gives one (events mode: see Item links)",
     ),
     Field(
         "imageUrl",
         "line",
         item_image_url,
-        "the line's `imageUrl` (contract 1.1), else ESPUTNIK_ITEM_IMAGE_URL_TEMPLATE; as `url`",
+        "[S][G] the line's `imageUrl` (contract 1.1), else ESPUTNIK_ITEM_IMAGE_URL_TEMPLATE; as "
+        "`url`",
     ),
 )
 
 ORDER: tuple[Field, ...] = (
-    Field("externalOrderId", "order.orderId", required=True),
-    Field("externalCustomerId", "customer.customerId"),
+    Field(
+        "externalOrderId",
+        "order.orderId",
+        note="[O]; a re-send updates the order [SH]",
+        required=True,
+    ),
+    Field(
+        "externalCustomerId",
+        "customer.customerId",
+        note="the loyalty customer id; left out when unknown, as the plugins do for guests "
+        "[W][OC] (see Open questions)",
+    ),
     Field(
         "totalCost",
         "order.total",
-        note="the order total, as the vendor's plugins send it; never checked against the items "
-        "(see Totals)",
+        note="the order total, shipping included, as the plugins send it [W][SH][OC]; never "
+        "checked against the items (see Totals)",
         required=True,
     ),
-    Field("status", "route", order_status, "per event type (TARGETS)", required=True),
-    Field("date", "order.orderDate", note="ISO 8601 with the order's offset", required=True),
-    Field("currency", "order.currency", required=True),
-    Field("email", "customer.email"),
+    Field("status", "route", order_status, "[O] per event type (Which events)", required=True),
+    Field(
+        "date", "order.orderDate", note="ISO 8601 with the order's offset, as [O]", required=True
+    ),
+    Field("currency", "order.currency", note="ISO 4217 [O]", required=True),
+    Field("email", "customer.email", note="[O]"),
     Field(
         "phone",
         "customer.phone",
         digits_only,
-        "digits only, as the plugins send it (`+44...` may create a second contact); left out "
-        "unless 5 to 15 digits",
+        "digits only, as [W][OC] send it (`+44...` may create a second contact); left out unless "
+        "5 to 15 digits [W]",
     ),
-    Field("firstName", "customer.firstName"),
-    Field("lastName", "customer.lastName"),
-    Field("shipping", "order.shipping"),
-    Field("discount", "order.discount", note="information only"),
-    Field("paymentMethod", "order.paymentMethod", note="as the ERP sends it (`cash`, `card`...)"),
-    Field("storeId", "order.store.id", note="the store the sale was made in"),
-    Field("source", f'"{ORDER_SOURCE}"', note="anything else counts as online"),
-    Field("items", "derived.items", note="one per line (Item); left out when there are none"),
+    Field("firstName", "customer.firstName", note="[O]"),
+    Field("lastName", "customer.lastName", note="[O]"),
+    Field("shipping", "order.shipping", note="[O]"),
+    Field("discount", "order.discount", note="[O]; information only"),
+    Field(
+        "paymentMethod",
+        "order.paymentMethod",
+        note="[O] a string; the ERP's value as it is (`cash`, `card`...), as [W][OC] pass theirs",
+    ),
+    Field(
+        "storeId",
+        "order.store.id",
+        note='[O] "Store ID (if you work with several stores in one account)": the store of '
+        "the sale",
+    ),
+    Field("source", f'"{ORDER_SOURCE}"', note="[O] anything else counts as online"),
+    Field("items", "derived.items", note="[O] one per line (Item); left out when there are none"),
 )
 
 EVENT: tuple[Field, ...] = (
-    Field("externalOrderId", "order.orderId", required=True),
-    Field("externalCustomerId", "customer.customerId"),
-    Field("totalCost", "order.total", text, "the order total (as in orders mode)", required=True),
-    Field("status", "route", order_status, "per event type (TARGETS)", required=True),
+    Field("externalOrderId", "order.orderId", note="[S]", required=True),
+    Field("externalCustomerId", "customer.customerId", note="[S]; as in orders mode"),
+    Field(
+        "totalCost", "order.total", text, "[S] the order total, as in orders mode", required=True
+    ),
+    Field("status", "route", order_status, "[S] per event type (Which events)", required=True),
     Field(
         "date",
         "order.orderDate",
         event_date,
-        "`YYYY-MM-ddTHH:mm:ss` (seed 003) in ESPUTNIK_EVENT_TIME_ZONE, no offset",
+        "[S] `YYYY-MM-ddTHH:mm:ss`, no offset, in ESPUTNIK_EVENT_TIME_ZONE (see Events date)",
         required=True,
     ),
-    Field("currency", "order.currency"),
-    Field("email", "customer.email"),
-    Field("phone", "customer.phone", digits_only, "digits only, as in orders mode"),
-    Field("items", "derived.items", json_text, "the items as a JSON string; left out when none"),
+    Field("currency", "order.currency", note="as in orders mode"),
+    Field("email", "customer.email", note="[S] a default contact locator"),
+    Field("phone", "customer.phone", digits_only, "[S] digits only, as in orders mode"),
+    Field(
+        "items",
+        "derived.items",
+        json_text,
+        "[S] the items (Item) as a JSON string; left out when there are none",
+    ),
 )
 
 
