@@ -1,5 +1,10 @@
 """Inbound message contract v1: what the ERP publishes to the `orders` topic.
 
+Minor versions only add optional fields, so every 1.x message is read (and a 1.0 message stays
+valid): 1.1 adds each line's `url` and `imageUrl` (the product page and image, which eSputnik's
+events need). Money that cannot be negative (`total`, `subTotal`, `shipping`, a line's
+`unitPrice`) is refused when it is, naming the field.
+
 The JSON Schema in `schemas/order-message.v1.schema.json` is generated from these models
 (`python -m order_processor schema`); change the models, then regenerate.
 """
@@ -11,16 +16,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -48,6 +57,56 @@ Money = Annotated[
     WithJsonSchema(
         {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?\d{1,14}(\.\d{1,4})?$"}]}
     ),
+]
+
+
+def _not_negative(value: Decimal) -> Decimal:
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+# Amounts that are never negative: an order total, subtotal, shipping charge or unit price below
+# zero is an ERP error (a refund is a separate document), refused at the door.
+NonNegativeMoney = Annotated[
+    Decimal,
+    Field(allow_inf_nan=False, max_digits=18, decimal_places=4),
+    AfterValidator(_not_negative),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\d{1,14}(\.\d{1,4})?$"},
+            ]
+        }
+    ),
+]
+MAX_URL_LENGTH = 2048
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+([/?#]\S*)?$"
+
+
+def _absolute_http_url(value: str) -> str:
+    """An absolute http(s) URL with a host (the value itself is never echoed)."""
+    if any(character.isspace() for character in value):
+        raise ValueError("must be an absolute http(s) URL without spaces")
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in {"http", "https"}:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    try:
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        raise ValueError("must be an absolute http(s) URL with a valid port") from None
+    if not host or parts.username is not None or parts.password is not None:
+        raise ValueError("must be an absolute http(s) URL naming a host (and no user name)")
+    return value
+
+
+# A product page or image link (contract 1.1), as the shop publishes it.
+LinkUrl = Annotated[
+    str,
+    StringConstraints(max_length=MAX_URL_LENGTH),
+    AfterValidator(_absolute_http_url),
+    Field(json_schema_extra={"format": "uri", "pattern": URL_PATTERN}),
 ]
 # RFC 3339 with an offset: naive local times are ambiguous across DST and are rejected.
 AWARE_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|z|[+-]\d\d:?\d\d)$"
@@ -119,9 +178,28 @@ class OrderLine(ContractModel):
     name: Name | None = None
     category: Name | None = None
     quantity: Annotated[int, Field(strict=True, gt=0, le=100_000)]
-    unit_price: Money
+    unit_price: NonNegativeMoney
     discount: Money = Decimal(0)
     attributes: Attributes = Field(default_factory=dict)
+    url: Annotated[
+        LinkUrl | None,
+        Field(description="contract 1.1: the product's page, an absolute http(s) URL"),
+    ] = None
+    image_url: Annotated[
+        LinkUrl | None,
+        Field(description="contract 1.1: the product's image, an absolute http(s) URL"),
+    ] = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_links(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A line without the 1.1 links serialises exactly as in 1.0: the event key (a hash of
+        the order) of a message published before the upgrade stays the same, so its
+        redelivery is still recognised as already sent."""
+        data: dict[str, Any] = handler(self)
+        for key in ("url", "imageUrl", "image_url"):
+            if key in data and data[key] is None:
+                del data[key]
+        return data
 
 
 class InStoreOrder(ContractModel):
@@ -129,17 +207,21 @@ class InStoreOrder(ContractModel):
     of at most ORDERS_MAX_MESSAGE_BYTES (default 262144 bytes, the Service Bus Standard tier's
     limit; up to the entity's maximum message size on Premium)."""
 
-    schema_version: Annotated[str, StringConstraints(pattern=r"^\d{1,6}(\.\d{1,6})?$")] = "1.0"
+    schema_version: Annotated[
+        str,
+        StringConstraints(pattern=r"^\d{1,6}(\.\d{1,6})?$"),
+        Field(description="`1.0` or `1.1` (adds lines[].url and imageUrl); any 1.x is read"),
+    ] = "1.0"
     event_type: EventType = EventType.ORDER_CREATED
     order_id: Identifier
     order_date: Annotated[AwareDatetime, Field(json_schema_extra={"pattern": AWARE_PATTERN})]
     store: Store
     customer: CustomerRef
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-    sub_total: Money | None = None
-    shipping: Money = Decimal(0)
+    sub_total: NonNegativeMoney | None = None
+    shipping: NonNegativeMoney = Decimal(0)
     discount: Money = Decimal(0)
-    total: Money
+    total: NonNegativeMoney
     payment_method: Annotated[str, StringConstraints(max_length=32)] | None = None
     coupon: Coupon | None = None
     lines: Annotated[list[OrderLine], Field(max_length=MAX_LINES)] = Field(default_factory=list)

@@ -724,7 +724,7 @@ def generated_orders(draw: st.DrawFn) -> bytes:
     shipping = draw(small_money)
     total = sum((cost for _, cost in drawn), Decimal(0)) + shipping
     if draw(st.integers(min_value=0, max_value=9)) == 0:
-        total += draw(small_money)  # a total that does not add up (eSputnik rejects those)
+        total += draw(small_money)  # a total that does not add up (sent as it is)
     order: dict[str, Any] = {
         "orderId": draw(identifiers),
         "orderDate": draw(aware_timestamp),

@@ -37,24 +37,12 @@ from tests.fakes.loyalty import API_KEY as LOYALTY_KEY
 from tests.fakes.loyalty import CUSTOMERS
 from tests.fakes.profile_store import API_KEY as PROFILE_STORE_KEY
 from tests.fakes.profile_store import ProfileStoreRules
+from tests.unit.test_contract import EXPECTED_FIELD
 
 PS = tuple[FakeServer, ProfileStoreRules]
 
 #: the field each invalid sample's dead-letter description starts with (as tests/unit/
 #: test_contract.py checks on the parser; here at the function, on first delivery)
-EXPECTED_FIELD = {
-    "created-without-lines": "lines",
-    "currency-not-iso-4217": "currency",
-    "customer-without-identifier": "customer",
-    "missing-order-id": "orderId",
-    "naive-order-date": "orderDate",
-    "not-an-object": "(body)",
-    "not-json": "(body)",
-    "total-not-a-number": "total",
-    "unknown-event-type": "eventType",
-    "unsupported-schema-version": "schemaVersion",
-    "zero-quantity": "lines[0].quantity",
-}
 
 #: what `build_app` declares for the default settings (every destination enabled): function ->
 #: (topic, subscription) as the binding reads them from the app settings

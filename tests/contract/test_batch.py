@@ -225,7 +225,12 @@ async def test_events_mode_esputnik_has_no_bulk_form(
         profile_store[0].url,
         loyalty.url,
         others={"esputnik": server.url},
-        esputnik={"mode": "events"},
+        # events mode needs each item's page and image: these orders' lines have none
+        esputnik={
+            "mode": "events",
+            "item_url_template": "https://shop.example/p/{sku}",
+            "item_image_url_template": "https://shop.example/img/{sku}.jpg",
+        },
     )
     rules.contacts.add(rules._contact_key("ann.shopper@example.com"))
     outbox = MemoryOutbox()

@@ -15,12 +15,13 @@ from order_processor import jsonbody
 from order_processor.contract import parse_order
 from order_processor.destinations.base import Sent, Skip
 from order_processor.destinations.esputnik import Esputnik, EsputnikMode, EsputnikSettings
-from order_processor.model import TrackingEvent
+from order_processor.local import LocalRun
+from order_processor.model import Settlement, TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind
 from order_processor.outbound.http import Timeouts, new_client
 from order_processor.outbound.retry import RetryPolicy, call_with_retries
 from order_processor.routing import route
-from tests.conftest import FakeClock, sample
+from tests.conftest import FakeClock, metadata, sample
 from tests.fakes.base import FakeServer, Reply
 from tests.fakes.esputnik import API_KEY, EsputnikRules, esputnik_server
 
@@ -57,14 +58,26 @@ def fake() -> Iterator[tuple[FakeServer, EsputnikRules]]:
         yield server, rules
 
 
+#: link templates for the samples' contract 1.0 lines (events mode needs url and imageUrl)
+TEMPLATES = {
+    "item_url_template": "https://shop.example/p/{sku}",
+    "item_image_url_template": "https://shop.example/img/{sku}.jpg",
+}
+
+
 class Build:
     def __init__(self, url: str) -> None:
         self.url = url
         self.timeouts = Timeouts(connect=2, read=2, total=5)
         self.client = new_client(timeouts=self.timeouts)
 
-    def __call__(self, mode: EsputnikMode = EsputnikMode.ORDERS, **settings: Any) -> Esputnik:
+    def __call__(
+        self, mode: EsputnikMode = EsputnikMode.ORDERS, *, links: bool = True, **settings: Any
+    ) -> Esputnik:
+        """The destination at the fake; in events mode with TEMPLATES unless `links=False`."""
         values: dict[str, Any] = {"base_url": self.url, "api_key": API_KEY, "mode": mode}
+        if mode is EsputnikMode.EVENTS and links:
+            values.update(TEMPLATES)
         values.update(settings)
         return Esputnik(EsputnikSettings(**values), client=self.client, timeouts=self.timeouts)
 
@@ -137,8 +150,12 @@ async def test_events_mode_every_event_type_for_an_existing_contact(
     assert rules.ignored == []
     assert rules.accepted_events == [body]
     params = {p["name"]: p["value"] for p in body["params"]}
+    assert params["date"] == "2026-11-20T14:25:00"  # seed 003's form, in UTC by default
     if event.order.lines:
-        assert isinstance(json.loads(params["items"]), list)
+        items = json.loads(params["items"])
+        assert [i["url"] for i in items] == [
+            f"https://shop.example/p/{line.sku}" for line in event.order.lines
+        ]
     else:
         assert "items" not in params
     expected = "CANCELLED" if event.event_type.value == "OrderCancelled" else "DELIVERED"
@@ -164,39 +181,106 @@ async def test_events_mode_with_a_preset_contact_by_customer_id(build: Build) ->
     assert len(rules.accepted_events) == 1
 
 
-@pytest.mark.parametrize("mode", list(EsputnikMode))
-async def test_totals_that_do_not_add_up_never_reach_esputnik(
-    fake: tuple[FakeServer, EsputnikRules], build: Build, mode: EsputnikMode
-) -> None:
-    server, _ = fake
-    document = json.loads(sample("order-created-with-email.json"))
-    del document["lines"][0]["discount"]  # the order discount is not carried by the lines
-    event = tracking(document)
-    with pytest.raises(DeliveryError) as caught:
-        build(mode).prepare(event, cell(event))
-    assert caught.value.kind is FailureKind.PERMANENT
-    assert "add up to 90.00" in caught.value.message
-    assert "totalCost (total 80.00 - shipping 0) is 80.00" in caught.value.message
-    assert server.requests == []
-
-
-async def test_the_fake_enforces_the_totals_rule_too(
+async def test_orders_mode_sends_payment_method_store_and_a_digits_only_phone(
     fake: tuple[FakeServer, EsputnikRules], build: Build
 ) -> None:
-    server, _ = fake
-    destination = build()
-    body = {"orders": [destination.order(tracking("order-created.json"), "DELIVERED")]}
-    body["orders"][0]["totalCost"] = 91
-    request = destination.client.build_request(
-        "POST",
-        f"{server.url}/api/v1/orders",
-        headers=destination._headers(),
-        content=jsonbody.dumps(body),
+    server, rules = fake
+    event = tracking("order-created.json", Customer(phone="+44 7700 900123"))
+    assert isinstance(await deliver(build(), event), Sent)
+    (order,) = server.requests[0].json()["orders"]
+    assert (order["paymentMethod"], order["storeId"], order["phone"]) == (
+        "card",
+        "S042",
+        "447700900123",
     )
+    assert "447700900123" in rules.contacts
+    assert "+447700900123" not in rules.contacts
+
+
+async def test_a_contact_created_by_phone_in_orders_mode_is_the_one_events_mode_names(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    _, rules = fake
+    phone_only = Customer(phone="+44 7700 900123")
+    await deliver(build(), tracking("order-created.json", phone_only))
+    assert isinstance(
+        await deliver(build(EsputnikMode.EVENTS), tracking("order-delivered.json", phone_only)),
+        Sent,
+    )
+    assert rules.ignored == []  # with "+447700900123" eSputnik would not know the contact
+    assert rules.orders["100245"]["status"] == "DELIVERED"
+
+
+async def test_the_fake_refuses_a_documented_string_field_that_is_not_a_string(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    destination = build()
+    order = destination.order(tracking("order-created.json"), "DELIVERED")
+    order["storeId"] = 42
     with pytest.raises(DeliveryError) as caught:
-        await destination.send(request)
+        await destination.send(destination.prepare_bulk([jsonbody.dumps(order)]))
     assert (caught.value.kind, caught.value.status) == (FailureKind.PERMANENT, 400)
-    assert "does not equal totalCost" in caught.value.message
+    assert "storeId must be a string" in caught.value.message
+
+
+@pytest.mark.parametrize("mode", list(EsputnikMode))
+async def test_orders_whose_items_do_not_add_up_are_delivered_with_the_order_total(
+    fake: tuple[FakeServer, EsputnikRules], build: Build, mode: EsputnikMode
+) -> None:
+    server, rules = fake
+    await deliver(build(), tracking("order-created.json"))  # the contact exists for events
+    document = json.loads(sample("order-created-with-email.json"))
+    del document["lines"][0]["discount"]  # items now add up to 90.00, the total is 80.00
+    document["shipping"], document["total"] = "4.95", "84.95"
+    event = tracking(document)
+    assert isinstance(await deliver(build(mode), event), Sent)
+    body = json.loads(server.requests[-1].body, parse_float=Decimal)
+    if mode is EsputnikMode.ORDERS:
+        (order,) = body["orders"]
+        assert order["totalCost"] == Decimal("84.95")
+        assert [item["cost"] for item in order["items"]] == [Decimal("50.00"), Decimal("40.0")]
+    else:
+        params = {p["name"]: p["value"] for p in body["params"]}
+        assert params["totalCost"] == "84.95"
+        assert rules.ignored == []
+    assert rules.orders["100246"]["totalCost"] in (Decimal("84.95"), "84.95")
+
+
+async def test_the_fake_accepts_seed_003s_own_example_which_does_not_add_up(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    _, rules = fake
+    destination = build()
+    order = destination.order(tracking("order-created.json"), "DELIVERED")
+    order["totalCost"] = Decimal("258.0")
+    order["items"] = [
+        {"externalItemId": "200600", "name": "Super Device", "quantity": 1, "cost": 990}
+    ]
+    request = destination.prepare_bulk([jsonbody.dumps(order)])
+    assert isinstance(await destination.send(request), Sent)
+    assert rules.orders["100245"]["totalCost"] == Decimal("258.0")
+
+
+async def test_the_fake_refuses_a_total_that_is_not_a_number(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    destination = build()
+    order = destination.order(tracking("order-created.json"), "DELIVERED")
+    order["totalCost"] = "ninety"
+    with pytest.raises(DeliveryError) as caught:
+        await destination.send(destination.prepare_bulk([jsonbody.dumps(order)]))
+    assert (caught.value.kind, caught.value.status) == (FailureKind.PERMANENT, 400)
+    assert "totalCost must be a number" in caught.value.message
+
+
+async def test_a_negative_total_is_refused_at_the_door_and_never_reaches_esputnik(
+    local: LocalRun, fakes: dict[str, FakeServer]
+) -> None:
+    run = await local.run(sample("negative-total.json"), metadata())
+    assert (run.settlement, run.accept.reason) == (Settlement.DEAD_LETTER, "InvalidMessage")
+    assert run.accept.description == "total: must not be negative"
+    assert run.lanes == {}
+    assert fakes["esputnik"].requests == []
 
 
 async def test_basic_auth_header_is_exact(
@@ -283,3 +367,110 @@ async def test_bulk_request_is_accepted(
     request = destination.prepare_bulk(elements)  # type: ignore[arg-type]
     assert isinstance(await destination.send(request), Sent)
     assert len(rules.accepted_orders) == len(SAMPLES)
+
+
+# --- events mode: item links and date (issue 13) ----------------------------------------------
+
+
+async def test_events_mode_delivers_a_1_1_order_with_its_own_links_without_templates(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, rules = fake
+    await deliver(build(), tracking("order-created.json"))  # the contact exists
+    event = tracking("order-created-with-urls.json")
+    assert isinstance(await deliver(build(EsputnikMode.EVENTS, links=False), event), Sent)
+    params = {p["name"]: p["value"] for p in server.requests[-1].json()["params"]}
+    items = json.loads(params["items"])
+    assert [(i["url"], i["imageUrl"]) for i in items] == [
+        (line.url, line.image_url) for line in event.order.lines
+    ]
+    assert params["date"] == "2026-11-21T10:05:30"
+    assert params["totalCost"] == "94.95"
+    assert rules.ignored == []
+    assert rules.orders["100247"]["status"] == "DELIVERED"
+
+
+async def test_events_mode_skips_an_order_it_cannot_give_links_instead_of_sending_it(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, rules = fake
+    await deliver(build(), tracking("order-created.json"))
+    prepared = build(EsputnikMode.EVENTS, links=False).prepare(
+        tracking("order-created-with-email.json"), "DELIVERED"
+    )
+    assert isinstance(prepared, Skip)
+    assert "lines[0] has no url, imageUrl" in prepared.reason
+    assert [r.path for r in server.requests] == ["/api/v1/orders"]  # nothing sent to be ignored
+    assert rules.ignored == []
+
+
+async def test_the_fake_ignores_an_event_whose_items_lack_links_as_esputnik_does(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    _, rules = fake
+    await deliver(build(), tracking("order-created.json"))
+    destination = build(EsputnikMode.EVENTS)
+    body = destination.event_body(tracking("order-created-with-email.json"), "DELIVERED")
+    assert not isinstance(body, Skip)
+    for param in body["params"]:
+        if param["name"] == "items":
+            items = json.loads(param["value"])
+            del items[1]["imageUrl"]
+            param["value"] = json.dumps(items)
+    await destination.send(destination._post("event", jsonbody.dumps(body)))  # 200, as eSputnik
+    assert [i.reason for i in rules.ignored] == ["items[1] lacks imageUrl"]
+    assert "100246" not in rules.orders
+
+
+@pytest.mark.parametrize("date", ["2026-11-20T14:25:00+00:00", "2026-11-20 14:25:00", "20/11/2026"])
+async def test_the_fake_ignores_an_event_date_not_in_seed_003s_form(
+    fake: tuple[FakeServer, EsputnikRules], build: Build, date: str
+) -> None:
+    _, rules = fake
+    await deliver(build(), tracking("order-created.json"))
+    destination = build(EsputnikMode.EVENTS)
+    body = destination.event_body(tracking("order-created-with-email.json"), "DELIVERED")
+    assert not isinstance(body, Skip)
+    for param in body["params"]:
+        if param["name"] == "date":
+            param["value"] = date
+    await destination.send(destination._post("event", jsonbody.dumps(body)))
+    assert [i.reason for i in rules.ignored] == ["date is not YYYY-MM-ddTHH:mm:ss"]
+
+
+async def test_events_mode_writes_the_date_in_the_accounts_time_zone(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, rules = fake
+    await deliver(build(), tracking("order-created.json"))
+    destination = build(EsputnikMode.EVENTS, event_time_zone="Europe/Kyiv")
+    await deliver(destination, tracking("order-created-with-email.json"))
+    params = {p["name"]: p["value"] for p in server.requests[-1].json()["params"]}
+    assert params["date"] == "2026-11-20T16:25:00"  # 14:25 UTC is 16:25 in Kyiv
+    assert rules.ignored == []
+
+
+async def test_status_events_for_orders_without_links_still_change_the_status(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    _, rules = fake
+    await deliver(build(), tracking("order-created.json"))
+    document = json.loads(sample("order-created.json"))
+    document["eventType"] = "OrderCancelled"  # an ERP repeating the lines on a cancellation
+    event = tracking(document)
+    assert isinstance(await deliver(build(EsputnikMode.EVENTS, links=False), event), Sent)
+    assert rules.ignored == []
+    assert rules.orders["100245"]["status"] == "CANCELLED"
+
+
+async def test_orders_mode_sends_links_when_it_has_them_and_orders_without_them_too(
+    fake: tuple[FakeServer, EsputnikRules], build: Build
+) -> None:
+    server, rules = fake
+    await deliver(build(**TEMPLATES), tracking("order-created.json"))
+    await deliver(build(), tracking("order-created-with-email.json"))
+    with_links, without = (r.json()["orders"][0]["items"] for r in server.requests)
+    assert with_links[0]["url"] == "https://shop.example/p/CB4551-M"
+    assert with_links[0]["imageUrl"] == "https://shop.example/img/CB4551-M.jpg"
+    assert all("url" not in item for item in without)  # undocumented either way: sent as is
+    assert len(rules.accepted_orders) == 2

@@ -295,11 +295,13 @@ async def test_every_metric_and_attribute_the_observers_emit(
         ("deliver", "esputnik", "DestinationUnavailable"): 1,
     }
     # m-5's customer is unknown and m-7's has no usable email: Profile Store (needs an email),
-    # RichRelevance (a customer id) and eSputnik (an email or a phone) skip what they cannot take.
+    # Product Recs (a known customer), RichRelevance (a customer id) and eSputnik (an email or a
+    # phone) skip what they cannot take.
     deliveries = {
         ("profile_store", "delivered"): 2,
         ("profile_store", "skipped"): 2,
-        ("product_recs", "delivered"): 3,
+        ("product_recs", "delivered"): 2,
+        ("product_recs", "skipped"): 1,
         ("richrelevance", "delivered"): 2,
         ("richrelevance", "skipped"): 1,
         ("richrelevance", "permanent-error"): 1,
@@ -317,7 +319,7 @@ async def test_every_metric_and_attribute_the_observers_emit(
     # End to end, for every delivered event and nothing else.
     assert counts(found["orders.delivery.latency"], "orders.destination") == {
         ("profile_store",): 2,
-        ("product_recs",): 3,
+        ("product_recs",): 2,
         ("richrelevance",): 2,
         ("esputnik",): 1,
     }

@@ -1,18 +1,28 @@
-"""eSputnik as documented (seed 003, DESIGN.md): HTTP Basic with the API key as the password (any
-user name); `POST /api/v1/orders` with `{"orders": [...]}` (1 to 1,000; creates contacts; item costs
-must add up to `totalCost`); `POST /api/v1/event` with `{eventTypeKey, keyValue, params}` for an
+"""eSputnik as documented (seed 003; docs/destinations/esputnik.md lists the sources): HTTP Basic
+with the API key as the password (any user name); `POST /api/v1/orders` with `{"orders": [...]}`
+(1 to 1,000; creates contacts); `POST /api/v1/event` with `{eventTypeKey, keyValue, params}` for an
 existing contact only.
 
+No public source says eSputnik refuses an order whose item costs do not add up to `totalCost`
+(seed 003's own example does not), so the fake accepts such orders, as the real API is taken to.
+
+Events mode (seed 003): `date` is `YYYY-MM-ddTHH:mm:ss`, and each item carries the fields the
+Yespo guides list as required (externalItemId, name, quantity, cost, url, imageUrl).
+
 Modelling choices where the documentation is silent: an event for a contact eSputnik does not know,
-an orderCreated/orderUpdated event missing a required parameter, and an orderDelivered for an order
-that does not exist are answered 200 (the API accepts the call) but recorded in `ignored` with the
-reason, since the seed says such events are "ignored" and "not saved". Money is compared as Decimal.
+an orderCreated/orderUpdated event missing a required parameter (or with a `date` in another form,
+an unknown status, or an item missing a required field), and an orderDelivered for an order that
+does not exist are answered 200 (the API accepts the call) but recorded in `ignored` with the
+reason, since the seed says such events are "ignored" and "not saved". In orders mode, items without
+`url`/`imageUrl` are accepted: how the API answers them is not documented (the Shopify plugin sends
+none). Money is read as Decimal.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -22,10 +32,33 @@ from tests.fakes.base import FakeServer, Recorded, Reply
 
 API_KEY = "esputnik-test-key"
 MAX_ORDERS = 1000
-STATUSES = frozenset({"INITIALIZED", "IN_PROGRESS", "DELIVERED", "CANCELLED"})
+STATUSES = frozenset(
+    {"INITIALIZED", "IN_PROGRESS", "DELIVERED", "CANCELLED", "ABANDONED_SHOPPING_CART"}
+)
 EVENT_KEYS = frozenset({"orderCreated", "orderUpdated", "orderDelivered", "orderCancelled"})
 STATUS_FOR_KEY = {"orderDelivered": "DELIVERED", "orderCancelled": "CANCELLED"}
 REQUIRED_ORDER_FIELDS = ("externalOrderId", "totalCost", "status", "date")
+#: an events-mode item without one of these makes eSputnik ignore orderCreated/orderUpdated
+REQUIRED_EVENT_ITEM_FIELDS = ("externalItemId", "name", "quantity", "cost", "url", "imageUrl")
+#: seed 003's date form for v1/event
+EVENT_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+#: fields the order reference (esputnik.com/api/ns1_order.html) types as string
+STRING_ORDER_FIELDS = (
+    "externalOrderId",
+    "externalCustomerId",
+    "currency",
+    "email",
+    "phone",
+    "firstName",
+    "lastName",
+    "restoreUrl",
+    "statusDescription",
+    "storeId",
+    "source",
+    "deliveryMethod",
+    "paymentMethod",
+    "deliveryAddress",
+)
 
 
 @dataclass
@@ -91,8 +124,10 @@ class EsputnikRules:
         for name in REQUIRED_ORDER_FIELDS:
             if order.get(name) in (None, ""):
                 return f"{name} is required"
-        total = _decimal(order["totalCost"])
-        if total is None:
+        for name in STRING_ORDER_FIELDS:
+            if name in order and not isinstance(order[name], str):
+                return f"{name} must be a string"
+        if _decimal(order["totalCost"]) is None:
             return "totalCost must be a number"
         if order["status"] not in STATUSES:
             return f"status must be one of {', '.join(sorted(STATUSES))}"
@@ -105,19 +140,14 @@ class EsputnikRules:
             return None
         if not isinstance(items, list):
             return "items must be an array"
-        costs: list[Decimal] = []
         for item in items:
             if not isinstance(item, dict) or not item.get("externalItemId"):
                 return "each item needs an externalItemId"
             quantity = item.get("quantity")
             if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity <= 0:
                 return "item quantity must be a positive integer"
-            cost = _decimal(item.get("cost"))
-            if cost is None:
+            if _decimal(item.get("cost")) is None:
                 return "item cost must be a number"
-            costs.append(cost)
-        if sum(costs, Decimal(0)) != total:
-            return f"sum of item costs {sum(costs, Decimal(0))} does not equal totalCost {total}"
         return None
 
     def _orders(self, document: Any) -> Reply:
@@ -156,6 +186,7 @@ class EsputnikRules:
         ):
             return Reply(400, {"message": "params must be [{name, value}] with string values"})
         values = {p["name"]: p["value"] for p in params}
+        items: list[Any] = []
         if "items" in values:
             try:
                 items = json.loads(values["items"])
@@ -168,9 +199,8 @@ class EsputnikRules:
             return Reply(200, None)
         order_id = values.get("externalOrderId")
         if key in ("orderCreated", "orderUpdated"):
-            missing = [n for n in REQUIRED_ORDER_FIELDS if not values.get(n)]
-            if missing:
-                self.ignored.append(Ignored(document, f"missing {', '.join(missing)}"))
+            if (reason := self._unsaved_order(values, items)) is not None:
+                self.ignored.append(Ignored(document, reason))
                 return Reply(200, None)
             assert order_id is not None
             self.orders[order_id] = dict(values)
@@ -181,6 +211,24 @@ class EsputnikRules:
             self.orders[order_id]["status"] = STATUS_FOR_KEY[key]
         self.accepted_events.append(document)
         return Reply(200, None)
+
+    @staticmethod
+    def _unsaved_order(values: dict[str, str], items: list[Any]) -> str | None:
+        """Why an orderCreated/orderUpdated event would be ignored, or None."""
+        missing = [n for n in REQUIRED_ORDER_FIELDS if not values.get(n)]
+        if missing:
+            return f"missing {', '.join(missing)}"
+        if not EVENT_DATE.fullmatch(values["date"]):
+            return "date is not YYYY-MM-ddTHH:mm:ss"
+        if values["status"] not in STATUSES:
+            return "unknown status"
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                return f"items[{index}] is not an object"
+            lacking = [n for n in REQUIRED_EVENT_ITEM_FIELDS if item.get(n) in (None, "")]
+            if lacking:
+                return f"items[{index}] lacks {', '.join(lacking)}"
+        return None
 
     def __call__(self, request: Recorded) -> Reply:
         if not self._authorised(request):

@@ -11,6 +11,7 @@ import pytest
 
 from order_processor.cli import SCHEMAS, schema_texts
 from order_processor.contract import MAX_BODY_BYTES, EventType, InvalidMessage, parse_order
+from order_processor.model import event_key
 from tests.conftest import ROOT, SAMPLES
 
 SCHEMA_PATH = SCHEMAS / "order-message.v1.schema.json"
@@ -23,6 +24,7 @@ EXPECTED_FIELD = {
     "currency-not-iso-4217": "currency",
     "customer-without-identifier": "customer",
     "missing-order-id": "orderId",
+    "negative-total": "total",
     "naive-order-date": "orderDate",
     "not-an-object": "(body)",
     "not-json": "(body)",
@@ -155,3 +157,117 @@ def test_the_size_limit_is_the_setting_and_names_it() -> None:
 def test_the_published_schema_states_the_default_size_limit() -> None:
     schema = (ROOT / "schemas" / "order-message.v1.schema.json").read_text()
     assert f"default {MAX_BODY_BYTES} bytes" in schema
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("total", "-0.01"),
+        ("total", -90),
+        ("subTotal", "-1"),
+        ("shipping", -4.95),
+    ],
+)
+def test_negative_amounts_are_refused_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_order(_order(**{field: value}))
+    assert caught.value.description == f"{field}: must not be negative"
+
+
+def test_a_negative_unit_price_names_the_line() -> None:
+    document = json.loads(_order())
+    document["lines"][1]["unitPrice"] = "-20.00"
+    with pytest.raises(InvalidMessage) as caught:
+        parse_order(json.dumps(document).encode())
+    assert caught.value.description == "lines[1].unitPrice: must not be negative"
+
+
+@pytest.mark.parametrize("field", ["total", "subTotal", "shipping"])
+def test_zero_amounts_are_fine(field: str) -> None:
+    order = parse_order(_order(**{field: "0.00"}))
+    assert getattr(order, {"subTotal": "sub_total"}.get(field, field)) == Decimal(0)
+
+
+def test_discounts_may_still_be_negative_as_before() -> None:
+    # Only the amounts that can never be below zero are checked (issue 13); discounts are
+    # left as contract 1.0 had them.
+    assert parse_order(_order(discount="-1.00")).discount == Decimal("-1.00")
+
+
+def test_schema_states_the_non_negative_amounts(schema: jsonschema.Draft202012Validator) -> None:
+    for field, value in (("total", -1), ("total", "-1.00"), ("shipping", "-0.5")):
+        document = json.loads(_order())
+        document[field] = value
+        assert not schema.is_valid(document), (field, value)
+
+
+def _with_line_links(**links: object) -> bytes:
+    document = json.loads(_order(schemaVersion="1.1"))
+    document["lines"][0].update(links)
+    return json.dumps(document).encode()
+
+
+def test_version_1_1_reads_line_urls() -> None:
+    order = parse_order(
+        _with_line_links(url="https://shop.example/p/1", imageUrl="http://cdn.example/1.jpg")
+    )
+    assert order.schema_version == "1.1"
+    assert (order.lines[0].url, order.lines[0].image_url) == (
+        "https://shop.example/p/1",
+        "http://cdn.example/1.jpg",
+    )
+    assert (order.lines[1].url, order.lines[1].image_url) == (None, None)
+
+
+def test_version_1_0_messages_stay_valid_and_have_no_urls() -> None:
+    order = parse_order((SAMPLES / "valid" / "order-created.json").read_bytes())
+    assert order.schema_version == "1.0"
+    assert all(line.url is None and line.image_url is None for line in order.lines)
+
+
+def test_a_1_0_order_serialises_and_keys_as_before_1_1() -> None:
+    # The event key hashes the order: the optional 1.1 fields must not change it, or a message
+    # published before the upgrade and redelivered after would not be recognised as sent.
+    order = parse_order((SAMPLES / "valid" / "order-created-with-email.json").read_bytes())
+    assert "url" not in order.model_dump(by_alias=True)["lines"][0]
+    assert "imageUrl" not in order.model_dump(mode="json", by_alias=True)["lines"][0]
+    assert event_key(order) == "100246:OrderCreated:9307724d67e40c0d"  # its key under 1.0
+    linked = parse_order(_with_line_links(url="https://shop.example/p/1"))
+    assert linked.model_dump(mode="json", by_alias=True)["lines"][0]["url"] == (
+        "https://shop.example/p/1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("url", "/p/1"),
+        ("url", "shop.example/p/1"),
+        ("url", "ftp://shop.example/p/1"),
+        ("url", "javascript:alert(1)"),
+        ("url", "https://"),
+        ("url", "https://user:secret@shop.example/p/1"),
+        ("url", "https://shop.example/a b"),
+        ("url", "https://shop.example:99999/p/1"),
+        ("url", 42),
+        ("imageUrl", "data:image/png;base64,AAAA"),
+        ("imageUrl", "https://cdn.example/" + "x" * 2048),
+    ],
+)
+def test_line_urls_must_be_absolute_http_urls(field: str, value: object) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_order(_with_line_links(**{field: value}))
+    assert caught.value.description.startswith(f"lines[0].{field}: ")
+    assert "secret" not in caught.value.description
+
+
+def test_a_url_of_the_maximum_length_is_accepted() -> None:
+    url = "https://cdn.example/" + "x" * (2048 - len("https://cdn.example/"))
+    assert parse_order(_with_line_links(imageUrl=url)).lines[0].image_url == url
+
+
+def test_schema_describes_line_urls(schema: jsonschema.Draft202012Validator) -> None:
+    good = json.loads(_with_line_links(url="https://shop.example/p/1"))
+    assert schema.is_valid(good)
+    for value in ("/p/1", "ftp://shop.example/p/1", "https://cdn.example/" + "x" * 2048):
+        assert not schema.is_valid(json.loads(_with_line_links(url=value))), value

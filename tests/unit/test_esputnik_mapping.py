@@ -1,4 +1,5 @@
-"""eSputnik mapping: status and event key per event type, items, keyValue, the totals rule."""
+"""eSputnik mapping: status and event key per event type, items (cost, links), keyValue, totals sent
+as the order has them, the phone, the events-mode date, the link templates."""
 
 from __future__ import annotations
 
@@ -8,23 +9,21 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 from loyalty_client.customer import Customer
+from order_processor import docgen, jsonbody
 from order_processor.contract import EventType, parse_order
+from order_processor.destinations import DESTINATIONS
 from order_processor.destinations.base import Skip
-from order_processor.destinations.esputnik import (
-    EVENT_PARAMS,
-    ITEM_FIELDS,
-    ORDER_FIELDS,
-    Esputnik,
-    EsputnikMode,
-    EsputnikSettings,
-)
+from order_processor.destinations.esputnik import Esputnik, EsputnikMode, EsputnikSettings
+from order_processor.destinations.esputnik.mapping import EVENT, ITEM, ORDER
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind
 from order_processor.outbound.http import Timeouts, new_client
 from order_processor.routing import route
+from order_processor.settings import SettingsError, load_settings
 from tests.conftest import ROOT, sample
 
 ANN = Customer(
@@ -47,11 +46,18 @@ def created(**changes: Any) -> dict[str, Any]:
     return document
 
 
-def make(mode: EsputnikMode) -> Iterator[Esputnik]:
+#: link templates for ERPs whose lines carry no url/imageUrl (events mode needs both)
+TEMPLATES = {
+    "item_url_template": "https://shop.example/p/{sku}",
+    "item_image_url_template": "https://shop.example/img/{productId}.jpg",
+}
+
+
+def make(mode: EsputnikMode, **settings: Any) -> Iterator[Esputnik]:
     timeouts = Timeouts()
     client = new_client(timeouts=timeouts)
-    settings = EsputnikSettings(base_url="http://127.0.0.1:9", api_key="k", mode=mode)
-    yield Esputnik(settings, client=client, timeouts=timeouts)
+    values = EsputnikSettings(base_url="http://127.0.0.1:9", api_key="k", mode=mode, **settings)
+    yield Esputnik(values, client=client, timeouts=timeouts)
     asyncio.run(client.aclose())
 
 
@@ -62,7 +68,24 @@ def orders() -> Iterator[Esputnik]:
 
 @pytest.fixture
 def events() -> Iterator[Esputnik]:
+    """Events mode with link templates, so every sample's items are complete."""
+    yield from make(EsputnikMode.EVENTS, **TEMPLATES)
+
+
+@pytest.fixture
+def bare_events() -> Iterator[Esputnik]:
+    """Events mode without templates: only contract 1.1 lines with url and imageUrl suffice."""
     yield from make(EsputnikMode.EVENTS)
+
+
+def body_of(destination: Esputnik, event: TrackingEvent, route: str) -> dict[str, Any]:
+    body = destination.event_body(event, route)
+    assert not isinstance(body, Skip), body
+    return body
+
+
+def params_of(destination: Esputnik, event: TrackingEvent, route: str) -> dict[str, str]:
+    return {p["name"]: p["value"] for p in body_of(destination, event, route)["params"]}
 
 
 def cell(event_type: EventType) -> str:
@@ -87,7 +110,7 @@ def test_status_and_event_key_per_event_type(
     event = event_for(sample(sample_name))
     target = cell(event.event_type)
     assert orders.order(event, target)["status"] == status
-    body = events.event_body(event, target)
+    body = body_of(events, event, target)
     assert body["eventTypeKey"] == event_type_key
     assert {"name": "status", "value": status} in body["params"]
 
@@ -117,20 +140,23 @@ def test_order_document(
         assert "items" not in order
     else:
         assert [item["cost"] for item in order["items"]] == costs
-        assert sum(costs) == total_cost
 
 
 def test_items_are_a_json_string_with_exact_money(events: Esputnik) -> None:
     event = event_for(sample("order-created-with-email.json"))
-    params = {p["name"]: p["value"] for p in events.event_body(event, "DELIVERED")["params"]}
-    assert all(isinstance(value, str) for value in params.values())
+    body = body_of(events, event, "DELIVERED")
+    assert all(isinstance(p["value"], str) for p in body["params"])
+    params = {p["name"]: p["value"] for p in body["params"]}
     assert params["items"] == (
         '[{"externalItemId":"4551","name":"Merino jumper","category":"knitwear","quantity":1,'
-        '"cost":40.00},{"externalItemId":"2020","name":"Wool socks","category":"accessories",'
-        '"quantity":2,"cost":40.0}]'
+        '"cost":40.00,"url":"https://shop.example/p/CB4551-M",'
+        '"imageUrl":"https://shop.example/img/4551.jpg"},'
+        '{"externalItemId":"2020","name":"Wool socks","category":"accessories","quantity":2,'
+        '"cost":40.0,"url":"https://shop.example/p/SK-2020",'
+        '"imageUrl":"https://shop.example/img/2020.jpg"}]'
     )
     assert params["totalCost"] == "80.00"
-    assert params["date"] == "2026-11-20T14:25:00+00:00"
+    assert params["date"] == "2026-11-20T14:25:00"
     assert params["currency"] == "GBP"
 
 
@@ -145,7 +171,9 @@ def test_item_id_falls_back_to_sku(orders: Esputnik) -> None:
     ("customer", "key_value"),
     [
         (ANN, "ann.shopper@example.com"),
-        (Customer(customer_id="C-1", phone="+447700900123"), "+447700900123"),
+        (Customer(customer_id="C-1", phone="+447700900123"), "447700900123"),
+        (Customer(customer_id="C-1", phone="+44 7700 900123"), "447700900123"),
+        (Customer(customer_id="C-1", phone="+1 (23)"), "C-1"),  # not a phone number
         (Customer(customer_id="C-1"), "C-1"),
         (Customer(email="a@example.com", customer_id="C-1"), "a@example.com"),
     ],
@@ -165,6 +193,7 @@ def test_key_value_is_email_then_phone_then_customer_id(
         (EsputnikMode.EVENTS, Customer(customer_id="C-1"), False),
         (EsputnikMode.ORDERS, Customer(customer_id="C-1"), True),
         (EsputnikMode.ORDERS, Customer(phone="+447700900123"), False),
+        (EsputnikMode.ORDERS, Customer(phone="+44 12"), True),  # 4 digits: no phone
         (EsputnikMode.ORDERS, Customer(email="a@example.com"), False),
     ],
 )
@@ -179,41 +208,51 @@ def test_skips_when_no_contact_identifier(
 
 
 @pytest.mark.parametrize(
-    ("changes", "line_changes", "accepted"),
+    ("changes", "line_changes"),
     [
-        ({}, {}, True),
-        ({"total": "90"}, {}, True),  # 90 == 90.00: compared as numbers
-        ({"total": "90.01"}, {}, False),
-        ({"total": "89.99"}, {}, False),
-        ({"total": "90.0001"}, {}, False),  # no rounding, to the contract's 4 places
-        ({"total": "94.95", "shipping": "4.95"}, {}, True),  # totalCost = total - shipping
-        ({"total": "94.95", "shipping": "4.94"}, {}, False),
-        ({"total": "80.00", "discount": "10.00"}, {"discount": "10.00"}, True),  # in the lines
-        ({"total": "80.00", "discount": "10.00"}, {}, False),  # order discount not in the lines
-        ({"total": "90.00", "discount": "10.00"}, {}, True),  # discount is information only
-        ({"total": "40.00"}, {"discount": "10.00", "unitPrice": "10.00"}, True),
+        ({}, {}),
+        ({"total": "90.01"}, {}),
+        ({"total": "89.99"}, {}),
+        ({"total": "90.0001"}, {}),
+        ({"total": "94.95", "shipping": "4.95"}, {}),  # shipping is part of the order total
+        ({"total": "80.00", "discount": "10.00"}, {}),  # order discount not in the lines
+        ({"total": "258.0"}, {"unitPrice": "990"}),  # seed 003's own example does not add up
+        ({"total": "0"}, {}),
     ],
 )
-def test_totals_rule_boundaries(
+def test_totals_are_sent_as_the_order_has_them_and_never_refused(
     orders: Esputnik,
     events: Esputnik,
     changes: dict[str, Any],
     line_changes: dict[str, Any],
-    accepted: bool,
 ) -> None:
     document = created(**changes)
     document["lines"][0].update(line_changes)
     event = event_for(document)
-    for destination in (orders, events):
-        if accepted:
-            assert not isinstance(destination.prepare(event, "DELIVERED"), Skip)
-            continue
-        with pytest.raises(DeliveryError) as caught:
-            destination.prepare(event, "DELIVERED")
-        assert caught.value.kind is FailureKind.PERMANENT
-        assert caught.value.vendor_code == "TotalsMismatch"
-        assert "add up to" in caught.value.message
-        assert "@" not in caught.value.message
+    order = orders.order(event, "DELIVERED")
+    assert order["totalCost"] == event.order.total  # the order total, shipping included
+    assert isinstance(orders.prepare(event, "DELIVERED"), httpx.Request)
+    assert params_of(events, event, "DELIVERED")["totalCost"] == str(event.order.total)
+
+
+@pytest.mark.parametrize(
+    ("line", "cost"),
+    [
+        ({"quantity": 1, "unitPrice": "50.00"}, Decimal("50.00")),
+        ({"quantity": 3, "unitPrice": "10.00"}, Decimal("30.00")),  # a line total, not unit
+        ({"quantity": 3, "unitPrice": "10.00", "discount": "5.00"}, Decimal("25.00")),
+        ({"quantity": 2, "unitPrice": "0.3333"}, Decimal("0.6666")),  # exact, never a float
+        ({"quantity": 1, "unitPrice": "0"}, Decimal("0")),  # a free item
+    ],
+)
+def test_item_cost_is_the_line_total_after_the_line_discount(
+    orders: Esputnik, line: dict[str, Any], cost: Decimal
+) -> None:
+    document = created()
+    document["lines"] = [{"sku": "A-1", "name": "Thing", **line}]
+    (item,) = orders.order(event_for(document), "DELIVERED")["items"]
+    assert item["cost"] == cost
+    assert item["quantity"] == line["quantity"]
 
 
 def test_unknown_route_is_a_permanent_error(orders: Esputnik) -> None:
@@ -232,6 +271,8 @@ def test_settings_defaults_and_required_key(monkeypatch: pytest.MonkeyPatch) -> 
         "instore-order-sync",
         True,
     )
+    assert (settings.item_url_template, settings.item_image_url_template) == (None, None)
+    assert settings.event_time_zone == "UTC"
     with pytest.raises(ValueError, match="ESPUTNIK_API_KEY"):
         EsputnikSettings()
     assert EsputnikSettings(enabled=False).api_key is None
@@ -255,11 +296,228 @@ def test_bulk_takes_1_to_1000_orders(orders: Esputnik, events: Esputnik) -> None
         events.encode(event, "DELIVERED")
 
 
-def test_docs_list_every_mapped_field() -> None:
+def test_the_docs_show_the_generated_mapping_tables() -> None:
     doc = (ROOT / "docs" / "destinations" / "esputnik.md").read_text()
-    for table in (ORDER_FIELDS, EVENT_PARAMS, ITEM_FIELDS):
+    assert docgen.mapping_section(Esputnik) in doc, "run: python -m order_processor docs"
+    for table in (ORDER, EVENT, ITEM):
         for row in table:
             assert f"`{row.target}`" in doc, row.target
-    for setting in ("ESPUTNIK_ENABLED", "ESPUTNIK_BASE_URL", "ESPUTNIK_API_KEY", "ESPUTNIK_MODE"):
+    for setting in (
+        "ESPUTNIK_MODE",
+        "ESPUTNIK_ITEM_URL_TEMPLATE",
+        "ESPUTNIK_ITEM_IMAGE_URL_TEMPLATE",
+        "ESPUTNIK_EVENT_TIME_ZONE",
+    ):
         assert setting in doc
-    assert "ESPUTNIK_USER_NAME" in doc
+
+
+@pytest.mark.parametrize(
+    ("phone", "sent"),
+    [
+        ("+447700900123", "447700900123"),
+        ("+44 (0) 7700-900 123", "4407700900123"),
+        ("07700 900123", "07700900123"),  # national form stays national (see Open questions)
+        ("380501234567", "380501234567"),  # seed 003's form, unchanged
+        ("12345", "12345"),
+        ("1234", None),
+        ("1234567890123456", None),  # 16 digits: longer than E.164 allows
+        ("+٤٤٧٧٠٠٩٠٠١٢٣", None),  # non-ASCII digits are not digits here
+        ("", None),
+    ],
+)
+def test_phone_is_sent_as_digits_only_in_both_modes(
+    orders: Esputnik, events: Esputnik, phone: str, sent: str | None
+) -> None:
+    event = event_for(sample("order-created.json"), Customer(email="a@example.com", phone=phone))
+    assert orders.order(event, "DELIVERED").get("phone") == sent
+    assert params_of(events, event, "DELIVERED").get("phone") == sent
+
+
+def test_orders_mode_passes_payment_method_and_store(orders: Esputnik) -> None:
+    order = orders.order(event_for(sample("order-created.json")), "DELIVERED")
+    assert (order["paymentMethod"], order["storeId"]) == ("card", "S042")
+    document = created()
+    del document["paymentMethod"]
+    assert "paymentMethod" not in orders.order(event_for(document), "DELIVERED")
+
+
+# --- events mode: date ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("order_date", "zone", "sent"),
+    [
+        ("2026-11-20T14:25:00+00:00", "UTC", "2026-11-20T14:25:00"),
+        ("2026-11-20T14:25:00+01:00", "UTC", "2026-11-20T13:25:00"),
+        ("2026-11-20T14:25:00.987+00:00", "UTC", "2026-11-20T14:25:00"),  # seconds, no fraction
+        ("2026-11-20T14:25:00+00:00", "Europe/Kyiv", "2026-11-20T16:25:00"),
+        ("2026-07-20T14:25:00Z", "Europe/Kyiv", "2026-07-20T17:25:00"),  # summer time
+        ("2026-11-20T23:30:00-05:00", "Europe/London", "2026-11-21T04:30:00"),
+        ("0002-01-01T00:00:00+00:00", "UTC", "0002-01-01T00:00:00"),  # four-digit year
+    ],
+)
+def test_events_date_is_seed_003s_form_in_the_accounts_time_zone(
+    order_date: str, zone: str, sent: str
+) -> None:
+    for destination in make(EsputnikMode.EVENTS, event_time_zone=zone, **TEMPLATES):
+        event = event_for(created(orderDate=order_date))
+        assert params_of(destination, event, "DELIVERED")["date"] == sent
+
+
+def test_orders_mode_keeps_the_date_with_its_offset(orders: Esputnik) -> None:
+    event = event_for(created(orderDate="2026-11-20T14:25:00+01:00"))
+    element = orders.encode(event, "DELIVERED")
+    assert isinstance(element, bytes)
+    assert json.loads(element)["date"] == "2026-11-20T14:25:00+01:00"
+
+
+def test_a_date_the_time_zone_cannot_hold_is_a_permanent_error() -> None:
+    for destination in make(EsputnikMode.EVENTS, event_time_zone="Asia/Tokyo", **TEMPLATES):
+        event = event_for(created(orderDate="9999-12-31T23:59:59+00:00"))
+        with pytest.raises(DeliveryError) as caught:
+            destination.prepare(event, "DELIVERED")
+        assert caught.value.kind is FailureKind.PERMANENT
+        assert "ESPUTNIK_EVENT_TIME_ZONE" in caught.value.message
+
+
+# --- item links -------------------------------------------------------------------------------
+
+
+def test_items_carry_the_lines_own_links_first(orders: Esputnik, bare_events: Esputnik) -> None:
+    event = event_for(sample("order-created-with-urls.json"))
+    items = orders.order(event, "DELIVERED")["items"]
+    assert [(i["url"], i["imageUrl"]) for i in items] == [
+        ("https://shop.example/p/CB4551-M", "https://cdn.shop.example/img/CB4551-M.jpg"),
+        ("https://shop.example/p/SK-2020", "https://cdn.shop.example/img/SK-2020.jpg"),
+    ]
+    for destination in make(EsputnikMode.ORDERS, **TEMPLATES):  # a line's own link wins
+        assert destination.order(event, "DELIVERED")["items"] == items
+    assert json.loads(params_of(bare_events, event, "DELIVERED")["items"]) == json.loads(
+        jsonbody.dumps(items)
+    )
+
+
+def test_templates_fill_the_links_of_lines_without_url_encoded() -> None:
+    document = created()
+    document["lines"][0]["sku"] = "CB 45/51?M"
+    for destination in make(EsputnikMode.ORDERS, **TEMPLATES):
+        items = destination.order(event_for(document), "DELIVERED")["items"]
+        assert [(i["url"], i["imageUrl"]) for i in items] == [
+            ("https://shop.example/p/CB%2045%2F51%3FM", "https://shop.example/img/4551.jpg"),
+            ("https://shop.example/p/SK-2020", "https://shop.example/img/2020.jpg"),
+        ]
+
+
+def test_orders_mode_leaves_out_links_it_cannot_build(orders: Esputnik) -> None:
+    items = orders.order(event_for(sample("order-created.json")), "DELIVERED")["items"]
+    assert all("url" not in item and "imageUrl" not in item for item in items)
+    document = created()
+    del document["lines"][1]["productId"]  # the image template needs {productId}
+    for destination in make(EsputnikMode.ORDERS, **TEMPLATES):
+        items = destination.order(event_for(document), "DELIVERED")["items"]
+        assert "imageUrl" in items[0]
+        assert "imageUrl" not in items[1]
+        assert items[1]["url"] == "https://shop.example/p/SK-2020"
+
+
+@pytest.mark.parametrize("sample_name", ["order-created.json", "order-updated.json"])
+def test_events_mode_skips_an_order_whose_items_lack_links(
+    bare_events: Esputnik, sample_name: str
+) -> None:
+    event = event_for(sample(sample_name))
+    skipped = bare_events.prepare(event, cell(event.event_type))
+    assert isinstance(skipped, Skip)
+    assert "lines[0] has no url, imageUrl; lines[1] has no url, imageUrl" in skipped.reason
+    assert "ESPUTNIK_ITEM_URL_TEMPLATE" in skipped.reason
+    assert "ESPUTNIK_ITEM_IMAGE_URL_TEMPLATE" in skipped.reason
+    assert "@" not in skipped.reason
+
+
+def test_events_mode_skips_when_a_template_cannot_fill_a_line() -> None:
+    document = created()
+    del document["lines"][1]["productId"]
+    for destination in make(EsputnikMode.EVENTS, **TEMPLATES):
+        skipped = destination.prepare(event_for(document), "DELIVERED")
+        assert isinstance(skipped, Skip)
+        assert "(lines[1] has no imageUrl)" in skipped.reason
+
+
+def test_events_mode_names_a_missing_item_name_and_a_few_lines_only(events: Esputnik) -> None:
+    document = created()
+    document["lines"] = [
+        {"sku": f"S-{n}", "productId": str(n), "quantity": 1, "unitPrice": "1"} for n in range(5)
+    ]
+    skipped = events.prepare(event_for(document), "DELIVERED")
+    assert isinstance(skipped, Skip)
+    assert "lines[2] has no name; and 2 more lines" in skipped.reason
+    assert "name from lines[].name" in skipped.reason
+    assert "lines[3]" not in skipped.reason
+
+
+def test_events_mode_sends_a_1_1_order_without_any_template(bare_events: Esputnik) -> None:
+    request = bare_events.prepare(event_for(sample("order-created-with-urls.json")), "DELIVERED")
+    assert isinstance(request, httpx.Request)
+    assert request.url.path == "/api/v1/event"
+
+
+@pytest.mark.parametrize("route", ["orderDelivered", "orderCancelled"])
+def test_status_events_send_no_incomplete_items(bare_events: Esputnik, route: str) -> None:
+    document = created(eventType={"orderDelivered": "OrderDelivered"}.get(route, "OrderCancelled"))
+    params = params_of(bare_events, event_for(document), route)
+    assert "items" not in params  # a status change needs none; incomplete ones are left out
+    assert params["status"] == ("CANCELLED" if route == "orderCancelled" else "DELIVERED")
+    linked = event_for(sample("order-created-with-urls.json"))
+    assert "items" in params_of(bare_events, linked, route)  # complete ones are kept
+
+
+# --- settings: templates and time zone, checked at start-up -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("http://shop.example/p/{sku}", "absolute https://"),
+        ("/p/{sku}", "absolute https://"),
+        ("https://shop.example/p/", "needs a {sku} or {productId} slot"),
+        ("https://shop.example/p/{name}", "unknown slot {name}"),
+        ("https://shop.example/p/{sku!r}", "takes no format"),
+        ("https://shop.example/p/{sku", "unmatched"),
+        ("https://{sku}.shop.example/", "absolute https://"),
+        ("https://shop.example{sku}", "path or query"),
+        ("https://shop.example/p/ {sku}", "spaces"),
+        ("https://shop.example/" + "p" * 1024 + "/{sku}", "at most 1024"),
+    ],
+)
+def test_bad_link_templates_fail_start_up_naming_the_setting(template: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            overrides={
+                **{name: {"enabled": False} for name in DESTINATIONS if name != "esputnik"},
+                "esputnik": {"api_key": "k", "item_image_url_template": template},
+                "loyalty": {"file": ROOT / "samples" / "loyalty" / "customers.json"},
+                "ledger": {"enabled": False},
+            }
+        )
+    (line,) = caught.value.problems
+    assert line.startswith("ESPUTNIK_ITEM_IMAGE_URL_TEMPLATE: ")
+    assert problem in line
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "https://shop.example/p/{sku}",
+        "HTTPS://shop.example/p/{productId}/{sku}",
+        "https://shop.example/p?id={productId}&sku={sku}",
+        "https://shop.example:8443/{{literal}}/{sku}",
+    ],
+)
+def test_good_link_templates_load(template: str) -> None:
+    settings = EsputnikSettings(api_key="k", item_url_template=template)
+    assert settings.item_url_template == template
+
+
+def test_an_unknown_time_zone_fails_start_up() -> None:
+    with pytest.raises(ValueError, match=r"event_time_zone"):
+        EsputnikSettings(api_key="k", event_time_zone="Mars/Olympus_Mons")
+    assert EsputnikSettings(api_key="k", event_time_zone="Europe/Kyiv").event_time_zone
