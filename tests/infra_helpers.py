@@ -3,11 +3,12 @@
 - `Evaluator`: a small evaluator of ARM template expressions (the functions infra/main.json and
   the Bicep compiler's output use), so tests assert on concrete names, scopes and settings rather
   than on expression text. Resource copy loops become one `Resource` per element (`copyIndex()`),
-  and lambdas (`filter`, `map`, `toObject`) are evaluated as ARM does. Values known only at
+  and lambdas (`filter`, `map`, `reduce`, `toObject`) are evaluated as ARM does; `fail(message)`
+  raises `TemplateFailure` (the deployment stops with that message). Values known only at
   deployment (`reference()`, `listKeys()`) become `Runtime` strings. An unknown function is an
   error: a typo in main.json fails the tests.
 - `BicepOutline`: the declarations of a .bicep file (params, vars, resources), read line by line.
-- `read_bicepparam`: the `param x = literal` lines of a .bicepparam file.
+- `read_bicepparam`: the `param x = literal` lines of a .bicepparam file (and one-level objects).
 - `offline_commands`: the shell commands of the docs that CI runs (see test_infra.py).
 """
 
@@ -37,6 +38,33 @@ ENVIRONMENT: dict[str, Any] = {
 
 class ArmError(Exception):
     """The template uses something this evaluator (or ARM) does not accept."""
+
+
+class TemplateFailure(Exception):
+    """The template called `fail(message)`: ARM stops the deployment with this message."""
+
+
+def _fail(message: str) -> Any:
+    raise TemplateFailure(message)
+
+
+def _equals(a: Any, b: Any) -> bool:
+    """ARM compares values with their types: `equals(1, true())` is false (Python: True)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return a == b
+
+
+def _items(value: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """items(object): [{key, value}] in the order of the keys (ARM sorts them)."""
+    return [{"key": key, "value": value[key]} for key in sorted(value, key=str.lower)]
+
+
+def _reduce(items: list[Any], initial: Any, each: Callable[..., Any]) -> Any:
+    current = initial
+    for item in items:
+        current = each(current, item)
+    return current
 
 
 class Runtime(str):
@@ -249,6 +277,7 @@ class Evaluator:
             "skip": lambda v, n: v[max(int(n), 0) :],
             "replace": lambda s, old, new: s.replace(old, new),
             "split": lambda s, sep: s.split(sep),
+            "join": lambda items, sep: sep.join(_to_string(x) for x in items),
             "first": lambda v: v[0],
             "last": lambda v: v[-1],
             "length": len,
@@ -257,13 +286,16 @@ class Evaluator:
             "endswith": lambda s, p: s.lower().endswith(p.lower()),
             "uniquestring": lambda *a: _unique_string(*map(str, a)),
             "guid": lambda *a: str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(map(str, a)))),
-            "equals": lambda a, b: a == b,
+            "equals": _equals,
             "not": lambda a: not a,
             "empty": _empty,
             "coalesce": lambda *a: next((x for x in a if x is not None), None),
             "union": _union,
             "createobject": lambda *a: {a[i]: a[i + 1] for i in range(0, len(a), 2)},
             "createarray": lambda *a: list(a),
+            "items": _items,
+            "flatten": lambda arrays: [x for array in arrays for x in array],
+            "fail": _fail,
             "true": lambda: True,
             "false": lambda: False,
             "null": lambda: None,
@@ -291,6 +323,7 @@ class Evaluator:
             "lambdavariables": self._lambda_variable,
             "filter": lambda items, keep: [x for x in items if keep(x)],
             "map": lambda items, each: [each(x) for x in items],
+            "reduce": _reduce,
             "toobject": lambda items, key, value=None: {
                 str(key(x)): (value(x) if value is not None else x) for x in items
             },
@@ -581,15 +614,36 @@ def _literal(text: str) -> Any:
 
 
 def read_bicepparam(path: Path) -> tuple[str, dict[str, Any]]:
-    """(the `using` target, {param: value}) of a .bicepparam with one-line literal values."""
+    """(the `using` target, {param: value}) of a .bicepparam with one-line literal values, or an
+    object of one-line literals written one property a line (`param x = {` ... `}`)."""
     using = ""
     values: dict[str, Any] = {}
-    for line in path.read_text().splitlines():
+    lines = iter(path.read_text().splitlines())
+    for line in lines:
         if match := re.match(r"using '([^']+)'", line):
             using = match[1]
+        elif match := re.match(r"param (\w+) = \{$", line):
+            values[match[1]] = _object_literal(lines)
         elif match := re.match(r"param (\w+) = (.+)$", line):
             values[match[1]] = _literal(match[2])
     return using, values
+
+
+def _object_literal(lines: Iterator[str]) -> dict[str, Any]:
+    """The properties up to the closing `}`: `  NAME: literal` or `  'name.x': literal`, comments
+    on lines of their own."""
+    found: dict[str, Any] = {}
+    for line in lines:
+        text = line.strip()  # a comment takes its own line
+        if text == "}":
+            return found
+        if not text or text.startswith("//"):
+            continue
+        match = re.fullmatch(r"(\w+|'[^']+'):\s*(.+)", text)
+        if not match:
+            raise ValueError(f"not a one-line object property: {line}")
+        found[match[1].strip("'")] = _literal(match[2])
+    raise ValueError("object literal without its closing }")
 
 
 # ------------------------------------------------------------------------------------------
