@@ -503,6 +503,10 @@ def test_a_new_destination_gets_its_lane_from_the_one_command(template: dict[str
             "subscription": "acme",
             "subscriptionSetting": "ACME_SUBSCRIPTION",
             "filter": "destination = 'acme'",
+            "settings": {"ACME_ENABLED": "true", "ACME_BASE_URL": ""},
+            "secrets": {"ACME_API_KEY": "acme-api-key"},
+            "required": ["ACME_BASE_URL"],
+            "enabledSetting": "ACME_ENABLED",
         }
     ]
     # What `python -m order_processor.infra_lanes` writes into main.json (main.bicep reads
