@@ -5,7 +5,9 @@
 // storage (host storage, Flex deployment container, delivery ledger table), Key Vault (RBAC) for
 // the destination and loyalty secrets, Log Analytics + Application Insights, the Function App
 // (Linux, Python 3.11, Flex Consumption FC1 or Elastic Premium EP1) with a system-assigned identity
-// and least-privilege role assignments, and alerts on dead letters and backlogs, per lane.
+// and least-privilege role assignments, and alerts on dead letters and backlogs, per lane. The
+// destinations' app settings come from lanes.json as well (defaults, Key Vault references, the
+// required ones), with `destinationSettings` for what a deployment sets.
 //
 // infra/main.json is the same template written as ARM JSON (kept in step by tests/test_infra.py);
 // see infra/README.md.
@@ -156,54 +158,10 @@ param loyaltyTokenUrl string = ''
 param loyaltyClientId string = ''
 param loyaltyScope string = ''
 
-param profileStoreEnabled bool = true
-param profileStoreBaseUrl string = ''
+@description('The destinations\' non-secret app settings this deployment sets: every setting an enabled destination requires (`required` in infra/lanes.json, e.g. PROFILE_STORE_BASE_URL) and any default to change (e.g. RICHRELEVANCE_MODE, or PRODUCT_RECS_ENABLED: \'false\'). Names and defaults: README "Settings". Not secrets (Key Vault references, from lanes.json) nor <NAME>_SUBSCRIPTION (the template\'s): a name that is not a destination\'s setting, or a required one missing, fails the deployment.')
+param destinationSettings object = {}
 
-@allowed([
-  'subscription-key'
-  'epi-single'
-])
-param profileStoreAuthStyle string = 'subscription-key'
-
-param profileStoreScope string = ''
-param profileStoreDeviceId string = 'InStoreDevice'
-
-param productRecsEnabled bool = true
-param productRecsUrl string = ''
-param productRecsSite string = ''
-param productRecsChannel string = 'store'
-
-param richRelevanceEnabled bool = true
-param richRelevanceBaseUrl string = 'https://gateway.richrelevance.com'
-param richRelevanceClientId string = ''
-
-@allowed([
-  'offline'
-  'online'
-])
-param richRelevanceMode string = 'offline'
-
-param richRelevanceChannel string = 'store'
-
-@allowed([
-  'sha256'
-  'md5'
-  'off'
-])
-param richRelevanceEmailHash string = 'sha256'
-
-param esputnikEnabled bool = true
-param esputnikBaseUrl string = 'https://esputnik.com'
-
-@allowed([
-  'orders'
-  'events'
-])
-param esputnikMode string = 'orders'
-
-param esputnikUserName string = 'instore-order-sync'
-
-@description('Extra or overriding non-secret app settings (e.g. LOYALTY_CACHE_TTL_SECONDS). Cannot override the identity connections or the Key Vault references.')
+@description('Extra or overriding non-secret app settings other than the destinations\' (e.g. LOYALTY_CACHE_TTL_SECONDS, or a lane\'s AzureWebJobs.deliver_<name>.Disabled pause). Cannot override the identity connections, the entity names or the Key Vault references; a destination\'s setting here fails the deployment (destinationSettings).')
 param appSettingsOverrides object = {}
 
 // ---------------------------------------------------------------------------------------------
@@ -282,13 +240,9 @@ var roles = {
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
-// Secret app setting -> Key Vault secret name. Set the values with `az keyvault secret set`.
+// The loyalty provider's secret app settings -> Key Vault references (the destinations' come from
+// lanes.json: destinationSecretSettings). Set the values with `az keyvault secret set`.
 var secretSettings = {
-  PROFILE_STORE_API_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/profile-store-api-key/)'
-  PRODUCT_RECS_SITE_TOKEN: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/product-recs-site-token/)'
-  RICHRELEVANCE_API_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/richrelevance-api-key/)'
-  RICHRELEVANCE_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/richrelevance-client-secret/)'
-  ESPUTNIK_API_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/esputnik-api-key/)'
   LOYALTY_API_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/loyalty-api-key/)'
   LOYALTY_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/loyalty-client-secret/)'
   LOYALTY_PASSWORD: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/loyalty-password/)'
@@ -328,6 +282,35 @@ var entitySettings = {
 // Each lane's subscription: <NAME>_SUBSCRIPTION per destination, and ACCEPT_RETRY_SUBSCRIPTION.
 var laneSettings = toObject(lanes, lane => lane.subscriptionSetting, lane => lane.subscription)
 
+// The destinations' own settings, from their settings classes via lanes.json (never written here):
+// each lane's non-secret settings with the app's defaults ('' = unset), what destinationSettings
+// sets over them, and its secrets as Key Vault references. A new destination's settings arrive
+// with `python -m order_processor.infra_lanes`, like its subscription.
+var destinationDefaults = reduce(destinationLanes, {}, (all, lane) => union(all, lane.settings))
+var destinationOverrides = toObject(items(destinationSettings), setting => setting.key, setting => setting.value == true ? 'true' : setting.value == false ? 'false' : string(setting.value))
+var destinationValues = union(destinationDefaults, destinationOverrides)
+var destinationSecrets = reduce(destinationLanes, {}, (all, lane) => union(all, lane.secrets))
+var destinationSecretSettings = toObject(items(destinationSecrets), secret => secret.key, secret => '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${secret.value}/)')
+
+// Checked by the template rather than left to the app's start-up validation: a name in
+// destinationSettings that is no destination's non-secret setting (a typo, a secret, a
+// subscription), a destination's setting given in appSettingsOverrides instead, or a required one
+// an enabled destination lacks fails the deployment (fail()) naming them, before the app settings
+// are written. A destination is enabled unless its <NAME>_ENABLED is one of the app's false values.
+var settingFalseValues = ['false', '0', 'off', 'no', 'f', 'n']
+var unknownDestinationSettings = filter(map(items(destinationSettings), setting => setting.key), name => !contains(destinationDefaults, name))
+var misplacedDestinationSettings = filter(map(items(appSettingsOverrides), setting => setting.key), name => contains(destinationDefaults, name))
+var enabledDestinationLanes = filter(destinationLanes, lane => !contains(settingFalseValues, toLower(destinationValues[lane.enabledSetting])))
+var requiredDestinationSettings = flatten(map(enabledDestinationLanes, lane => lane.required))
+var missingDestinationSettings = filter(requiredDestinationSettings, name => empty(destinationValues[name]))
+var destinationAppSettings = !empty(unknownDestinationSettings)
+  ? fail('destinationSettings: ${join(unknownDestinationSettings, ', ')}: not a destination\'s non-secret setting (secrets are Key Vault references, <NAME>_SUBSCRIPTION is the template\'s, other settings go in appSettingsOverrides)')
+  : !empty(misplacedDestinationSettings)
+      ? fail('appSettingsOverrides: ${join(misplacedDestinationSettings, ', ')}: a destination\'s setting, set it in destinationSettings')
+      : !empty(missingDestinationSettings)
+          ? fail('destinationSettings: missing ${join(missingDestinationSettings, ', ')}, required while the destination is enabled (or set its <NAME>_ENABLED to \'false\')')
+          : destinationValues
+
 var appSettings = {
   ORDERS_SESSIONS_ENABLED: ordersSessionsEnabled ? 'true' : 'false'
   ORDERS_BATCH_ENABLED: ordersBatchEnabled ? 'true' : 'false'
@@ -350,25 +333,6 @@ var appSettings = {
   LOYALTY_TOKEN_URL: loyaltyTokenUrl
   LOYALTY_CLIENT_ID: loyaltyClientId
   LOYALTY_SCOPE: loyaltyScope
-  PROFILE_STORE_ENABLED: profileStoreEnabled ? 'true' : 'false'
-  PROFILE_STORE_BASE_URL: profileStoreBaseUrl
-  PROFILE_STORE_AUTH_STYLE: profileStoreAuthStyle
-  PROFILE_STORE_SCOPE: profileStoreScope
-  PROFILE_STORE_DEVICE_ID: profileStoreDeviceId
-  PRODUCT_RECS_ENABLED: productRecsEnabled ? 'true' : 'false'
-  PRODUCT_RECS_URL: productRecsUrl
-  PRODUCT_RECS_SITE: productRecsSite
-  PRODUCT_RECS_CHANNEL: productRecsChannel
-  RICHRELEVANCE_ENABLED: richRelevanceEnabled ? 'true' : 'false'
-  RICHRELEVANCE_BASE_URL: richRelevanceBaseUrl
-  RICHRELEVANCE_CLIENT_ID: richRelevanceClientId
-  RICHRELEVANCE_MODE: richRelevanceMode
-  RICHRELEVANCE_CHANNEL: richRelevanceChannel
-  RICHRELEVANCE_EMAIL_HASH: richRelevanceEmailHash
-  ESPUTNIK_ENABLED: esputnikEnabled ? 'true' : 'false'
-  ESPUTNIK_BASE_URL: esputnikBaseUrl
-  ESPUTNIK_MODE: esputnikMode
-  ESPUTNIK_USER_NAME: esputnikUserName
 }
 
 // Identity-based connections: no connection string with a key anywhere in the app settings.
@@ -737,6 +701,7 @@ resource functionAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     appSettings,
     tunableSettings,
     appSettingsOverrides,
+    destinationAppSettings,
     entitySettings,
     laneSettings,
     connectionSettings,
@@ -744,7 +709,8 @@ resource functionAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     },
     isFlex ? {} : premiumSettings,
-    secretSettings
+    secretSettings,
+    destinationSecretSettings
   )
   dependsOn: [
     subscriptionReceiver

@@ -52,7 +52,7 @@ def _equals(a: Any, b: Any) -> bool:
     """ARM compares values with their types: `equals(1, true())` is false (Python: True)."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
-    return a == b
+    return bool(a == b)
 
 
 def _items(value: Mapping[str, Any]) -> list[dict[str, Any]]:

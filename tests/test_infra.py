@@ -7,9 +7,13 @@ and the tests assert on the concrete resources, scopes, role ids and app setting
 kept in step by comparing its declarations (parameters, variables, resource types and API
 versions, app-setting keys, role ids) with main.json; both read their lanes from infra/lanes.json,
 which `python -m order_processor.infra_lanes` generates from the destination registry and which the
-tests compare with the registry. Where a `bicep` binary exists (on PATH, or
-`BICEP=/path/to/bicep`; infra/validate.sh finds the one `az bicep install` put in ~/.azure/bin),
-main.bicep is also compiled and every template test runs on the compiled output too.
+tests compare with the registry. The lanes carry the destinations' app settings too (defaults,
+Key Vault secrets, required ones): the tests check that the templates build every destination
+setting from them and the one `destinationSettings` parameter, and that a deployment lacking a
+required setting fails (`fail()`, raised as `TemplateFailure`). Where a `bicep` binary exists
+(on PATH, or `BICEP=/path/to/bicep`; infra/validate.sh finds the one `az bicep install` put in
+~/.azure/bin), main.bicep is also compiled and every template test runs on the compiled output
+too.
 
 Docs. In docs/local-dev.md and docs/deploy.md, a ```bash block whose first line is `# offline`
 holds commands that need neither Azure, Docker nor Core Tools. Each line of such a block is run
@@ -54,6 +58,7 @@ from tests.infra_helpers import (
     BicepOutline,
     Evaluator,
     Resource,
+    TemplateFailure,
     bash_blocks,
     calls,
     is_expression,
@@ -91,6 +96,8 @@ BROAD_ROLES = {
     "17d1049b-9a84-46fb-8f53-869881c3d3ab",  # Storage Account Contributor
     "00482a5a-887f-4fb3-b363-3b7fe8e74483",  # Key Vault Administrator
 }
+# Secret app setting -> Key Vault secret (the names deployments already hold: the destinations'
+# now come from lanes.json, generated, and must keep them).
 SECRET_SETTINGS = {
     "PROFILE_STORE_API_KEY": "profile-store-api-key",
     "PRODUCT_RECS_SITE_TOKEN": "product-recs-site-token",
@@ -298,9 +305,14 @@ def test_bicep_and_json_use_the_same_role_ids_and_secret_names() -> None:
     roles = {k: v.strip("'") for k, v in bicep.object_values("roles").items()}
     assert roles == template["variables"]["roles"]
     assert set(roles.values()) <= set(ROLE.values())
-    for setting, secret in SECRET_SETTINGS.items():
+    # The loyalty provider's secrets are written in both; the destinations' come from lanes.json.
+    loyalty = {k: v for k, v in SECRET_SETTINGS.items() if k.startswith("LOYALTY_")}
+    assert bicep.object_keys("secretSettings") == list(loyalty)
+    for setting, secret in loyalty.items():
         assert f"secrets/{secret}/" in bicep.object_values("secretSettings")[setting]
         assert f"secrets/{secret}/" in template["variables"]["secretSettings"][setting]
+    from_lanes = {k: v for lane in LANES for k, v in lane["secrets"].items()}
+    assert {**loyalty, **from_lanes} == SECRET_SETTINGS
 
 
 def test_bicepparam_matches_the_template() -> None:
@@ -315,9 +327,14 @@ def test_bicepparam_matches_the_template() -> None:
         spec = declared[name]
         assert type(value) is python_type[spec["type"]], name
         assert value in spec.get("allowedValues", [value]), name
-        assert spec.get("minValue", value) <= value <= spec.get("maxValue", value), name
+        if isinstance(value, int):
+            assert spec.get("minValue", value) <= value <= spec.get("maxValue", value), name
         if isinstance(value, str):
             assert spec.get("minLength", 0) <= len(value) <= spec.get("maxLength", 10**6), name
+    # The example gives every setting its (enabled) destinations require, and only theirs.
+    given = values["destinationSettings"]
+    assert set(given) <= {k for lane in LANES for k in lane["settings"]}
+    assert {k for lane in LANES for k in lane["required"]} <= set(given)
 
 
 @pytest.mark.parametrize("plan", ["FC1", "EP1"])
@@ -490,7 +507,219 @@ def test_main_bicep_loops_over_lanes_json() -> None:
     }
 
 
-def test_a_new_destination_gets_its_lane_from_the_one_command(template: dict[str, Any]) -> None:
+def _destination_prefixes() -> tuple[str, ...]:
+    return tuple(
+        str(cls.settings_class.model_config.get("env_prefix", "")) for cls in DESTINATIONS.values()
+    )
+
+
+def test_main_bicep_builds_destination_settings_from_the_lanes() -> None:
+    """No hand-written destination setting is left in either template: they come from the
+    lanes (defaults, secrets) and the one `destinationSettings` parameter, the same way in both."""
+    bicep = BicepOutline.read(MAIN_BICEP)
+    template = json.loads(MAIN_JSON.read_text())
+    prefixes = _destination_prefixes()
+    for variable in ("appSettings", "tunableSettings", "secretSettings", "entitySettings"):
+        assert not [k for k in bicep.object_keys(variable) if k.startswith(prefixes)], variable
+        assert not [k for k in template["variables"][variable] if k.startswith(prefixes)]
+    words = ("profileStore", "productRecs", "richRelevance", "esputnik")
+    assert not [p for p in bicep.params if p.startswith(words)]
+    assert bicep.params["destinationSettings"] == ("object", "{}")
+    assert template["parameters"]["destinationSettings"]["type"] == "object"
+    expected = {
+        "destinationDefaults": (
+            "reduce(destinationLanes, {}, (all, lane) => union(all, lane.settings))"
+        ),
+        "destinationValues": "union(destinationDefaults, destinationOverrides)",
+        "destinationSecrets": (
+            "reduce(destinationLanes, {}, (all, lane) => union(all, lane.secrets))"
+        ),
+        "destinationSecretSettings": (
+            "toObject(items(destinationSecrets), secret => secret.key, secret => "
+            "'@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${secret.value}/)')"
+        ),
+        "requiredDestinationSettings": (
+            "flatten(map(enabledDestinationLanes, lane => lane.required))"
+        ),
+        "missingDestinationSettings": (
+            "filter(requiredDestinationSettings, name => empty(destinationValues[name]))"
+        ),
+    }
+    for variable, text in expected.items():
+        assert bicep.variables[variable] == [text], variable
+    assert bicep.variables["destinationAppSettings"] == ["!empty(unknownDestinationSettings)"]
+    # The same failures with the same messages: Bicep's interpolation is ARM's format().
+    text = MAIN_BICEP.read_text()
+    in_bicep = [
+        re.sub(r"\$\{join\(\w+, ', '\)\}", "{0}", m).replace("\\'", "''")
+        for m in re.findall(r"fail\('((?:\$\{[^}]*\}|\\.|[^'\\])*)'\)", text)
+    ]
+    in_json = re.findall(
+        r"fail\(format\('((?:[^']|'')*)', join\(variables\('(\w+)'\), ', '\)\)\)",
+        template["variables"]["destinationAppSettings"],
+    )
+    assert in_bicep == [message for message, _ in in_json]
+    assert [variable for _, variable in in_json] == [
+        "unknownDestinationSettings",
+        "misplacedDestinationSettings",
+        "missingDestinationSettings",
+    ]
+    # The app settings: destinationSettings over the lanes' defaults after appSettingsOverrides,
+    # the lanes' Key Vault references last (nothing replaces them); the same order in main.json.
+    union = text.split("name: 'appsettings'\n  properties: union(\n", 1)[1].split("\n  )", 1)[0]
+    order = [line.strip().rstrip(",") for line in union.splitlines() if re.match(r"    \w", line)]
+    assert order == [
+        "appSettings",
+        "tunableSettings",
+        "appSettingsOverrides",
+        "destinationAppSettings",
+        "entitySettings",
+        "laneSettings",
+        "connectionSettings",
+        "isFlex ? {} : premiumSettings",
+        "secretSettings",
+        "destinationSecretSettings",
+    ]
+    (config,) = [r for r in template["resources"] if r["type"] == "Microsoft.Web/sites/config"]
+    names = re.findall(r"(?:variables|parameters)\('(\w+)'\)", config["properties"])
+    assert [n for n in names if n in order or n == "premiumSettings"] == [
+        *order[:7],
+        "premiumSettings",
+        *order[8:],
+    ]
+
+
+def test_the_lanes_defaults_are_the_apps_defaults() -> None:
+    """Each default in the lanes, read back by the app, is the settings class's own default; the
+    secrets are the SecretStr fields; the required ones are the class's required non-secrets."""
+    for cls in DESTINATIONS.values():
+        (lane,) = [lane for lane in LANES if lane["name"] == cls.name]
+        settings_class = cls.settings_class
+        prefix = str(settings_class.model_config.get("env_prefix", ""))
+        fields = settings_class.model_fields
+        secret_fields = {f for f, info in fields.items() if "SecretStr" in str(info.annotation)}
+        assert set(lane["secrets"]) == {f"{prefix}{f}".upper() for f in secret_fields}
+        required = [f for f in settings_class.required if f not in secret_fields]
+        assert lane["required"] == [f"{prefix}{f}".upper() for f in required]
+        assert lane["enabledSetting"] == f"{prefix}ENABLED"
+        assert set(lane["settings"]) | set(lane["secrets"]) | {lane["subscriptionSetting"]} == {
+            f"{prefix}{f}".upper() for f in fields
+        }
+        # The example values stand in for the required settings (and secrets).
+        example = {f"{prefix}{f}".upper(): v for f, v in settings_class.example.items()}
+        with pytest.MonkeyPatch.context() as patch:
+            for name in setting_names():
+                patch.delenv(name, raising=False)
+            from_class = settings_class(**settings_class.example)  # type: ignore[arg-type]
+            for name, value in {**lane["settings"], **example}.items():
+                patch.setenv(name, value)
+            from_lane = settings_class()
+        assert from_lane == from_class, cls.name
+
+
+def test_every_destination_setting_comes_from_the_lanes(template: dict[str, Any]) -> None:
+    settings = _app_settings(_evaluate(template))
+    given = _params()["destinationSettings"]
+    from_lanes: set[str] = set()
+    for lane in DESTINATION_LANES:
+        for name, default in lane["settings"].items():
+            assert settings[name] == given.get(name, default), name
+        from_lanes |= {*lane["settings"], *lane["secrets"], lane["subscriptionSetting"]}
+    # ... and no destination setting from anywhere else
+    prefixes = _destination_prefixes()
+    assert {k for k in settings if k.startswith(prefixes)} == from_lanes
+
+
+def test_destination_secrets_are_key_vault_references(template: dict[str, Any]) -> None:
+    evaluator = _evaluate(template)
+    settings = _app_settings(evaluator)
+    vault = evaluator.one("Microsoft.KeyVault/vaults").name
+    for lane in DESTINATION_LANES:
+        assert lane["secrets"], lane["name"]  # every destination here has one
+        for name, secret in lane["secrets"].items():
+            assert re.fullmatch(r"[a-z0-9-]{1,127}", secret), secret  # a Key Vault secret name
+            assert settings[name] == (
+                f"@Microsoft.KeyVault(SecretUri=https://{vault}.vault.azure.net/secrets/{secret}/)"
+            )
+            assert name not in lane["settings"]
+    # A secret (or a subscription) is not a parameter: giving one fails the deployment, and
+    # appSettingsOverrides still cannot replace the reference.
+    for name in ("PROFILE_STORE_API_KEY", "ESPUTNIK_SUBSCRIPTION", "PROFILE_STORE_BASEURL"):
+        with pytest.raises(TemplateFailure, match=rf"destinationSettings: {name}: not a "):
+            _app_settings(_evaluate(template, destinationSettings={**_given(), name: "x"}))
+    overridden = _evaluate(template, appSettingsOverrides={"PROFILE_STORE_API_KEY": "plain"})
+    assert _app_settings(overridden)["PROFILE_STORE_API_KEY"].startswith("@Microsoft.KeyVault(")
+
+
+def _given(**changes: Any) -> dict[str, Any]:
+    """The example's destinationSettings with `changes` (None removes a setting)."""
+    given = {**_params()["destinationSettings"], **changes}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def test_a_required_destination_setting_missing_fails_the_deployment(
+    template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_scope = _given(PROFILE_STORE_SCOPE=None)
+    with pytest.raises(
+        TemplateFailure, match=r"destinationSettings: missing PROFILE_STORE_SCOPE, required"
+    ):
+        _app_settings(_evaluate(template, destinationSettings=no_scope))
+    every = (
+        r"missing PROFILE_STORE_BASE_URL, PROFILE_STORE_SCOPE, PRODUCT_RECS_URL, "
+        r"PRODUCT_RECS_SITE, RICHRELEVANCE_CLIENT_ID, required while the destination is enabled "
+        r"\(or set its <NAME>_ENABLED to 'false'\)"
+    )
+    with pytest.raises(TemplateFailure, match=every):
+        _app_settings(_evaluate(template, destinationSettings={}))
+    blank = _given(RICHRELEVANCE_CLIENT_ID="")
+    with pytest.raises(TemplateFailure, match=r"missing RICHRELEVANCE_CLIENT_ID,"):
+        _app_settings(_evaluate(template, destinationSettings=blank))
+    # A disabled destination needs none of them (as the app: its other settings do not matter).
+    for off in ("false", False, "0", "off", "False"):
+        disabled = _given(
+            PROFILE_STORE_ENABLED=off, PROFILE_STORE_SCOPE=None, PROFILE_STORE_BASE_URL=None
+        )
+        settings = _app_settings(_evaluate(template, destinationSettings=disabled))
+        assert settings["PROFILE_STORE_BASE_URL"] == ""
+    assert settings["PROFILE_STORE_ENABLED"] == "False"  # as given; the app parses it
+    for name in setting_names():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, "resolved" if value.startswith("@Microsoft.KeyVault(") else value)
+    assert load_settings().enabled == [n for n in DESTINATIONS if n != "profile_store"]
+    # A destination's setting in appSettingsOverrides (the place before destinationSettings)
+    # would bypass the check: the deployment says where it belongs instead.
+    moved = {"RICHRELEVANCE_MODE": "online", "LOYALTY_CACHE_TTL_SECONDS": "60"}
+    with pytest.raises(
+        TemplateFailure,
+        match=r"appSettingsOverrides: RICHRELEVANCE_MODE: a destination's setting, set it in "
+        r"destinationSettings",
+    ):
+        _app_settings(_evaluate(template, appSettingsOverrides=moved))
+
+
+def test_destination_settings_override_defaults_as_app_settings(template: dict[str, Any]) -> None:
+    given = _given(
+        RICHRELEVANCE_MODE="online",
+        RICHRELEVANCE_ORDER_ID_BITS=53,
+        PRODUCT_RECS_SEND_ANONYMOUS=True,
+        ESPUTNIK_ENABLED=False,
+        ESPUTNIK_EVENT_TIME_ZONE="Europe/Kyiv",
+    )
+    settings = _app_settings(_evaluate(template, destinationSettings=given))
+    assert settings["RICHRELEVANCE_MODE"] == "online"
+    assert settings["RICHRELEVANCE_ORDER_ID_BITS"] == "53"  # app settings are strings
+    assert settings["PRODUCT_RECS_SEND_ANONYMOUS"] == "true"
+    assert settings["ESPUTNIK_ENABLED"] == "false"
+    assert settings["ESPUTNIK_EVENT_TIME_ZONE"] == "Europe/Kyiv"
+    assert settings["RICHRELEVANCE_SKU_ID"] == "string"  # the rest keep the lanes' defaults
+    assert all(isinstance(value, str) for value in settings.values())
+
+
+def test_a_new_destination_gets_its_lane_and_settings_from_the_one_command(
+    template: dict[str, Any],
+) -> None:
     from tests.test_registry import Acme  # the fifth destination of the registry test
 
     with registered_destination(Acme):
@@ -510,18 +739,37 @@ def test_a_new_destination_gets_its_lane_from_the_one_command(template: dict[str
         }
     ]
     # What `python -m order_processor.infra_lanes` writes into main.json (main.bicep reads
-    # lanes.json): nothing else changes, and the lane has everything the others have.
+    # lanes.json): nothing else changes, and the lane has everything the others have. Until the
+    # deployment gives Acme's required setting, it fails naming it.
+    acme_template = infra_lanes._main_json(template, lanes)
+    with pytest.raises(TemplateFailure, match=r"destinationSettings: missing ACME_BASE_URL,"):
+        _app_settings(Evaluator(acme_template, _params()))
+    given = {**_params()["destinationSettings"], "ACME_BASE_URL": "https://api.acme.example"}
     evaluator = Evaluator(
-        infra_lanes._main_json(template, lanes), _params(operatorPrincipalId="op")
+        acme_template, _params(operatorPrincipalId="op", destinationSettings=given)
     )
     subscription = evaluator.one(SUBSCRIPTIONS, "/order-deliveries/acme")
     rule = evaluator.one(RULES, "/order-deliveries/acme/$Default")
     assert rule.properties["sqlFilter"]["sqlExpression"] == "destination = 'acme'"
-    assert _app_settings(evaluator)["ACME_SUBSCRIPTION"] == "acme"
+    settings = _app_settings(evaluator)
+    vault = evaluator.one("Microsoft.KeyVault/vaults").name
+    assert {k: v for k, v in settings.items() if k.startswith("ACME_")} == {
+        "ACME_SUBSCRIPTION": "acme",
+        "ACME_ENABLED": "true",
+        "ACME_BASE_URL": "https://api.acme.example",
+        "ACME_API_KEY": (
+            f"@Microsoft.KeyVault(SecretUri=https://{vault}.vault.azure.net/secrets/acme-api-key/)"
+        ),
+    }
     scopes = {(role, scope) for _, role, scope in _role_assignments(evaluator)}
     assert (ROLE["Azure Service Bus Data Receiver"], subscription.id) in scopes
     alerts = {r.name for r in evaluator.deployed("Microsoft.Insights/scheduledQueryRules")}
     assert {"ordersync-lane-dead-letters-acme", "ordersync-lane-backlog-acme"} <= alerts
+    # The app, with Acme registered, starts on those settings and delivers to it.
+    with registered_destination(Acme):
+        loaded = _deployed_app_settings(evaluator)
+        assert set(settings) >= set(setting_names()) - set(UNSET_IN_AZURE)
+    assert loaded.enabled == [*DESTINATIONS, "acme"]
 
 
 def test_app_role_assignments_are_least_privilege(template: dict[str, Any]) -> None:
