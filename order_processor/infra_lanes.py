@@ -30,7 +30,8 @@ everywhere the infrastructure reads it, so a new destination reaches Azure with 
 The emulator's copy of the lanes (devkit/servicebus-emulator/Config.json) is written by
 `python -m order_processor docs` with the other generated documents; both use the same filters
 (`docgen.lane_filters`). `--check` writes nothing and exits 1 naming every file that differs
-(tests/test_infra.py checks the same thing).
+(tests/test_infra.py checks the same thing); `--secrets` prints the destinations' Key Vault secret
+names, the ones a deployment must set (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -177,6 +178,11 @@ def lanes_document() -> dict[str, Any]:
     }
 
 
+def secret_names() -> list[str]:
+    """Every destination's Key Vault secrets, in registration order."""
+    return [name for lane in lanes_document()["lanes"] for name in lane["secrets"].values()]
+
+
 def _dump(document: Any) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
@@ -211,12 +217,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "filter and app settings, plus the accept retry lane) into infra/lanes.json and "
         "infra/main.json.",
     )
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if any file is out of date"
+    )
+    mode.add_argument(
+        "--secrets",
+        action="store_true",
+        help="write nothing; print the Key Vault secret names the destinations' app settings "
+        "reference, one a line (docs/deploy.md sets them)",
     )
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root: Path = args.root
+    if args.secrets:
+        for name in secret_names():
+            print(name)
+        return 0
     if args.check:
         out_of_date = stale(root)
         for path in out_of_date:

@@ -724,6 +724,7 @@ def test_a_new_destination_gets_its_lane_and_settings_from_the_one_command(
 
     with registered_destination(Acme):
         lanes = infra_lanes.lanes_document()["lanes"]
+        assert infra_lanes.secret_names()[-1] == "acme-api-key"  # docs/deploy.md's secrets loop
     assert [lane for lane in lanes if lane["name"] == "acme"] == [
         {
             "name": "acme",
@@ -1333,11 +1334,25 @@ def test_local_dev_uses_the_emulator_connection_string() -> None:
     assert "UseDevelopmentEmulator=true" in EXAMPLE_SETTINGS["ServiceBusConnection"]
 
 
-def test_deploy_doc_sets_every_secret_the_template_references() -> None:
+def test_deploy_doc_sets_every_secret_the_template_references(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     commands = "\n".join(bash_blocks(DOCS["deploy.md"].read_text()))
+    (loop,) = [
+        block for block in bash_blocks(DOCS["deploy.md"].read_text()) if "secret set" in block
+    ]
+    # The destinations' secrets come from the registry (a new destination's too), the loyalty
+    # provider's are written out.
+    assert "for name in $(python -m order_processor.infra_lanes --secrets)" in loop
+    assert infra_lanes.main(["--secrets"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert listed == [secret for lane in LANES for secret in lane["secrets"].values()]
+    for setting, secret in SECRET_SETTINGS.items():
+        if setting.startswith("LOYALTY_"):
+            assert re.search(rf"\b{secret}\b", loop), secret
+        else:
+            assert secret in listed, secret
     assert "az keyvault secret set" in commands
-    for secret in SECRET_SETTINGS.values():
-        assert re.search(rf"\b{secret}\b", commands), secret
 
 
 # ------------------------------------------------------------------------------------------
