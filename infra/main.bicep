@@ -286,10 +286,10 @@ var laneSettings = toObject(lanes, lane => lane.subscriptionSetting, lane => lan
 // each lane's non-secret settings with the app's defaults ('' = unset), what destinationSettings
 // sets over them, and its secrets as Key Vault references. A new destination's settings arrive
 // with `python -m order_processor.infra_lanes`, like its subscription.
-var destinationDefaults = reduce(destinationLanes, {}, (all, lane) => union(all, lane.settings))
+var destinationDefaults = reduce(destinationLanes, {}, (merged, lane) => union(merged, lane.settings))
 var destinationOverrides = toObject(items(destinationSettings), setting => setting.key, setting => setting.value == true ? 'true' : setting.value == false ? 'false' : string(setting.value))
 var destinationValues = union(destinationDefaults, destinationOverrides)
-var destinationSecrets = reduce(destinationLanes, {}, (all, lane) => union(all, lane.secrets))
+var destinationSecrets = reduce(destinationLanes, {}, (merged, lane) => union(merged, lane.secrets))
 var destinationSecretSettings = toObject(items(destinationSecrets), secret => secret.key, secret => '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${secret.value}/)')
 
 // Checked by the template rather than left to the app's start-up validation: a name in

@@ -528,11 +528,11 @@ def test_main_bicep_builds_destination_settings_from_the_lanes() -> None:
     assert template["parameters"]["destinationSettings"]["type"] == "object"
     expected = {
         "destinationDefaults": (
-            "reduce(destinationLanes, {}, (all, lane) => union(all, lane.settings))"
+            "reduce(destinationLanes, {}, (merged, lane) => union(merged, lane.settings))"
         ),
         "destinationValues": "union(destinationDefaults, destinationOverrides)",
         "destinationSecrets": (
-            "reduce(destinationLanes, {}, (all, lane) => union(all, lane.secrets))"
+            "reduce(destinationLanes, {}, (merged, lane) => union(merged, lane.secrets))"
         ),
         "destinationSecretSettings": (
             "toObject(items(destinationSecrets), secret => secret.key, secret => "
