@@ -178,6 +178,16 @@ def _accept(body: bytes, metadata: MessageMetadata) -> Awaitable[Outcome]:
     return _current().accept.accept(body, metadata)
 
 
+def _accept_function() -> Callable[..., Awaitable[None]]:
+    async def accept(
+        message: servicebus.ServiceBusReceivedMessage,
+        message_actions: servicebus.ServiceBusMessageActions,
+    ) -> None:
+        await run_one(_accept, message, message_actions)
+
+    return accept
+
+
 def _single_lane(name: str) -> Callable[..., Awaitable[None]]:
     async def deliver(
         message: servicebus.ServiceBusReceivedMessage,
@@ -214,34 +224,16 @@ def build_app(settings: AppSettings) -> func.FunctionApp:
         "is_sessions_enabled": sessions,
     }
 
-    async def accept_order(
-        message: servicebus.ServiceBusReceivedMessage,
-        message_actions: servicebus.ServiceBusMessageActions,
-    ) -> None:
-        await run_one(_accept, message, message_actions)
-
-    async def accept_order_retry(
-        message: servicebus.ServiceBusReceivedMessage,
-        message_actions: servicebus.ServiceBusMessageActions,
-    ) -> None:
-        await run_one(_accept, message, message_actions)
-
-    built.function_name("accept_order")(
-        built.service_bus_topic_trigger(
-            arg_name="message",
-            topic_name="%ORDERS_TOPIC%",
-            subscription_name="%ORDERS_SUBSCRIPTION%",
-            **common,
-        )(accept_order)
-    )
-    built.function_name("accept_order_retry")(
-        built.service_bus_topic_trigger(
-            arg_name="message",
-            topic_name="%DELIVERIES_TOPIC%",
-            subscription_name="%ACCEPT_RETRY_SUBSCRIPTION%",
-            **common,
-        )(accept_order_retry)
-    )
+    # The orders subscription, and the accept stage's own retry copies: the same stage.
+    for name, topic, subscription in (
+        ("accept_order", "%ORDERS_TOPIC%", "%ORDERS_SUBSCRIPTION%"),
+        ("accept_order_retry", "%DELIVERIES_TOPIC%", "%ACCEPT_RETRY_SUBSCRIPTION%"),
+    ):
+        built.function_name(name)(
+            built.service_bus_topic_trigger(
+                arg_name="message", topic_name=topic, subscription_name=subscription, **common
+            )(_accept_function())
+        )
     for name in settings.enabled:
         cls = DESTINATIONS[name]
         batched = (

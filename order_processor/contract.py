@@ -233,12 +233,7 @@ class InStoreOrder(ContractModel):
     @field_validator("schema_version")
     @classmethod
     def _supported_major(cls, value: str) -> str:
-        major = int(value.split(".", 1)[0])
-        if major != SUPPORTED_MAJOR:
-            raise ValueError(
-                f"major version {major} is not supported (this app reads {SUPPORTED_MAJOR}.x)"
-            )
-        return value
+        return check_major(value, supported=SUPPORTED_MAJOR, reader="app")
 
     @field_validator("order_date")
     @classmethod
@@ -307,6 +302,40 @@ def describe_validation_error(error: ValidationError, *, limit: int = 10) -> str
     return "; ".join(problems)
 
 
+def load_json_object(body: bytes, *, where: str) -> dict[str, Any]:
+    """UTF-8 JSON -> a dict, numbers as Decimal (money keeps every digit), or InvalidMessage
+    saying what is wrong at `where` (the message's part, for the description)."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidMessage(f"{where}: not UTF-8 text") from None
+    try:
+        document = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidMessage(f"{where}: JSON nested too deeply") from None
+    except ArithmeticError:  # decimal.InvalidOperation: an exponent beyond Decimal's range
+        raise InvalidMessage(f"{where}: a number is out of range") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidMessage(f"{where}: not valid JSON ({exc.msg})") from None
+    except ValueError as exc:
+        # int() refuses over 4,300 digits; NaN/Infinity come from _reject_constant
+        reason = "a number has too many digits" if "digits" in str(exc) else str(exc)
+        raise InvalidMessage(f"{where}: not valid JSON ({reason})") from None
+    if not isinstance(document, dict):
+        raise InvalidMessage(f"{where}: expected a JSON object, got {type(document).__name__}")
+    return document
+
+
+def check_major(value: str, *, supported: int, reader: str) -> str:
+    """A `major.minor` version this app reads, or ValueError naming what it reads instead."""
+    major = int(value.split(".", 1)[0])
+    if major != supported:
+        raise ValueError(
+            f"major version {major} is not supported (this {reader} reads {supported}.x)"
+        )
+    return value
+
+
 def parse_order(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> InStoreOrder:
     """bytes -> InStoreOrder, or InvalidMessage naming what is wrong.
 
@@ -318,24 +347,7 @@ def parse_order(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> InStoreOrder
             f"(body): {len(body)} bytes is over ORDERS_MAX_MESSAGE_BYTES ({max_bytes}); raise it "
             "if the namespace carries larger messages (Premium)"
         )
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidMessage("(body): not UTF-8 text") from None
-    try:
-        document = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-    except RecursionError:
-        raise InvalidMessage("(body): JSON nested too deeply") from None
-    except ArithmeticError:  # decimal.InvalidOperation: an exponent beyond Decimal's range
-        raise InvalidMessage("(body): a number is out of range") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidMessage(f"(body): not valid JSON ({exc.msg})") from None
-    except ValueError as exc:
-        # int() refuses over 4,300 digits; NaN/Infinity come from _reject_constant
-        reason = "a number has too many digits" if "digits" in str(exc) else str(exc)
-        raise InvalidMessage(f"(body): not valid JSON ({reason})") from None
-    if not isinstance(document, dict):
-        raise InvalidMessage(f"(body): expected a JSON object, got {type(document).__name__}")
+    document = load_json_object(body, where="(body)")
     try:
         return InStoreOrder.model_validate(document)
     except ValidationError as exc:

@@ -11,9 +11,8 @@ a major version it does not read (dead-letter `InvalidMessage`), so deploy reade
 from __future__ import annotations
 
 import hashlib
-import json
+from dataclasses import asdict
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated
 
 from pydantic import AwareDatetime, StringConstraints, ValidationError, field_validator
@@ -24,7 +23,9 @@ from order_processor.contract import (
     Identifier,
     InStoreOrder,
     InvalidMessage,
+    check_major,
     describe_validation_error,
+    load_json_object,
 )
 from order_processor.model import TrackingEvent
 
@@ -73,12 +74,7 @@ class DeliveryMessage(ContractModel):
     @field_validator("delivery_version")
     @classmethod
     def _supported_major(cls, value: str) -> str:
-        major = int(value.split(".", 1)[0])
-        if major != SUPPORTED_MAJOR:
-            raise ValueError(
-                f"major version {major} is not supported (this lane reads {SUPPORTED_MAJOR}.x)"
-            )
-        return value
+        return check_major(value, supported=SUPPORTED_MAJOR, reader="lane")
 
     @classmethod
     def of(
@@ -89,18 +85,11 @@ class DeliveryMessage(ContractModel):
         accepted_at: datetime,
         order_enqueued_at: datetime | None,
     ) -> DeliveryMessage:
-        c = event.customer
         return cls(
             destination=destination,
             event_key=event.key,
             order=event.order,
-            customer=DeliveryCustomer(
-                customer_id=c.customer_id,
-                email=c.email,
-                phone=c.phone,
-                first_name=c.first_name,
-                last_name=c.last_name,
-            ),
+            customer=DeliveryCustomer(**asdict(event.customer)),
             customer_known=event.customer_known,
             order_enqueued_at=order_enqueued_at,
             accepted_at=accepted_at,
@@ -109,16 +98,9 @@ class DeliveryMessage(ContractModel):
 
     def event(self) -> TrackingEvent:
         """The enriched event the destination maps from."""
-        c = self.customer
         return TrackingEvent(
             order=self.order,
-            customer=Customer(
-                customer_id=c.customer_id,
-                email=c.email,
-                phone=c.phone,
-                first_name=c.first_name,
-                last_name=c.last_name,
-            ),
+            customer=Customer(**self.customer.model_dump()),
             customer_known=self.customer_known,
             key=self.event_key,
             message_id=self.source_message_id,
@@ -157,14 +139,7 @@ def bounded_id(text: str) -> str:
 def parse_delivery(body: bytes) -> DeliveryMessage:
     """bytes -> DeliveryMessage, or InvalidMessage naming what is wrong (a version skew between
     stages, or a message that did not come from the accept stage)."""
-    try:
-        document = json.loads(body, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        raise InvalidMessage("(delivery): not a JSON delivery message") from None
-    except ArithmeticError:  # decimal.InvalidOperation: an exponent beyond Decimal's range
-        raise InvalidMessage("(delivery): a number is out of range") from None
-    if not isinstance(document, dict):
-        raise InvalidMessage("(delivery): expected a JSON object")
+    document = load_json_object(body, where="(delivery)")
     try:
         return DeliveryMessage.model_validate(document)
     except ValidationError as exc:
