@@ -166,12 +166,29 @@ _T = TypeVar("_T")
 
 async def _each(calls: Iterable[Awaitable[_T]]) -> list[_T | LedgerFailure]:
     """Run concurrently; a ledger failure stays in its place as a value, anything else unexpected
-    is raised, as it would have been one by one."""
-    done = await asyncio.gather(*calls, return_exceptions=True)
+    is raised, as it would have been one by one. One call is awaited as it is (no task: the
+    single-message path makes many of these)."""
+    pending = list(calls)
+    if len(pending) == 1:
+        try:
+            return [await pending[0]]
+        except (LedgerUnavailable, LedgerRejected) as failure:
+            return [failure]
+    if not pending:
+        return []
+    done = await asyncio.gather(*pending, return_exceptions=True)
     for item in done:
         if isinstance(item, BaseException) and not isinstance(item, LedgerFailure):
             raise item
     return done  # type: ignore[return-value]
+
+
+async def _all(calls: Iterable[Awaitable[_T]]) -> list[_T]:
+    """asyncio.gather, without a task for a single call."""
+    pending = list(calls)
+    if len(pending) == 1:
+        return [await pending[0]]
+    return list(await asyncio.gather(*pending))
 
 
 # -- Keys ------------------------------------------------------------------------------------
@@ -1061,9 +1078,7 @@ class TableLedger(BatchLedger):
     async def _create_rows(self, rows: Sequence[LedgerEntry]) -> list[Inserted]:
         answers: list[Inserted] = [None] * len(rows)
         groups = _groups(rows, lambda entry: partition_key(entry.destination, entry.event_key))
-        done = await asyncio.gather(
-            *(self._create_group([rows[i] for i in group]) for group in groups)
-        )
+        done = await _all(self._create_group([rows[i] for i in group]) for group in groups)
         for group, group_answers in zip(groups, done, strict=True):
             for i, answer in zip(group, group_answers, strict=True):
                 answers[i] = answer
@@ -1134,9 +1149,7 @@ class TableLedger(BatchLedger):
             [entry for entry, _ in pairs],
             lambda entry: partition_key(entry.destination, entry.event_key),
         )
-        done = await asyncio.gather(
-            *(self._replace_group([pairs[i] for i in group]) for group in groups)
-        )
+        done = await _all(self._replace_group([pairs[i] for i in group]) for group in groups)
         for group, group_answers in zip(groups, done, strict=True):
             for i, answer in zip(group, group_answers, strict=True):
                 answers[i] = answer
