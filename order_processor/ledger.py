@@ -31,28 +31,16 @@ import time
 import urllib.request
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from azure.core import AsyncPipelineClient
+import aiohttp
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
-from azure.core.exceptions import AzureError
-from azure.core.pipeline import PipelineRequest
-from azure.core.pipeline.policies import (
-    AsyncBearerTokenCredentialPolicy,
-    AsyncRetryPolicy,
-    AzureSasCredentialPolicy,
-    ProxyPolicy,
-    RequestIdPolicy,
-    SansIOHTTPPolicy,
-)
-from azure.core.pipeline.transport import AioHttpTransport, AsyncHttpTransport
-from azure.core.rest import HttpRequest
 from yarl import URL
 
 from order_processor.model import DeliveryStatus, DestinationResult, order_key, truncate
@@ -661,6 +649,8 @@ _API_VERSION = "2019-02-02"
 _STORAGE_SCOPE = "https://storage.azure.com/.default"
 _JSON = "application/json"
 _NO_METADATA = "application/json;odata=nometadata"
+#: refresh a bearer token this long before it expires (as azure-core's token policy does)
+_TOKEN_REFRESH_SECONDS = 300
 
 
 class StorageError(Exception):
@@ -682,64 +672,66 @@ class BatchError(StorageError):
         self.index = index
 
 
-class _StorageHeaders(SansIOHTTPPolicy[HttpRequest, Any]):
-    """The headers every Table Storage request carries; x-ms-date on every attempt (SharedKey
-    signs it), formatted once a second."""
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
 
-    def __init__(self, user_agent: str) -> None:
-        self._fixed = {
-            "x-ms-version": _API_VERSION,
-            "DataServiceVersion": "3.0",
-            "MaxDataServiceVersion": "3.0;NetFx",
-            "User-Agent": user_agent,
-        }
-        self._second = -1
-        self._date = ""
-
-    def on_request(self, request: PipelineRequest[HttpRequest]) -> None:
-        second = int(time.time())
-        if second != self._second:
-            self._second, self._date = second, formatdate(second, usegmt=True)
-        headers = request.http_request.headers
-        headers.update(self._fixed)
-        headers["x-ms-date"] = self._date
+    def error(self) -> StorageError:
+        code, message = _odata_error(self.body.decode(errors="replace"))
+        return StorageError(self.status, code or self.headers.get("x-ms-error-code"), message)
 
 
-class _SharedKey(SansIOHTTPPolicy[HttpRequest, Any]):
-    """Table Storage's Shared Key authorization: HMAC-SHA256 of VERB, Content-MD5, Content-Type,
-    x-ms-date and the canonicalized resource (/account + the path as sent), with the account key.
-    The same string azure-data-tables signs (its SharedKeyCredentialPolicy); Azurite checks it."""
+class _Authorization:
+    """The Authorization of one attempt: Shared Key (an HMAC-SHA256 of the verb, Content-MD5,
+    Content-Type, x-ms-date and /account + the path as sent: the string azure-data-tables'
+    SharedKeyCredentialPolicy signs, checked by Azurite), a SAS (in the query instead), or a
+    bearer token from a token credential (the app's managed identity), kept until 5 minutes
+    before it expires and fetched by one request at a time."""
 
-    def __init__(self, credential: AzureNamedKeyCredential) -> None:
-        name, key = credential.named_key
-        self._account = "/" + name
-        self._prefix = f"SharedKey {name}:"
-        self._key = base64.b64decode(key)
+    def __init__(self, credential: object) -> None:
+        self.sas: str | None = None
+        self._key: bytes | None = None
+        self._token_credential: Any = None
+        self._token: Any = None
+        self._token_lock = asyncio.Lock()
+        if isinstance(credential, AzureNamedKeyCredential):
+            name, key = credential.named_key
+            self._account, self._prefix = "/" + name, f"SharedKey {name}:"
+            self._key = base64.b64decode(key)
+        elif isinstance(credential, AzureSasCredential):
+            self.sas = credential.signature.lstrip("?")
+        elif hasattr(credential, "get_token"):
+            self._token_credential = credential
+        else:
+            raise TypeError(f"unsupported ledger credential: {type(credential).__name__}")
 
-    def on_request(self, request: PipelineRequest[HttpRequest]) -> None:
-        http = request.http_request
-        headers = http.headers
-        signed = "\n".join(
-            (
-                http.method,
-                headers.get("Content-MD5", ""),
-                headers.get("Content-Type", ""),
-                headers["x-ms-date"],
-                self._account + URL(http.url).raw_path,
+    async def header(self, method: str, url: URL, headers: Mapping[str, str]) -> str | None:
+        if self._key is not None:
+            signed = "\n".join(
+                (
+                    method,
+                    headers.get("Content-MD5", ""),
+                    headers.get("Content-Type", ""),
+                    headers["x-ms-date"],
+                    self._account + url.raw_path,
+                )
             )
-        )
-        digest = hmac.new(self._key, signed.encode(), hashlib.sha256).digest()
-        headers["Authorization"] = self._prefix + base64.b64encode(digest).decode()
+            digest = hmac.new(self._key, signed.encode(), hashlib.sha256).digest()
+            return self._prefix + base64.b64encode(digest).decode()
+        if self._token_credential is not None:
+            return "Bearer " + await self._bearer()
+        return None
 
-
-def _credential_policy(credential: object) -> SansIOHTTPPolicy[HttpRequest, Any] | Any:
-    if isinstance(credential, AzureNamedKeyCredential):
-        return _SharedKey(credential)
-    if isinstance(credential, AzureSasCredential):
-        return AzureSasCredentialPolicy(credential)
-    if hasattr(credential, "get_token"):
-        return AsyncBearerTokenCredentialPolicy(credential, _STORAGE_SCOPE)  # type: ignore[arg-type]
-    raise TypeError(f"unsupported ledger credential: {type(credential).__name__}")
+    async def _bearer(self) -> str:
+        token = self._token
+        if token is None or token.expires_on - _TOKEN_REFRESH_SECONDS <= time.time():
+            async with self._token_lock:
+                token = self._token
+                if token is None or token.expires_on - _TOKEN_REFRESH_SECONDS <= time.time():
+                    token = self._token = await self._token_credential.get_token(_STORAGE_SCOPE)
+        return str(token.token)
 
 
 def _key(value: str) -> str:
@@ -753,22 +745,35 @@ def _literal(value: str) -> str:
 
 
 _INDEX = re.compile(r"^(\d+):")
+#: statuses worth another attempt (azure-core's RetryPolicy), and those a POST is retried on
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_POST_RETRY_STATUSES = frozenset({500, 503, 504})
 
 
 class TableStore:
-    """The ledger's few Table Storage operations over its REST API, on one azure-core pipeline
-    and one aiohttp connection pool per process.
+    """The ledger's few Table Storage operations over its REST API: one aiohttp connection pool
+    per process, no SDK pipeline.
 
-    Why not azure-data-tables' TableClient for these: per delivery, its generated serializer, the
-    entity (de)serialisation and a pipeline of thirteen policies cost 0.7 ms of CPU per request
-    here, and its aiohttp session, created with trust_env, reads ~/.netrc and the proxy
-    variables in a worker thread twice per request (docs/performance.md, "The ledger's cost").
-    This pipeline keeps what the ledger needs: a client request id, the app's retries
-    (`retry_total`, exponential backoff) and timeouts, the storage headers and the credential
-    (Shared Key, SAS or a token); environment proxies only when the environment sets one. It
-    leaves out distributed tracing (the lane's span covers its ledger calls), the HTTP logging
-    policies (the app keeps the azure loggers at WARNING), redirects and secondary-location
-    routing (the ledger uses the primary endpoint only).
+    Why not azure-data-tables' TableClient: per request, its generated serializer, the entity
+    (de)serialisation and a pipeline of thirteen policies cost ~0.7 ms of CPU here, and its
+    aiohttp session, created with trust_env, reads ~/.netrc and the proxy variables in a worker
+    thread twice per request. Why not azure-core's pipeline either (with only the policies the
+    ledger needs it was the first step): it still cost 37% of each request's CPU (0.39 against
+    0.25 ms, docs/performance.md, "The ledger's cost"), which the single-message path pays twice
+    per delivery. What the ledger needs from it is kept, as it was configured:
+
+    - retries (`retry_total`, 2) on azure-core's rules: GET and PUT after a connection or read
+      error and on 408, 429, 500, 502, 503, 504; POST (insert, transactions) on 500, 503, 504
+      only; any error status with Retry-After after that delay; otherwise 0 s, then 1.6 s;
+    - timeouts: connect 5 s, each read 10 s;
+    - a client request id (x-ms-client-request-id, the same for every attempt), the storage
+      headers, the credential (Shared Key, SAS or a token: `_Authorization`);
+    - proxies from the environment, only when the environment sets one (trust_env costs two
+      thread hops per request).
+
+    Left out: distributed tracing (the lane's span covers its ledger calls), HTTP logging (the
+    app keeps the azure loggers at WARNING), redirects and secondary-location routing (the
+    ledger uses the primary endpoint).
     """
 
     def __init__(
@@ -777,36 +782,35 @@ class TableStore:
         table: str,
         *,
         credential: object,
-        transport: AsyncHttpTransport[Any, Any] | None = None,
         retry_total: int = 2,
+        retry_backoff: float = 0.8,
         connection_timeout: float = 5,
         read_timeout: float = 10,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
         user_agent: str = "order-processor-ledger",
         owns_credential: bool = False,
     ) -> None:
         self.table = table
         self._account_url = endpoint.rstrip("/")
         self._table_url = f"{self._account_url}/{table}"
+        self._auth = _Authorization(credential)
         self._credential = credential
         self._owns_credential = owns_credential
-        proxies = bool(urllib.request.getproxies())
-        if transport is None:
-            transport = AioHttpTransport(
-                connection_timeout=connection_timeout,
-                read_timeout=read_timeout,
-                use_env_settings=proxies,
-            )
-        policies: list[Any] = [RequestIdPolicy()]
-        if proxies:
-            policies.append(ProxyPolicy())
-        policies += [
-            AsyncRetryPolicy(retry_total=retry_total),
-            _StorageHeaders(user_agent),
-            _credential_policy(credential),
-        ]
-        self._client: AsyncPipelineClient[HttpRequest, Any] = AsyncPipelineClient(
-            self._account_url, policies=policies, transport=transport
+        self._retry_total = retry_total
+        self._backoff = retry_backoff
+        self._timeout = aiohttp.ClientTimeout(
+            sock_connect=connection_timeout, sock_read=read_timeout
         )
+        self._trace_configs = list(trace_configs)
+        self._fixed = {
+            "x-ms-version": _API_VERSION,
+            "DataServiceVersion": "3.0",
+            "MaxDataServiceVersion": "3.0;NetFx",
+            "User-Agent": user_agent,
+        }
+        self._session: aiohttp.ClientSession | None = None
+        self._second = -1
+        self._date = ""
 
     @classmethod
     def from_connection_string(cls, connection: str, table: str, **options: Any) -> TableStore:
@@ -821,92 +825,133 @@ class TableStore:
             parsed.close()
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         if self._owns_credential:
             close = getattr(self._credential, "close", None)
             if close is not None:
                 await close()
 
-    async def _send(
-        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
-    ) -> Any:
-        request = HttpRequest(method, url, headers=headers, content=body)
-        return await self._client.send_request(request)
+    def _url(self, text: str) -> URL:
+        """A URL built here, already percent-encoded (signed as sent)."""
+        if self._auth.sas:
+            text += ("&" if "?" in text else "?") + self._auth.sas
+        return URL(text, encoded=True)
 
-    @staticmethod
-    def _error(response: Any) -> StorageError:
-        code, message = _odata_error(response.text())
-        return StorageError(
-            response.status_code, code or response.headers.get("x-ms-error-code"), message
-        )
+    def _x_ms_date(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._date = second, formatdate(second, usegmt=True)
+        return self._date
+
+    async def _send(
+        self, method: str, url: URL, headers: dict[str, str], body: bytes | None = None
+    ) -> _Answer:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=bool(urllib.request.getproxies()),
+                trace_configs=self._trace_configs or None,
+            )
+        headers |= self._fixed
+        headers["x-ms-client-request-id"] = str(uuid.uuid4())
+        retries = 0
+        while True:
+            headers["x-ms-date"] = self._x_ms_date()
+            authorization = await self._auth.header(method, url, headers)
+            if authorization:
+                headers["Authorization"] = authorization
+            try:
+                async with self._session.request(method, url, headers=headers, data=body) as got:
+                    answer = _Answer(got.status, got.headers, await got.read())
+            except (TimeoutError, aiohttp.ClientError):
+                if retries >= self._retry_total or method == "POST":
+                    raise
+                delay = self._backoff * 2**retries if retries else 0.0
+            else:
+                if retries >= self._retry_total or answer.status < 400:
+                    return answer
+                retry_after = _retry_after(answer.headers.get("Retry-After"))
+                if retry_after is not None:
+                    delay = retry_after
+                elif answer.status in (
+                    _POST_RETRY_STATUSES if method == "POST" else _RETRY_STATUSES
+                ):
+                    delay = self._backoff * 2**retries if retries else 0.0
+                else:
+                    return answer
+            retries += 1
+            await asyncio.sleep(delay)
 
     async def create_table(self) -> None:
-        response = await self._send(
+        answer = await self._send(
             "POST",
-            f"{self._account_url}/Tables",
+            self._url(f"{self._account_url}/Tables"),
             {"Content-Type": _JSON, "Accept": _NO_METADATA, "Prefer": "return-no-content"},
             json.dumps({"TableName": self.table}).encode(),
         )
-        if response.status_code not in (201, 204, 409):
-            raise self._error(response)
+        if answer.status not in (201, 204, 409):
+            raise answer.error()
 
     async def insert(self, entity: dict[str, Any]) -> str | None:
         """The new row's ETag, or None when a row with its keys exists."""
-        response = await self._send(
+        answer = await self._send(
             "POST",
-            self._table_url,
+            self._url(self._table_url),
             {"Content-Type": _JSON, "Accept": _NO_METADATA, "Prefer": "return-no-content"},
             json.dumps(entity).encode(),
         )
-        if response.status_code in (201, 204):
-            return str(response.headers["ETag"])
-        if response.status_code == 409:
+        if answer.status in (201, 204):
+            return answer.headers["ETag"]
+        if answer.status == 409:
             return None
-        raise self._error(response)
+        raise answer.error()
 
     def _entity_url(self, partition: str, row: str) -> str:
         return f"{self._table_url}(PartitionKey='{_key(partition)}',RowKey='{_key(row)}')"
 
     async def get(self, partition: str, row: str) -> tuple[dict[str, Any], str] | None:
-        response = await self._send(
-            "GET", self._entity_url(partition, row), {"Accept": _NO_METADATA}
+        answer = await self._send(
+            "GET", self._url(self._entity_url(partition, row)), {"Accept": _NO_METADATA}
         )
-        if response.status_code == 200:
-            return json.loads(response.content), str(response.headers["ETag"])
-        if response.status_code == 404:
+        if answer.status == 200:
+            return json.loads(answer.body), answer.headers["ETag"]
+        if answer.status == 404:
             return None
-        raise self._error(response)
+        raise answer.error()
 
     async def replace(self, entity: dict[str, Any], etag: str | None) -> str | None:
         """The new ETag, or None when the row no longer has `etag` (or is gone)."""
-        response = await self._send(
+        answer = await self._send(
             "PUT",
-            self._entity_url(entity["PartitionKey"], entity["RowKey"]),
+            self._url(self._entity_url(entity["PartitionKey"], entity["RowKey"])),
             {"Content-Type": _JSON, "Accept": _NO_METADATA, "If-Match": etag or "*"},
             json.dumps(entity).encode(),
         )
-        if response.status_code == 204:
-            return str(response.headers["ETag"])
-        if response.status_code in (404, 412):
+        if answer.status == 204:
+            return answer.headers["ETag"]
+        if answer.status in (404, 412):
             return None
-        raise self._error(response)
+        raise answer.error()
 
     async def query(self, where: str) -> list[dict[str, Any]]:
         """Every row matching an OData $filter, following continuation tokens."""
         found: list[dict[str, Any]] = []
         params = "$filter=" + quote(where, safe="")
         while True:
-            response = await self._send(
-                "GET", f"{self._table_url}()?{params}", {"Accept": _NO_METADATA}
+            answer = await self._send(
+                "GET", self._url(f"{self._table_url}()?{params}"), {"Accept": _NO_METADATA}
             )
-            if response.status_code != 200:
-                raise self._error(response)
-            found += json.loads(response.content).get("value", [])
-            partition = response.headers.get("x-ms-continuation-NextPartitionKey")
+            if answer.status != 200:
+                raise answer.error()
+            found += json.loads(answer.body).get("value", [])
+            partition = answer.headers.get("x-ms-continuation-NextPartitionKey")
             if not partition:
                 return found
             params = "$filter=" + quote(where, safe="") + "&NextPartitionKey=" + quote(partition)
-            row = response.headers.get("x-ms-continuation-NextRowKey")
+            row = answer.headers.get("x-ms-continuation-NextRowKey")
             if row:
                 params += "&NextRowKey=" + quote(row)
 
@@ -929,15 +974,15 @@ class TableStore:
                 f"DataServiceVersion: 3.0;\r\n\r\n{json.dumps(entity)}\r\n"
             )
         parts.append(f"--{changeset}--\r\n--{batch}--\r\n")
-        response = await self._send(
+        answer = await self._send(
             "POST",
-            f"{self._account_url}/$batch",
+            self._url(f"{self._account_url}/$batch"),
             {"Content-Type": f"multipart/mixed; boundary={batch}", "Accept": _JSON},
             "".join(parts).encode(),
         )
-        if response.status_code != 202:
-            raise self._error(response)
-        answers = _batch_answers(response.text())
+        if answer.status != 202:
+            raise answer.error()
+        answers = _batch_answers(answer.body.decode(errors="replace"))
         failed = [a for a in answers if not 200 <= a[0] < 300]
         if failed or len(answers) != len(operations):
             status, _, body = failed[0] if failed else (500, None, "")
@@ -945,6 +990,20 @@ class TableStore:
             match = _INDEX.match(message)
             raise BatchError(status, code, message, int(match.group(1)) if match else None)
         return [str(etag) for _, etag, _ in answers]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (a number of seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 def _odata_error(body: str) -> tuple[str | None, str]:
@@ -987,7 +1046,7 @@ def _failure(operation: str, exc: BaseException) -> LedgerFailure:
     return LedgerUnavailable(f"ledger {operation} failed: {detail}")
 
 
-_OUTAGES = (StorageError, AzureError, OSError, asyncio.TimeoutError)
+_OUTAGES = (StorageError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 class TableLedger(BatchLedger):
@@ -1212,11 +1271,11 @@ def _groups(items: Sequence[_T], partition: Callable[[_T], str]) -> list[list[in
 
 
 def build_ledger(
-    settings: LedgerSettings, *, transport: AsyncHttpTransport[Any, Any] | None = None
+    settings: LedgerSettings, *, trace_configs: Sequence[aiohttp.TraceConfig] = ()
 ) -> Ledger:
     """The ledger DELIVERY_LEDGER_* describes: a connection string, or the table endpoint with the
-    app's managed identity; NoLedger only when explicitly disabled. `transport`: a testing hook
-    (the bench counts requests with it)."""
+    app's managed identity; NoLedger only when explicitly disabled. `trace_configs`: aiohttp's
+    request hooks (the bench and the tests count requests with them)."""
     if not settings.enabled:
         log.warning("DELIVERY_LEDGER_ENABLED=false: duplicates are possible (local runs only)")
         return NoLedger()
@@ -1225,7 +1284,7 @@ def build_ledger(
         "retry_total": 2,
         "connection_timeout": 5,
         "read_timeout": 10,
-        "transport": transport,
+        "trace_configs": trace_configs,
     }
     if settings.connection_string:
         store = TableStore.from_connection_string(

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
-from azure.core.pipeline.transport import AioHttpTransport
 
 from order_processor.ledger import (
     LEDGER_BUCKETS,
@@ -57,16 +57,16 @@ def many_orders(count: int) -> list[str]:
     return [f"B{i}:OrderCreated:{i:012x}abcd" for i in range(count)]
 
 
-class CountingTransport(AioHttpTransport):
-    """aiohttp, counting the requests that reach the wire."""
+class Counter:
+    """Counts the requests aiohttp sends (its request hook)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(use_env_settings=False, **kwargs)
+    def __init__(self) -> None:
         self.sent = 0
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_start.append(self._started)
 
-    async def send(self, request: Any, **kwargs: Any) -> Any:
+    async def _started(self, *_: Any) -> None:
         self.sent += 1
-        return await super().send(request, **kwargs)
 
 
 @pytest.fixture(params=["memory", "memory-batched", "azurite"])
@@ -80,7 +80,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
     connection = request.getfixturevalue("azurite")
     built = build_ledger(
         LedgerSettings(connection=connection, table=f"t{uuid.uuid4().hex[:12]}"),
-        transport=CountingTransport(),
+        trace_configs=[Counter().trace],
     )
     yield built
     await built.aclose()
@@ -271,54 +271,55 @@ async def test_an_unreachable_store_fails_each_row_of_a_batch() -> None:
     assert kinds(gates) == ["LedgerUnavailable"] * 3
 
 
-# -- What a batch costs on Azurite: requests at the transport -----------------------------------
+# -- What a batch costs on Azurite: requests sent -----------------------------------
 
 
 @pytest.fixture
-async def counted(azurite: str) -> AsyncIterator[tuple[Ledger, CountingTransport]]:
-    transport = CountingTransport()
+async def counted(azurite: str) -> AsyncIterator[tuple[Ledger, Counter]]:
+    counter = Counter()
     built = build_ledger(
-        LedgerSettings(connection=azurite, table=f"t{uuid.uuid4().hex[:12]}"), transport=transport
+        LedgerSettings(connection=azurite, table=f"t{uuid.uuid4().hex[:12]}"),
+        trace_configs=[counter.trace],
     )
-    yield built, transport
+    yield built, counter
     await built.aclose()
 
 
-async def test_one_delivery_costs_two_requests(counted: tuple[Ledger, CountingTransport]) -> None:
-    ledger, transport = counted
+async def test_one_delivery_costs_two_requests(counted: tuple[Ledger, Counter]) -> None:
+    ledger, counter = counted
     await ledger.read("warm-up:OrderCreated:0", LANE)  # creates the table
-    transport.sent = 0
+    counter.sent = 0
     gate = await ledger.claim(
         "100245:OrderCreated:0123456789abcdef", LANE, message_id="m", now=NOW, lease=LEASE
     )
     assert isinstance(gate, Claimed)
     await ledger.record(gate, delivered(), now=NOW)
-    assert transport.sent == 2
+    assert counter.sent == 2
 
 
 @pytest.mark.parametrize("size", [32, 100])
 async def test_a_batch_costs_one_request_per_partition_each_way(
-    counted: tuple[Ledger, CountingTransport], size: int
+    counted: tuple[Ledger, Counter], size: int
 ) -> None:
-    ledger, transport = counted
+    ledger, counter = counted
     await ledger.read("warm-up:OrderCreated:0", LANE)
-    transport.sent = 0
+    counter.sent = 0
     keys = many_orders(size)
     gates = await claim_all(ledger, keys)
     await ledger.record_many([(g, delivered()) for g in gates], now=NOW)  # type: ignore[misc]
     partitions = len({partition_key(LANE, k) for k in keys})
-    assert transport.sent == 2 * partitions <= 2 * LEDGER_BUCKETS
+    assert counter.sent == 2 * partitions <= 2 * LEDGER_BUCKETS
 
 
 async def test_a_redelivered_batch_reads_instead_of_failing_transaction_after_transaction(
-    counted: tuple[Ledger, CountingTransport],
+    counted: tuple[Ledger, Counter],
 ) -> None:
     """All 50 rows of one partition exist: two failed transactions, then the rest is read
     (one request each, as one by one), not 50 transactions in a row."""
-    ledger, transport = counted
+    ledger, counter = counted
     keys = same_order(50)
     await claim_all(ledger, keys)
-    transport.sent = 0
+    counter.sent = 0
     gates = await claim_all(ledger, keys, at=NOW + LEASE / 2)
     assert kinds(gates) == ["Held"] * 50
-    assert transport.sent == 2 + 50
+    assert counter.sent == 2 + 50
