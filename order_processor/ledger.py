@@ -357,7 +357,13 @@ class BatchLedger(Ledger):
     """The same rules, with a store's many-row primitives: a batch's rows are inserted with
     `_insert_many`, read where they exist, and taken over or recorded with `_replace_many`, so a
     store that writes many rows per request (Table Storage's entity group transactions) needs
-    a few requests per batch instead of one or more per row. One row is a batch of one."""
+    a few requests per batch instead of one or more per row. One row (the single-message path)
+    takes `Ledger`'s single-row steps, the same requests with fewer layers in between, unless
+    `_one_row_as_batch` says its claim needs the batch steps too."""
+
+    @property
+    def _one_row_as_batch(self) -> bool:
+        return False
 
     async def claim(
         self,
@@ -368,17 +374,16 @@ class BatchLedger(Ledger):
         now: datetime,
         lease: timedelta,
     ) -> Gate:
+        if not self._one_row_as_batch:
+            return await super().claim(
+                event_key, destination, message_id=message_id, now=now, lease=lease
+            )
         (gate,) = await self.claim_many(
             [ClaimRequest(event_key, message_id)], destination, now=now, lease=lease
         )
         if isinstance(gate, LedgerUnavailable | LedgerRejected):
             raise gate
         return gate
-
-    async def record(self, claim: Claimed, result: DestinationResult, *, now: datetime) -> None:
-        (failure,) = await self.record_many([(claim, result)], now=now)
-        if failure is not None:
-            raise failure
 
     async def claim_many(
         self,
@@ -388,6 +393,8 @@ class BatchLedger(Ledger):
         now: datetime,
         lease: timedelta,
     ) -> list[Gate | LedgerFailure]:
+        if len(requests) == 1 and not self._one_row_as_batch:
+            return await super().claim_many(requests, destination, now=now, lease=lease)
         first: dict[str, int] = {}
         fresh: list[LedgerEntry] = []
         slots: list[int] = []
@@ -475,6 +482,8 @@ class BatchLedger(Ledger):
     async def record_many(
         self, recorded: Sequence[tuple[Claimed, DestinationResult]], *, now: datetime
     ) -> list[LedgerFailure | None]:
+        if len(recorded) == 1:
+            return await super().record_many(recorded, now=now)
         answers = await self._replace_many(
             [(_recorded(claim, result, now), claim.etag) for claim, result in recorded]
         )
@@ -1067,6 +1076,10 @@ class TableLedger(BatchLedger):
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
+    @property
+    def _one_row_as_batch(self) -> bool:
+        return self.legacy_lookup  # the old row is looked up in `_insert_many`
+
     async def _ensure_table(self) -> None:
         if self._ready:
             return
@@ -1078,7 +1091,8 @@ class TableLedger(BatchLedger):
 
     async def _call(self, operation: str, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         try:
-            await self._ensure_table()
+            if not self._ready:
+                await self._ensure_table()
             return await call(*args)
         except BatchError:
             raise
