@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -518,16 +519,19 @@ def table(results: Sequence[Measured], section: str) -> str:
     unit = "delivery" if section == "ledger" else "order"
     lines = [
         f"| path | ledger | {'deliveries' if section == 'ledger' else 'orders'} | "
-        f"CPU ms/{unit} | x memory | wall ms/{unit} | requests/delivery | "
+        f"CPU ms/{unit} | x memory (range) | wall ms/{unit} | requests/delivery | "
         f"Azurite CPU ms/{unit} |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    memory = {r.path: r.cpu_ms for r in rows if r.kind == "memory"}
     for r in rows:
         count = r.deliveries if section == "ledger" else r.extra["orders"]
-        ratio = r.cpu_ms / memory[r.path] if memory.get(r.path) else float("nan")
+        ratios = sorted(r.extra.get("vs_memory_by_round", []))
+        if len(ratios) > 1:
+            ratio = f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+        else:
+            ratio = f"{ratios[0]:.2f}" if ratios else "-"
         lines.append(
-            f"| {r.path} | {r.kind} | {count} | {r.cpu_ms:.3f} | {ratio:.2f} | {r.wall_ms:.3f} | "
+            f"| {r.path} | {r.kind} | {count} | {r.cpu_ms:.3f} | {ratio} | {r.wall_ms:.3f} | "
             f"{'-' if r.requests is None else f'{r.requests:.3f}'} | "
             f"{'-' if r.azurite_cpu_ms is None else f'{r.azurite_cpu_ms:.3f}'} |"
         )
@@ -554,11 +558,31 @@ def before_after(results: Sequence[Measured]) -> str:
 
 
 def median_of(rounds: list[list[Measured]]) -> list[Measured]:
-    """Each measurement's median over the rounds (by CPU), in the first round's order."""
+    """Each measurement's median over the rounds (by CPU), in the first round's order, with the
+    rounds' figures and its CPU over the memory ledger's in the same round and path (the
+    measurements run back to back, so each ratio pairs figures taken under the same load)."""
     merged: list[Measured] = []
     for i in range(len(rounds[0])):
-        same = sorted((r[i] for r in rounds), key=lambda m: m.cpu_ms)
-        merged.append(same[len(same) // 2])
+        same = [r[i] for r in rounds]
+        median = sorted(same, key=lambda m: m.cpu_ms)[len(same) // 2]
+        ratios = []
+        for measured in rounds:
+            memory = next(
+                (
+                    m
+                    for m in measured
+                    if (m.section, m.path, m.kind) == (median.section, median.path, "memory")
+                ),
+                None,
+            )
+            if memory is not None:
+                ratios.append(measured[i].cpu_ms / memory.cpu_ms)
+        median.extra = {
+            **median.extra,
+            "rounds_cpu_ms": [round(m.cpu_ms, 4) for m in same],
+            "vs_memory_by_round": [round(r, 3) for r in ratios],
+        }
+        merged.append(median)
     return merged
 
 
@@ -638,7 +662,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--orders", type=int, default=400, help="per order measurement; 0: skip")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[32, 100])
     parser.add_argument("--concurrency", type=int, default=32, help="in flight, single path")
-    parser.add_argument("--rounds", type=int, default=1, help="median of this many rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many rounds")
     parser.add_argument("--ledgers", nargs="*", default=list(KINDS), choices=KINDS)
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser.parse_args(argv)
