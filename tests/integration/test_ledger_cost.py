@@ -10,7 +10,18 @@ from bench.ledger_cost import parse, report, run
 async def test_the_ledger_cost_bench_runs_and_checks_its_work(azurite: str) -> None:
     # `azurite` only skips the test where Azurite is missing: the bench starts its own.
     args = parse(
-        ["--deliveries", "40", "--orders", "6", "--batch-sizes", "8", "--concurrency", "4"]
+        [
+            "--deliveries",
+            "40",
+            "--orders",
+            "6",
+            "--batch-sizes",
+            "8",
+            "--concurrency",
+            "4",
+            "--rounds",
+            "1",
+        ]
     )
     results = await run(args)
     got = {(r.section, r.path, r.kind): r for r in results}
