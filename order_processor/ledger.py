@@ -597,19 +597,15 @@ def _parse_when(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def to_entity(entry: LedgerEntry, *, legacy: bool = False) -> dict[str, Any]:
+def to_entity(entry: LedgerEntry) -> dict[str, Any]:
     """The row as Table Storage's JSON: PartitionKey = `<destination>-<bucket>`, RowKey = event
-    key (the previous layout, `legacy`: PartitionKey = event key, RowKey = destination). Absent
-    values are left out, so a replace removes them."""
-    if legacy:
-        entity: dict[str, Any] = {"PartitionKey": entry.event_key, "RowKey": entry.destination}
-    else:
-        entity = {
-            "PartitionKey": partition_key(entry.destination, entry.event_key),
-            "RowKey": entry.event_key,
-        }
-    entity["Status"] = entry.status.value
-    entity["Attempts"] = entry.attempts
+    key. Absent values are left out, so a replace removes them."""
+    entity: dict[str, Any] = {
+        "PartitionKey": partition_key(entry.destination, entry.event_key),
+        "RowKey": entry.event_key,
+        "Status": entry.status.value,
+        "Attempts": entry.attempts,
+    }
     for name, value in (
         ("MessageId", entry.message_id),
         ("LastError", entry.last_error),
@@ -630,7 +626,8 @@ def to_entity(entry: LedgerEntry, *, legacy: bool = False) -> dict[str, Any]:
 
 
 def from_entity(entity: dict[str, Any], *, legacy: bool = False) -> LedgerEntry:
-    """A row as read back (JSON without type annotations: the dates are ISO strings)."""
+    """A row as read back (JSON without type annotations: the dates are ISO strings); `legacy`:
+    a row of the layout before the lanes (PartitionKey = event key, RowKey = destination)."""
     if legacy:
         event_key, destination = str(entity["PartitionKey"]), str(entity["RowKey"])
     else:
