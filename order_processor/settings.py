@@ -149,6 +149,8 @@ class LedgerSettings(BaseSettings):
         default=None, validation_alias="DELIVERY_LEDGER_CONNECTION__accountName"
     )
     web_jobs_storage: SecretStr | None = Field(default=None, validation_alias="AzureWebJobsStorage")
+    #: while rows written by the layout before the lanes may still matter (docs/deploy.md)
+    legacy_lookup: bool = False
 
     @field_validator("connection", "web_jobs_storage")
     @classmethod

@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from azure.data.tables.aio import TableClient
 
 from order_processor.contract import parse_order
 from order_processor.ledger import (
+    LEDGER_BUCKETS,
+    BatchLedger,
     Claimed,
+    ClaimRequest,
     Held,
     Ledger,
     LedgerRejected,
@@ -26,21 +28,39 @@ from order_processor.ledger import (
     MemoryLedger,
     Settled,
     TableLedger,
+    TableStore,
+    bucket,
     build_ledger,
+    partition_key,
 )
-from order_processor.model import ORDER_KEY_MAX, DeliveryStatus, DestinationResult, event_key
+from order_processor.model import (
+    ORDER_KEY_MAX,
+    DeliveryStatus,
+    DestinationResult,
+    event_key,
+    order_key,
+)
 from order_processor.settings import LedgerSettings
 from tests.conftest import sample
+
+
+class BatchedMemoryLedger(BatchLedger, MemoryLedger):
+    """The in-memory rows under the batched algorithm TableLedger uses (without Azure)."""
+
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=45)
 KEY = "100245:OrderCreated:0123456789abcdef"
+KEY2 = "100246:OrderCreated:0123456789abcdef"
 
 
-@pytest.fixture(params=["memory", "azurite"])
+@pytest.fixture(params=["memory", "memory-batched", "azurite"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
     if request.param == "memory":
         yield MemoryLedger()
+        return
+    if request.param == "memory-batched":
+        yield BatchedMemoryLedger()
         return
     connection = request.getfixturevalue("azurite")
     table = f"t{uuid.uuid4().hex[:12]}"
@@ -142,15 +162,19 @@ async def test_a_stale_holder_cannot_overwrite_the_new_holders_row(store: Ledger
 
 
 async def test_an_unreachable_table_is_ledger_unavailable() -> None:
-    table = TableClient.from_connection_string(
+    store = TableStore.from_connection_string(
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
         "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",
-        table_name="orderdeliveries",
+        "orderdeliveries",
         retry_total=0,
     )
-    ledger = TableLedger(table)
+    ledger = TableLedger(store)
     with pytest.raises(LedgerUnavailable):
         await ledger.claim(KEY, "esputnik", message_id="m-1", now=NOW, lease=LEASE)
+    gates = await ledger.claim_many(
+        [ClaimRequest(KEY), ClaimRequest(KEY2)], "esputnik", now=NOW, lease=LEASE
+    )
+    assert [type(g) for g in gates] == [LedgerUnavailable, LedgerUnavailable]
     await ledger.aclose()
 
 
@@ -186,3 +210,65 @@ async def test_a_request_the_storage_service_refuses_is_not_an_outage(azurite: s
             await built.claim("k" * 1100, "esputnik", message_id="m", now=NOW, lease=LEASE)
     finally:
         await built.aclose()
+
+
+async def test_a_long_error_text_is_kept_shortened_not_refused(store: Ledger) -> None:
+    """A vendor's error body can be longer than a Table string property (64 KiB)."""
+    gate = await claim(store)
+    assert isinstance(gate, Claimed)
+    failed = DestinationResult(
+        destination="esputnik", status=DeliveryStatus.PERMANENT_ERROR, detail="x" * 40_000
+    )
+    await store.record(gate, failed, now=NOW)
+    row = await store.read(KEY, "esputnik")
+    assert row is not None
+    assert row.status is LedgerStatus.REJECTED
+    assert row.last_error is not None
+    assert 0 < len(row.last_error) <= 4096
+
+
+# -- Key layout: partitions per destination and bucket, one order's rows found by range ---------
+
+
+def test_one_orders_events_share_a_partition_per_destination() -> None:
+    created = partition_key("esputnik", "A-1:OrderCreated:0123456789abcdef")
+    delivered = partition_key("esputnik", "A-1:OrderDelivered:fedcba9876543210")
+    assert created == delivered == f"esputnik-{bucket('A-1')}"
+    assert partition_key("profile_store", "A-1:OrderCreated:0123456789abcdef") == (
+        f"profile_store-{bucket('A-1')}"
+    )
+    buckets = {bucket(order_key(f"order-{i}")) for i in range(500)}
+    assert buckets == {str(b) for b in range(LEDGER_BUCKETS)}
+
+
+async def test_rows_for_order_finds_every_event_and_destination_of_that_order_only(
+    store: Ledger,
+) -> None:
+    wanted = ["A-1:OrderCreated:0000000000000001", "A-1:OrderDelivered:0000000000000002"]
+    others = ["A-10:OrderCreated:0000000000000003", "A-:OrderCreated:0000000000000004"]
+    for destination in ("esputnik", "profile_store", "richrelevance"):
+        gates = await store.claim_many(
+            [ClaimRequest(k, "m") for k in wanted + others], destination, now=NOW, lease=LEASE
+        )
+        assert all(isinstance(g, Claimed) for g in gates)
+    rows = await store.rows_for_order("A-1")
+    assert [(r.destination, r.event_key) for r in rows] == [
+        (d, k) for d in ("esputnik", "profile_store", "richrelevance") for k in wanted
+    ]
+    assert {r.status for r in rows} == {LedgerStatus.IN_FLIGHT}
+    only = await store.rows_for_order("A-1", destinations=["profile_store"])
+    assert {r.destination for r in only} == {"profile_store"}
+    assert await store.rows_for_order("A-2") == []
+
+
+async def test_rows_for_order_takes_the_order_id_as_the_erp_wrote_it(store: Ledger) -> None:
+    """Order ids are percent-encoded in keys (and hashed when long): the lookup does the same."""
+    document = json.loads(sample("order-created.json"))
+    ids = ["ORD/2026 #1'", "订" * 128]
+    for order_id in ids:
+        document["orderId"] = order_id
+        key = event_key(parse_order(json.dumps(document).encode()))
+        await store.claim(key, "esputnik", message_id="m", now=NOW, lease=LEASE)
+    for order_id in ids:
+        (row,) = await store.rows_for_order(order_id, destinations=["esputnik"])
+        assert row.event_key.startswith(order_key(order_id) + ":")
