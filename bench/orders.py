@@ -43,6 +43,8 @@ class Plan:
     card: str | None
     #: destinations that receive a request for this order (routed, and not skipped)
     sends: tuple[str, ...]
+    #: destinations the event is routed to: one delivery message each (a lane may still skip)
+    routes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class Order:
     index: int
     body: bytes
     plan: Plan
+    order_id: str = ""
 
 
 def _money(value: Decimal) -> str:
@@ -172,4 +175,6 @@ class OrderSet:
             lookup = card if has_card else None
             known = not card.endswith(UNKNOWN_CARD_DIGIT)
             sends = _sends(template.event_type, template.identity, known)
-            yield Order(index, body, Plan(template.event_type, lookup, sends))
+            routes = tuple(name for name in ROUTES if template.event_type in ROUTES[name])
+            plan = Plan(template.event_type, lookup, sends, routes)
+            yield Order(index, body, plan, order_id)

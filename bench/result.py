@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,24 @@ from bench.fakes import VendorStats
 from bench.measure import Meter, percentile
 from bench.orders import Order
 from bench.vendors import DESTINATION_NAMES
-from order_processor.model import DeliveryStatus, Outcome
+from order_processor.model import DeliveryStatus, Outcome, Settlement
+
+#: the worst settlement wins when an order's messages are summed up in one word
+_SEVERITY = {Settlement.COMPLETE: 0, Settlement.RETRY: 1, Settlement.DEAD_LETTER: 2}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing a run claims to have done, verified after it (the report fails loudly when a
+    check does not hold)."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def worst(outcomes: Sequence[Outcome]) -> Settlement:
+    return max((o.settlement for o in outcomes), key=_SEVERITY.__getitem__)
 
 
 @dataclass
@@ -37,16 +55,38 @@ class RunResult:
     critical_path: float = 0.0
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: orders whose delivered destinations were not exactly the plan's (and a few examples)
+    order_mismatches: int = 0
+    mismatch_examples: list[str] = field(default_factory=list)
+    #: the work-done checks, filled in after the run (bench.verify)
+    checks: list[Check] = field(default_factory=list)
 
-    def count(self, order: Order, outcome: Outcome, latency: float) -> None:
-        """One message processed by the core: its latency, settlement and new deliveries."""
+    def count(self, order: Order, outcomes: Sequence[Outcome], latency: float) -> None:
+        """One order processed (its accept outcome and its lanes'): latency, worst settlement,
+        new deliveries, and whether they are exactly the ones its plan calls for."""
         self.latencies.append(latency)
-        self.outcomes[outcome.settlement.value] += 1
-        self.delivered += sum(
-            1 for r in outcome.results if r.status is DeliveryStatus.DELIVERED and not r.previously
+        self.outcomes[worst(outcomes).value] += 1
+        delivered = sorted(
+            r.destination
+            for outcome in outcomes
+            for r in outcome.results
+            if r.status is DeliveryStatus.DELIVERED and not r.previously
         )
+        self.delivered += len(delivered)
         self.planned_sends += len(order.plan.sends)
         self.lookups_needed += order.plan.card is not None
+        if delivered != sorted(order.plan.sends):
+            self.mismatch(f"{order.order_id}: delivered {delivered}, planned {order.plan.sends}")
+
+    def mismatch(self, example: str) -> None:
+        self.order_mismatches += 1
+        if len(self.mismatch_examples) < 5:
+            self.mismatch_examples.append(example)
+
+    @property
+    def work_done(self) -> bool:
+        """Every check held (a run without checks has not shown its work)."""
+        return bool(self.checks) and all(check.ok for check in self.checks)
 
     @property
     def throughput(self) -> float:
@@ -103,6 +143,11 @@ class RunResult:
                 else None
             ),
             "notes": self.notes,
+            "work_done": self.work_done,
+            "checks": [
+                {"name": c.name, "ok": c.ok, **({"detail": c.detail} if c.detail else {})}
+                for c in self.checks
+            ],
         }
         if self.deliveries:
             out["delivery_p99_ms"] = {
