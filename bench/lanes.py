@@ -26,7 +26,7 @@ import asyncio
 import time
 from array import array
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -100,6 +100,8 @@ class LaneStats:
     #: perf_counter of each vendor-accepted delivery; ms from receive to settled for those
     delivered_at: array[float] = field(default_factory=lambda: array("d"))
     handling_ms: array[float] = field(default_factory=lambda: array("d"))
+    #: deliveries by the end of the measured period (the accept stage and unimpaired lanes done)
+    delivered_measured: int = 0
     #: seconds the lane had work (a message ready or in flight)
     busy_s: float = 0.0
     first_available: float | None = None
@@ -162,8 +164,10 @@ class LanesResult(RunResult):
     ops: Operations = field(default_factory=Operations)
     ledger_counts: dict[str, Any] = field(default_factory=dict)
     end_to_end_ms: dict[str, array[float]] = field(default_factory=dict)
-    #: seconds from the start until the accept stage and every unimpaired lane had finished
+    #: seconds from the start until the accept stage and every unimpaired lane had finished, and
+    #: the worker's CPU seconds over that time
     measured_s: float = 0.0
+    measured_cpu_s: float = 0.0
     compression: float = 1.0
     accept_concurrency: int = 0
     #: orders per second the ERP published at (None: saturating, see bench.bus.OrdersFeed)
@@ -171,6 +175,11 @@ class LanesResult(RunResult):
 
     def lane_throughput(self, name: str) -> float:
         return self.lanes[name].throughput
+
+    def lane_per_cpu(self, name: str) -> float:
+        """The lane's deliveries in the measured period per CPU second the worker spent in it."""
+        lane = self.lanes[name]
+        return lane.delivered_measured / self.measured_cpu_s if self.measured_cpu_s else 0.0
 
     def per_order(self, count: int) -> float:
         return count / self.messages if self.messages else 0.0
@@ -192,6 +201,7 @@ class LanesResult(RunResult):
             "feed": "saturating" if self.rate is None else f"paced at {self.rate:.1f} orders/s",
             "retry_schedule_compression": self.compression,
             "measured_s": round(self.measured_s, 3),
+            "measured_cpu_s": round(self.measured_cpu_s, 3),
             "per_lane": {name: lane.summary() for name, lane in self.lanes.items()},
             "end_to_end_ms": {
                 name: {
@@ -439,6 +449,7 @@ class LanesRun:
         down_accepted_before: dict[str, int] = {}
         feeding: asyncio.Task[None] | None = None
         start = time.perf_counter()
+        cpu_start = time.process_time()
         try:
             with result.meter:
                 feeding = self.feed.start()
@@ -449,6 +460,9 @@ class LanesRun:
                     "the accept stage and the unimpaired lanes finished",
                 )
                 result.measured_s = time.perf_counter() - start
+                result.measured_cpu_s = time.process_time() - cpu_start
+                for lane in lanes.values():
+                    lane.delivered_measured = lane.delivered
                 if impaired:
                     if self.scenario.down:
                         stats = await asyncio.to_thread(self.fakes.stats)
@@ -560,13 +574,22 @@ async def drive_lanes(
     return await run.run()
 
 
-def isolation(reference: LanesResult, impaired: LanesResult) -> tuple[float | None, str | None]:
-    """The lowest unimpaired lane's throughput over its reference throughput, and which lane."""
-    ratios = {
-        name: impaired.lane_throughput(name) / reference.lane_throughput(name)
-        for name in impaired.lanes
-        if name not in impaired.scenario.impaired and reference.lane_throughput(name)
-    }
+def isolation(
+    references: Sequence[LanesResult], impaired: LanesResult, *, per_cpu: bool = False
+) -> tuple[float | None, str | None]:
+    """The lowest unimpaired lane's throughput over its reference throughput (the mean of the
+    references around the impaired run), and which lane. `per_cpu`: deliveries per CPU second of
+    the worker instead of per second (what the impaired lane took from the shared worker, without
+    the machine's noise)."""
+    ratios: dict[str, float] = {}
+    for name in impaired.lanes:
+        if name in impaired.scenario.impaired:
+            continue
+        figures = [r.lane_per_cpu(name) if per_cpu else r.lane_throughput(name) for r in references]
+        base = sum(figures) / len(figures) if figures else 0.0
+        if base:
+            value = impaired.lane_per_cpu(name) if per_cpu else impaired.lane_throughput(name)
+            ratios[name] = value / base
     if not ratios:
         return None, None
     lowest = min(ratios, key=ratios.__getitem__)

@@ -55,14 +55,17 @@ LANE_COLUMNS = (
 )
 
 
-def _reference_name(name: str) -> str | None:
-    """The reference row a lanes row is compared with: its round's (`#n`) or the paced one."""
+def _reference_names(name: str) -> list[str]:
+    """The reference rows a lanes row is compared with: its round's (`#n`) and the next round's
+    (as the isolation ratios are), or the paced reference."""
     tail = name.rpartition(" ")[2]
     if not name.startswith("lanes ") or name.startswith("lanes reference"):
-        return name if name.startswith("lanes reference") else None
-    if tail.startswith(("#", "@")):
-        return f"lanes reference {tail}"
-    return None
+        return [name] if name.startswith("lanes reference") else []
+    if tail.startswith("#") and tail[1:].isdigit():
+        return [f"lanes reference #{tail[1:]}", f"lanes reference #{int(tail[1:]) + 1}"]
+    if tail.startswith("@"):
+        return [f"lanes reference {tail}"]
+    return []
 
 
 def _lanes_rows(runs: dict[str, Any]) -> list[str]:
@@ -71,9 +74,10 @@ def _lanes_rows(runs: dict[str, Any]) -> list[str]:
         lanes = run.get("lanes")
         if not lanes:
             continue
-        reference = runs.get(_reference_name(name) or "", {}).get("lanes", {}).get("per_lane", {})
+        references = [runs[n]["lanes"]["per_lane"] for n in _reference_names(name) if n in runs]
         for lane, stats in lanes["per_lane"].items():
-            base = reference.get(lane, {}).get("throughput_per_s")
+            figures = [r[lane]["throughput_per_s"] for r in references if lane in r]
+            base = sum(figures) / len(figures) if figures else 0.0
             ratio = stats["throughput_per_s"] / base if base else None
             e2e = lanes["end_to_end_ms"].get(lane, {})
             drain = stats.get("drain")
@@ -108,6 +112,11 @@ def _lanes_summary(lanes: dict[str, Any]) -> list[str]:
         rounds = ", ".join(f"{r['value']:.3f} ({r['lowest_lane']})" for r in found["rounds"])
         lines.append(
             f"| isolation_{label} (median; rounds) | {_number(found['median'], 3)}; {rounds} |"
+        )
+        per_cpu = ", ".join(_number(r["per_cpu"], 3) for r in found["rounds"])
+        lines.append(
+            f"| {label}: per CPU second (median; rounds) | "
+            f"{_number(found['per_cpu_median'], 3)}; {per_cpu} |"
         )
     drain = lanes.get("drain")
     if drain:

@@ -160,15 +160,25 @@ class Report:
             return None
         out: dict[str, Any] = {}
         for label in ("slow", "down"):
-            found: list[tuple[float, str | None]] = []
-            for reference, impaired in zip(references, rounds.get(label, []), strict=False):
-                value, lane = isolation(reference, impaired)
+            found: list[dict[str, Any]] = []
+            for index, impaired in enumerate(rounds.get(label, [])):
+                around = references[index : index + 2]
+                value, lane = isolation(around, impaired)
+                per_cpu, cpu_lane = isolation(around, impaired, per_cpu=True)
                 if value is not None:
-                    found.append((round(value, 4), lane))
-            ordered = sorted(value for value, _ in found)
+                    found.append(
+                        {
+                            "value": round(value, 4),
+                            "lowest_lane": lane,
+                            "per_cpu": None if per_cpu is None else round(per_cpu, 4),
+                            "per_cpu_lowest_lane": cpu_lane,
+                            "references": [r.name for r in around],
+                        }
+                    )
             out[f"isolation_{label}"] = {
-                "median": ordered[len(ordered) // 2] if ordered else None,
-                "rounds": [{"value": value, "lowest_lane": lane} for value, lane in found],
+                "median": _median([f["value"] for f in found]),
+                "per_cpu_median": _median([f["per_cpu"] for f in found if f["per_cpu"]]),
+                "rounds": found,
             }
         out["drain"] = self._drain(rounds.get("down", []))
         reference = references[0]
@@ -413,16 +423,14 @@ class Report:
         for column in ("run", "lane", "conc", "routed", "delivered", "per s", "vs ref",
                        "e2e p50 ms", "e2e p99 ms", "retries", "dead", "drain"):  # fmt: skip
             table.add_column(column, justify="left" if column in ("run", "lane") else "right")
-        references = dict(enumerate(self.lanes_rounds().get("reference", [])))
+        references = self.lanes_rounds().get("reference", [])
         paced = next((r for r in self.lanes_paced() if r.scenario.label == "reference"), None)
         for run in self._lanes_ordered():
-            reference = paced if run.rate is not None else _round_reference(run, references)
+            around = [paced] if run.rate is not None and paced else _around(run, references)
             for name, lane in run.lanes.items():
-                ratio = (
-                    lane.throughput / reference.lanes[name].throughput
-                    if reference is not None and reference.lanes[name].throughput
-                    else None
-                )
+                figures = [r.lanes[name].throughput for r in around if name in r.lanes]
+                base = sum(figures) / len(figures) if figures else 0.0
+                ratio = lane.throughput / base if base else None
                 drain = lane.drain()
                 table.add_row(
                     run.name,
@@ -495,20 +503,27 @@ class Report:
         return table
 
 
+def _median(values: list[float]) -> float | None:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else None
+
+
 def _pct(values: Any, q: float) -> float:
     from bench.measure import percentile
 
     return percentile(values or (), q)
 
 
-def _round_reference(run: LanesResult, references: dict[int, LanesResult]) -> LanesResult | None:
-    """The reference of the run's round (`#n`)."""
-    if run.scenario.batch:
-        return None
+def _around(run: LanesResult, references: list[LanesResult]) -> list[LanesResult]:
+    """The references of the run's round (`#n`) and of the next one (a reference run: itself)."""
+    if run.scenario.batch or run.rate is not None:
+        return []
+    if run.scenario.label == "reference":
+        return [run]
     number = run.name.rpartition("#")[2]
-    if number.isdigit():
-        return references.get(int(number) - 1)
-    return None
+    if not number.isdigit():
+        return []
+    return references[int(number) - 1 : int(number) + 1]
 
 
 def _drain_text(drain: dict[str, Any]) -> str:

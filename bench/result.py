@@ -120,6 +120,7 @@ class RunResult:
             "cpu_ms_per_msg": round(self.cpu_per_message * 1000, 3),
             # share of one core the driver got: ~1.0 means CPU-bound on its single event loop
             "cpu_utilisation": round(m.cpu / m.wall, 3) if m.wall else None,
+            "load_average": [round(v, 2) for v in m.load],
             "rss_mib": {
                 "start": round(m.rss_start, 1),
                 "peak": round(m.rss_peak, 1),

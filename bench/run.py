@@ -206,6 +206,12 @@ class Bench:
                 add(result)
                 if scenario.label == "reference":
                     references.append(result)
+        # a last reference: each impaired run is compared with the references before and after it
+        closing = c.lanes_rounds + 1
+        result = self._lanes(f"lanes reference #{closing}", orders, scenarios["reference"])
+        result.notes.append("closing reference")
+        add(result)
+        references.append(result)
         measured = sorted(
             r.messages / r.measured_s
             for r in references
