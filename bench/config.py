@@ -28,10 +28,8 @@ class BenchConfig:
     error_rate: float = 0.0
     ledger: str = "memory"
     seed_orders: int = 320  # 10 rounds of 32: the baseline is slow, its rate settles quickly
-    #: the batch trigger: host.json maxMessageBatchSize, and batches in flight (the host runs one
-    #: at a time per instance)
+    #: the batch row: host.json maxMessageBatchSize (each batch lane takes one batch at a time)
     batch_size: int = 100
-    batches: int = 1
     slow_ms: float = 2_000.0
     slow_destination: str = "profile_store"
     slow_rounds: int = 5
