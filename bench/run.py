@@ -1,9 +1,9 @@
 """One bench run: start the fake vendors, run every mode against them, return a Report.
 
-Modes, in order: floor, core (the stages inline), batch (the lanes as the host drives them with
-ORDERS_BATCH_ENABLED), seed-style baseline, the 2 s-destination pair (inline), the lanes mode
-(reference, one vendor slow, one vendor down: bench/lanes.py), optionally a concurrency sweep, the
-core on the stock httpx transport, experiments and a long soak for memory. Every row checks that
+Modes, in order: floor, core (the stages inline), a long soak for memory, batch (the lanes as the
+host drives them with ORDERS_BATCH_ENABLED), seed-style baseline, the 2 s-destination pair
+(inline), the lanes mode (reference, one vendor slow, one vendor down: bench/lanes.py), optionally
+a concurrency sweep, the core on the stock httpx transport, and experiments. Every row checks that
 it did the work it claims (bench/verify.py). `python -m bench` is the command line.
 """
 
@@ -158,6 +158,12 @@ class Bench:
                 )
         if self._wants("core"):
             add(self._profiled_core(orders))
+        if self._wants("soak") and c.soak:
+            # Right after the core, while the process is lean: a process that ran the lanes and
+            # the seed-style threads first has hundreds of MiB of freed arenas to reuse, and
+            # would show no growth whatever the soak leaked.
+            soak = OrderSet(c.soak, cards=min(c.distinct_cards, 10_000), tag="K")
+            add(self._core("soak", soak))
         if self._wants("batch"):
             add(self._lanes("batch", orders, Scenario("batch", batch=True)))
         if self._wants("seed"):
@@ -179,9 +185,6 @@ class Bench:
                 add(self._core("core (stock httpx transport)", stock))
         if self._wants("experiments"):
             self._experiments()
-        if self._wants("soak") and c.soak:
-            soak = OrderSet(c.soak, cards=min(c.distinct_cards, 10_000), tag="K")
-            add(self._core("soak", soak))
         return self.report
 
     def _lanes_modes(self) -> None:
