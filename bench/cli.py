@@ -28,7 +28,13 @@ def main(
     cards: Annotated[int | None, typer.Option(help="distinct loyalty cards (orders/2)")] = None,
     concurrency: Annotated[int, typer.Option(help="messages in flight")] = 32,
     latency_ms: Annotated[float, typer.Option(help="fake vendors' answer time")] = 20.0,
-    error_rate: Annotated[float, typer.Option(help="share of 503 answers")] = 0.0,
+    error_rate: Annotated[
+        float,
+        typer.Option(
+            help="share of 503 answers (the inline rows do not run the retry copies this "
+            "causes, so their work checks fail: exploration only)"
+        ),
+    ] = 0.0,
     ledger: Annotated[str, typer.Option(help="memory, azurite or none")] = "memory",
     seed_orders: Annotated[int | None, typer.Option(help="orders for the seed-style run")] = None,
     batch_size: Annotated[int, typer.Option(help="messages per batch (maxMessageBatchSize)")] = 100,
