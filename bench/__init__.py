@@ -1,2 +1,3 @@
-"""Performance bench: the real core against fast loopback vendors, beside a seed-style baseline,
-a bare floor and a batch simulation. Run `python -m bench --help`; see docs/performance.md."""
+"""Performance bench: the real stages against fast loopback vendors, inline and driven by the
+host's consumers (the lanes mode: isolation, drain, Service Bus and ledger cost), beside a
+seed-style baseline and a bare floor. Run `python -m bench --help`; see docs/performance.md."""

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from bench.run import BenchConfig, run_bench, top_functions
+from bench.run import MODES, BenchConfig, run_bench, top_functions
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -28,14 +28,37 @@ def main(
     cards: Annotated[int | None, typer.Option(help="distinct loyalty cards (orders/2)")] = None,
     concurrency: Annotated[int, typer.Option(help="messages in flight")] = 32,
     latency_ms: Annotated[float, typer.Option(help="fake vendors' answer time")] = 20.0,
-    error_rate: Annotated[float, typer.Option(help="share of 503 answers")] = 0.0,
+    error_rate: Annotated[
+        float,
+        typer.Option(
+            help="share of 503 answers (the inline rows do not run the retry copies this "
+            "causes, so their work checks fail: exploration only)"
+        ),
+    ] = 0.0,
     ledger: Annotated[str, typer.Option(help="memory, azurite or none")] = "memory",
     seed_orders: Annotated[int | None, typer.Option(help="orders for the seed-style run")] = None,
     batch_size: Annotated[int, typer.Option(help="messages per batch (maxMessageBatchSize)")] = 100,
-    batches: Annotated[int, typer.Option(help="batches in flight (the host runs one)")] = 1,
     slow_ms: Annotated[float, typer.Option(help="the slow destination's answer time")] = 2000.0,
     slow_destination: Annotated[str, typer.Option()] = "profile_store",
     slow_rounds: Annotated[int | None, typer.Option(help="slow run: concurrency x rounds")] = None,
+    lanes_orders: Annotated[
+        int | None, typer.Option(help="orders per lanes-mode run (0: no lanes mode)")
+    ] = None,
+    lanes_rounds: Annotated[
+        int | None, typer.Option(help="interleaved rounds of reference, slow, down")
+    ] = None,
+    lanes_paced_share: Annotated[
+        float | None, typer.Option(help="paced lanes runs at this share of capacity (0: none)")
+    ] = None,
+    down_destination: Annotated[
+        str | None, typer.Option(help="the vendor answering 503 in the down run")
+    ] = None,
+    retry_compression: Annotated[
+        float | None, typer.Option(help="retry schedule divided by this in the lanes mode")
+    ] = None,
+    modes: Annotated[
+        str | None, typer.Option(help=f"comma-separated modes to run (of {', '.join(MODES)})")
+    ] = None,
     soak: Annotated[int | None, typer.Option(help="orders in the memory soak (0: none)")] = None,
     sweep: Annotated[str | None, typer.Option(help="extra concurrencies, e.g. 8,16,64")] = None,
     stock_orders: Annotated[
@@ -63,7 +86,6 @@ def main(
         "error_rate": error_rate,
         "ledger": ledger,
         "batch_size": batch_size,
-        "batches": batches,
         "slow_ms": slow_ms,
         "slow_destination": slow_destination,
         "log_level": log_level,
@@ -74,6 +96,12 @@ def main(
         "cards": cards,
         "seed_orders": seed_orders,
         "slow_rounds": slow_rounds,
+        "lanes_orders": lanes_orders,
+        "lanes_rounds": lanes_rounds,
+        "lanes_paced_share": lanes_paced_share,
+        "down_destination": down_destination,
+        "retry_compression": retry_compression,
+        "modes": _names(modes) if modes is not None else None,
         "soak": soak,
         "sweep": _sweep(sweep) if sweep is not None else None,
         "stock_orders": stock_orders,
@@ -94,3 +122,9 @@ def main(
     console.print(f"report written to {path}")
     if profile is not None:
         console.print(top_functions(profile))
+    failed = report.failed_checks()
+    if failed:
+        console.print(
+            f"[bold red]{len(failed)} row(s) did not do the work they claim[/]: {', '.join(failed)}"
+        )
+        raise typer.Exit(1)

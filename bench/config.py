@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.experiments import EXPERIMENTS, transport_httpx
 from bench.fakeserver import Config
+from bench.lanes import LanesSetup
 from order_processor.logs import configure_logging
 
 
@@ -24,13 +25,22 @@ class BenchConfig:
     error_rate: float = 0.0
     ledger: str = "memory"
     seed_orders: int = 320  # 10 rounds of 32: the baseline is slow, its rate settles quickly
-    #: the batch trigger: host.json maxMessageBatchSize, and batches in flight (the host runs one
-    #: at a time per instance)
+    #: the batch row: host.json maxMessageBatchSize (each batch lane takes one batch at a time)
     batch_size: int = 100
-    batches: int = 1
     slow_ms: float = 2_000.0
     slow_destination: str = "profile_store"
     slow_rounds: int = 5
+    #: the lanes mode (bench/lanes.py): orders per run (reference, slow, down, batch); 0: none
+    lanes_orders: int = 4_000
+    #: the vendor answering 503 to every call in the lanes mode's `down` run
+    down_destination: str = "esputnik"
+    #: the retry schedule (RETRY_BACKOFF_MINUTES, RETRY_WINDOW_MINUTES) divided by this
+    retry_compression: float = 300.0
+    #: the lanes mode again with the ERP paced at this share of the reference's throughput
+    #: (end-to-end latency at a load the app carries); 0: not run
+    lanes_paced_share: float = 0.7
+    #: rounds of (reference, slow, down), interleaved; the isolation ratios are their medians
+    lanes_rounds: int = 3
     soak: int = 0
     sweep: tuple[int, ...] = ()
     stock_orders: int = 0  # >0: also run the core on httpx's stock transport
@@ -42,6 +52,19 @@ class BenchConfig:
     log_level: str = "INFO"
     profile: Path | None = None
     label: str = "full"
+    #: which modes to run (bench.run.MODES), all by default
+    modes: tuple[str, ...] = (
+        "floor",
+        "core",
+        "batch",
+        "seed",
+        "slow",
+        "lanes",
+        "sweep",
+        "stock",
+        "experiments",
+        "soak",
+    )
 
     @classmethod
     def quick(cls, **changes: Any) -> BenchConfig:
@@ -49,6 +72,7 @@ class BenchConfig:
             "orders": 2_000,
             "seed_orders": 64,
             "slow_rounds": 3,
+            "lanes_orders": 600,
             "validate_every": 10,
             "label": "quick",
         }
@@ -67,6 +91,15 @@ class BenchConfig:
     @property
     def distinct_cards(self) -> int:
         return self.cards or max(1, self.orders // 2)
+
+    @property
+    def lanes_setup(self) -> LanesSetup:
+        return LanesSetup(
+            concurrency=self.concurrency,
+            batch_size=self.batch_size,
+            feed_depth=self.concurrency,
+            compression=self.retry_compression,
+        )
 
     def fake_config(self, **overrides: float) -> Config:
         return Config(

@@ -1,17 +1,45 @@
-"""The project's real core, driven like the Functions host drives it: `concurrency` messages in
-flight (maxConcurrentCalls), each `await processor.process(body, metadata)`."""
+"""The pipeline inline, as the command line runs both stages in one process: for each order the
+accept stage, then each lane it published for, concurrently; `concurrency` orders in flight (the
+host's maxConcurrentCalls). No queues: what this row measures is the stages' own work per order,
+comparable with the runs before the lanes (bench/lanes.py drives them as the host does)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from datetime import UTC, datetime
 
 from bench.fakes import FakeVendors
-from bench.orders import OrderSet
+from bench.ledgers import BenchLedger
+from bench.orders import Order, OrderSet
 from bench.result import RunResult
-from bench.wiring import MESSAGE_START, bench_settings, build_processor, time_deliveries
-from order_processor.model import MessageMetadata
+from bench.verify import core_checks
+from bench.wiring import (
+    MESSAGE_START,
+    CollectingOutbox,
+    bench_settings,
+    build_pipeline,
+    time_deliveries,
+)
+from order_processor.local import received
+from order_processor.model import MessageMetadata, Outcome
+from order_processor.outbox import Outgoing
+from order_processor.pipeline import Pipeline
+
+
+async def process(pipeline: Pipeline, order: Order) -> list[Outcome]:
+    """The accept stage, then every lane it published for (each one's outcome after accept's)."""
+    collected: list[Outgoing] = []
+    CollectingOutbox.current.set(collected)
+    now = datetime.now(UTC)
+    metadata = MessageMetadata(message_id=f"m-{order.index}", enqueued_time=now)
+    accepted = await pipeline.accept.accept(order.body, metadata)
+    published = [m for m in collected if m.scheduled_at is None]
+    collected.clear()  # retry copies a lane schedules land here: reported, not run
+    lanes = await asyncio.gather(
+        *(pipeline.lanes[m.destination].deliver(m.body, received(m, now=now)) for m in published)
+    )
+    return [accepted, *lanes]
 
 
 async def drive_core(
@@ -20,14 +48,14 @@ async def drive_core(
     orders: OrderSet,
     *,
     concurrency: int,
-    ledger: Any,
+    ledger: BenchLedger,
     time_destinations: bool = True,
 ) -> RunResult:
     settings = bench_settings(fakes.urls)
-    processor = build_processor(settings, ledger)
+    pipeline = build_pipeline(settings, ledger=ledger, outbox=CollectingOutbox())
     result = RunResult(name, messages=len(orders), concurrency=concurrency)
     if time_destinations:
-        result.deliveries = time_deliveries(processor.destinations)
+        result.deliveries = time_deliveries(lane.destination for lane in pipeline.lanes.values())
     warm_at = max(1, len(orders) // 10)
     pending = iter(orders)
     meter = result.meter
@@ -36,9 +64,8 @@ async def drive_core(
         for order in pending:
             start = time.perf_counter()
             MESSAGE_START.set(start)
-            metadata = MessageMetadata(message_id=f"m-{order.index}")
-            outcome = await processor.process(order.body, metadata)
-            result.count(order, outcome, time.perf_counter() - start)
+            outcomes = await process(pipeline, order)
+            result.count(order, outcomes, time.perf_counter() - start)
             if order.index == warm_at:
                 meter.mark("after_warmup")
 
@@ -47,9 +74,10 @@ async def drive_core(
         with meter:
             await asyncio.gather(*(worker() for _ in range(concurrency)))
     finally:
-        await processor.aclose()
+        await pipeline.aclose()
     result.vendor = fakes.stats()
-    lookup = processor.lookup
+    lookup = pipeline.lookup
     result.cache_hits = getattr(lookup, "hits", None)
     result.cache_misses = getattr(lookup, "misses", None)
+    result.checks += core_checks(result, orders)
     return result

@@ -4,8 +4,8 @@ measured at -13% CPU per message, it is now in `order_processor/retry.py`.
 
 - `httpx-cookie-jar`: the reverse of a change made: the app's clients with httpx's cookie jar back
   (`order_processor.http.ApiClient` has none), to keep measuring what that saves.
-- `one-log-per-message`: the per-destination result lines are not logged (proposed: DEBUG), the
-  per-message settlement line still is.
+- `one-log-per-message`: the per-destination result lines (`LogObserver.delivered`) are not
+  logged (proposed: DEBUG); the per-message settlement lines still are.
 - `quiet-logs`: the app's loggers at WARNING (what INFO logging costs in all).
 - `transport-httpx`: the app's clients on httpx's stock transport (httpcore's pool), the
   fallback `HTTP_TRANSPORT=httpx` selects; the reference runs on the keep-alive transport.
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from order_processor import processor as processor_module
+from order_processor.observe import LogObserver
 from order_processor.outbound import http as http_module
 
 T = TypeVar("T")
@@ -82,10 +82,10 @@ def transport_aiohttp() -> Iterator[None]:
 
 @contextlib.contextmanager
 def one_log_per_message() -> Iterator[None]:
-    def unlogged(*args: Any) -> Any:
-        return args[-1]  # (self,) event, result -> result, whichever form the core has
+    def unlogged(*args: Any) -> None:
+        return None
 
-    with _patched(processor_module.Processor, "_logged", unlogged):
+    with _patched(LogObserver, "delivered", unlogged):
         yield
 
 

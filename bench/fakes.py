@@ -62,6 +62,12 @@ class VendorStats:
     def per_system(self, key: str) -> dict[str, Any]:
         return {name: s[key] for name, s in self.systems.items()}
 
+    def accepted(self, system: str) -> dict[str, Any]:
+        """Order ids the vendor accepted: `ids` (with repeats), `distinct`, `digest` (of the
+        distinct set, `bench.vendors.digest`), `duplicates` and some `duplicated_ids`."""
+        found: dict[str, Any] = self.systems[system]["accepted"]
+        return found
+
 
 @dataclass
 class FakeVendors:

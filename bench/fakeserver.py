@@ -4,7 +4,10 @@ Run as `python -m bench.fakeserver` by `bench.fakes.FakeVendors`, which talks to
 stdout, one JSON object a line: it prints `{"ports": {...}}` once listening, then answers the
 commands `configure`, `reset`, `stats` and `stop`. Every request is answered after the configured
 latency (per system if overridden), with an injected 503 at the configured error rate; requests,
-statuses, new TCP connections and the peak number of requests in flight are counted per system.
+statuses, new TCP connections and the peak number of requests in flight are counted per system,
+and so is every order id a destination accepted (2xx, not injected), so the driver can check each
+planned delivery reached its vendor exactly once. A system listed in `down` answers 503 to every
+request (tokens included) without looking at it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,22 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from bench.vendors import DESTINATION_NAMES, SYSTEMS, Answer, Request, VendorState, answer
+from bench.vendors import (
+    DESTINATION_NAMES,
+    SYSTEMS,
+    Answer,
+    Request,
+    VendorState,
+    accepted_order_ids,
+    answer,
+    digest,
+)
+from tests.fakes import richrelevance as richrelevance_fake
 
 INJECTED = json.dumps({"message": "injected failure (bench error rate)"}).encode()
+DOWN = json.dumps({"message": "service unavailable (bench: vendor down)"}).encode()
+#: duplicated ids listed in the stats (the count is always complete)
+DUPLICATES_SHOWN = 20
 
 
 @dataclass
@@ -34,6 +50,8 @@ class Config:
     #: run 1 in N requests through the contract-test fakes' full validation; 0 = never
     validate_every: int = 0
     seed: int = 1
+    #: systems answering 503 to every request (a vendor down)
+    down: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -46,9 +64,23 @@ class SystemStats:
     validated: int = 0
     invalid: int = 0
     problems: list[str] = field(default_factory=list)
+    #: order id -> times a request carrying it was accepted (destinations only)
+    accepted: Counter[str] = field(default_factory=Counter)
+    #: accepted requests whose body carried no order id where the vendor's format puts it (the
+    #: floor posts raw orders)
+    unreadable: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        duplicates = [order_id for order_id, n in self.accepted.items() if n > 1]
         return {
+            "accepted": {
+                "ids": sum(self.accepted.values()),
+                "distinct": len(self.accepted),
+                "digest": digest(self.accepted),
+                "duplicates": len(duplicates),
+                "duplicated_ids": duplicates[:DUPLICATES_SHOWN],
+                "unreadable": self.unreadable,
+            },
             "connections": self.connections,
             "max_in_flight": self.max_in_flight,
             "kinds": dict(self.kinds),
@@ -92,12 +124,17 @@ class Vendors:
     def respond(self, system: str, request: Request) -> tuple[float, Answer]:
         config = self.config
         self.seen[system] += 1
+        stats = self.stats[system]
+        if system in config.down:
+            result = Answer(503, DOWN, _kind(system, request), ok=False)
+            stats.kinds[result.kind] += 1
+            stats.statuses[result.status] += 1
+            return config.overrides.get(system, config.latency), result
         every = config.validate_every
         validate = (
             every > 0 and system in DESTINATION_NAMES and self.seen[system] % every == 1 % every
         )
         result = answer(system, request, self.state, validate=validate)
-        stats = self.stats[system]
         stats.kinds[result.kind] += 1
         if validate and result.kind == system:
             stats.validated += 1
@@ -108,7 +145,18 @@ class Vendors:
         if config.error_rate and result.ok and self.rng.random() < config.error_rate:
             result = Answer(503, INJECTED, result.kind, ok=False)
         stats.statuses[result.status] += 1
+        if result.ok and result.kind == system and system in DESTINATION_NAMES:
+            try:
+                stats.accepted.update(accepted_order_ids(system, request.body))
+            except (ValueError, LookupError, TypeError, AttributeError):
+                stats.unreadable += 1
         return config.overrides.get(system, config.latency), result
+
+
+def _kind(system: str, request: Request) -> str:
+    if system == "richrelevance" and request.path == richrelevance_fake.TOKEN_PATH:
+        return "richrelevance_token"
+    return system
 
 
 def _encode(result: Answer) -> bytes:

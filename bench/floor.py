@@ -15,6 +15,7 @@ from bench.fakes import FakeVendors
 from bench.orders import OrderSet
 from bench.result import RunResult
 from bench.vendors import DESTINATION_NAMES
+from bench.verify import floor_checks
 from order_processor.destinations.richrelevance import OAUTH2_PATH
 from order_processor.outbound.http import Timeouts, new_client
 from tests.fakes import esputnik as esputnik_fake
@@ -28,7 +29,7 @@ def _targets(urls: dict[str, str], token: str) -> dict[str, tuple[str, dict[str,
     return {
         "profile_store": (
             urls["profile_store"] + "/api/v1.0/Track",
-            {"Ocp-Apim-Subscription-Key": profile_store_fake.API_KEY, **json_type},
+            {"Authorization": f"epi-single {profile_store_fake.API_KEY}", **json_type},
         ),
         "product_recs": (
             urls["product_recs"] + product_recs_fake.PATH,
@@ -97,4 +98,5 @@ async def drive_floor(
     finally:
         await asyncio.gather(*(c.aclose() for c in clients.values()))
     result.vendor = fakes.stats()
+    result.checks += floor_checks(result)
     return result

@@ -4,6 +4,7 @@ RSS now and at its peak (the kernel's high-water mark, reset per run where Linux
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import time
 from collections.abc import Sequence
@@ -67,6 +68,9 @@ class Meter:
     rss_end: float = 0.0
     peak_is_per_run: bool = False
     marks: dict[str, float] = field(default_factory=dict)
+    #: the machine's 1-minute load average when the run started and ended (other processes'
+    #: load shows here: figures from a run at a load above the CPU count are noisy)
+    load: tuple[float, float] = (0.0, 0.0)
     _wall0: float = 0.0
     _cpu0: float = 0.0
 
@@ -74,6 +78,7 @@ class Meter:
         gc.collect()
         self.peak_is_per_run = reset_peak_rss()
         self.rss_start = rss_mib()
+        self.load = (_load(), 0.0)
         self._wall0 = time.perf_counter()
         self._cpu0 = time.process_time()
         return self
@@ -87,3 +92,11 @@ class Meter:
         self.wall = time.perf_counter() - self._wall0
         self.rss_end = rss_mib()
         self.rss_peak = max(peak_rss_mib(), self.rss_end)
+        self.load = (self.load[0], _load())
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0

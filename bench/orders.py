@@ -43,6 +43,8 @@ class Plan:
     card: str | None
     #: destinations that receive a request for this order (routed, and not skipped)
     sends: tuple[str, ...]
+    #: destinations the event is routed to: one delivery message each (a lane may still skip)
+    routes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class Order:
     index: int
     body: bytes
     plan: Plan
+    order_id: str = ""
 
 
 def _money(value: Decimal) -> str:
@@ -131,9 +134,12 @@ def _sends(event_type: EventType, identity: str, known: bool) -> tuple[str, ...]
     has_email = identity == "email" or (identity == "card" and known)
     has_phone = identity == "phone" or (identity == "card" and known)
     has_id = identity != "card" or known
+    # Product Recommendations skips orders without a known customer (the loyalty provider's, or
+    # the ERP's own email): PRODUCT_RECS_SEND_ANONYMOUS is off by default.
+    known_customer = identity == "email" or (identity == "card" and known)
     sends = {
         "profile_store": has_email,
-        "product_recs": True,
+        "product_recs": known_customer,
         "richrelevance": has_id,
         "esputnik": has_email or has_phone,
     }
@@ -172,4 +178,6 @@ class OrderSet:
             lookup = card if has_card else None
             known = not card.endswith(UNKNOWN_CARD_DIGIT)
             sends = _sends(template.event_type, template.identity, known)
-            yield Order(index, body, Plan(template.event_type, lookup, sends))
+            routes = tuple(name for name in ROUTES if template.event_type in ROUTES[name])
+            plan = Plan(template.event_type, lookup, sends, routes)
+            yield Order(index, body, plan, order_id)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.costs import per_million_orders
+from bench.lanes import LanesResult, isolation
 from bench.result import RunResult
 from bench.vendors import DESTINATION_NAMES, SYSTEMS
 
@@ -73,8 +75,14 @@ class Report:
                 "rss_growth_mib",
                 "batch_cpu_vs_core",
                 "batch_throughput_vs_core",
+                "isolation_slow",
+                "isolation_down",
             )
         )
+        lanes = self.lanes_summary()
+        if lanes is not None:
+            out["isolation_slow"] = lanes["isolation_slow"]["median"]
+            out["isolation_down"] = lanes["isolation_down"]["median"]
         if core is None:
             return out
         if core.critical_path:
@@ -123,6 +131,123 @@ class Report:
             out["batch_cpu_vs_core"] = batch.cpu_per_message / core.cpu_per_message
             out["batch_throughput_vs_core"] = batch.throughput / core.throughput
         return out
+
+    # --- the lanes mode -------------------------------------------------------------------------
+
+    def lanes_rounds(self) -> dict[str, list[LanesResult]]:
+        """The saturating lanes runs by scenario (reference, slow, down), in round order."""
+        rounds: dict[str, list[LanesResult]] = {}
+        for run in self.runs.values():
+            if isinstance(run, LanesResult) and not run.skipped and run.rate is None:
+                if run.scenario.batch:
+                    continue
+                rounds.setdefault(run.scenario.label, []).append(run)
+        return rounds
+
+    def lanes_paced(self) -> list[LanesResult]:
+        return [
+            run
+            for run in self.runs.values()
+            if isinstance(run, LanesResult) and not run.skipped and run.rate is not None
+        ]
+
+    def lanes_summary(self) -> dict[str, Any] | None:
+        """Issue 12's figures: isolation ratios (median of rounds), drain, loyalty lookups,
+        Service Bus and ledger operations per order, their cost, end-to-end latency per lane."""
+        rounds = self.lanes_rounds()
+        references = rounds.get("reference", [])
+        if not references:
+            return None
+        out: dict[str, Any] = {}
+        for label in ("slow", "down"):
+            found: list[dict[str, Any]] = []
+            for index, impaired in enumerate(rounds.get(label, [])):
+                around = references[index : index + 2]
+                value, lane = isolation(around, impaired)
+                per_cpu, cpu_lane = isolation(around, impaired, per_cpu=True)
+                if value is not None:
+                    found.append(
+                        {
+                            "value": round(value, 4),
+                            "lowest_lane": lane,
+                            "per_cpu": None if per_cpu is None else round(per_cpu, 4),
+                            "per_cpu_lowest_lane": cpu_lane,
+                            "references": [r.name for r in around],
+                        }
+                    )
+            out[f"isolation_{label}"] = {
+                "median": _median([f["value"] for f in found]),
+                "per_cpu_median": _median([f["per_cpu"] for f in found if f["per_cpu"]]),
+                "rounds": found,
+            }
+        out["drain"] = self._drain(rounds.get("down", []))
+        reference = references[0]
+        out["loyalty"] = reference.loyalty()
+        per_order: dict[str, Any] = {}
+        for label, runs in rounds.items():
+            run = runs[0]
+            ledger = run.ledger_counts
+            per_order[label] = {
+                "service_bus": run.summary()["lanes"]["service_bus"]["per_order"],
+                "ledger": {
+                    "claims": round(run.per_order(ledger.get("claims", 0)), 3),
+                    "records": round(run.per_order(ledger.get("records", 0)), 3),
+                    "table_requests": round(run.per_order(ledger.get("table_requests", 0)), 3),
+                },
+            }
+        out["per_order"] = per_order
+        out["cost_per_million_orders"] = {
+            label: per_million_orders(
+                figures["service_bus"]["total"], figures["ledger"]["table_requests"]
+            )
+            for label, figures in per_order.items()
+        }
+        runs = [*(r for rs in rounds.values() for r in rs), *self.lanes_paced()]
+        out["lanes"] = {
+            run.name: {
+                name: {
+                    "throughput_per_s": round(lane.throughput, 1),
+                    "end_to_end_p50_ms": round(_pct(run.end_to_end_ms.get(name), 50), 1),
+                    "end_to_end_p99_ms": round(_pct(run.end_to_end_ms.get(name), 99), 1),
+                }
+                for name, lane in run.lanes.items()
+            }
+            for run in runs
+        }
+        return out
+
+    def _drain(self, downs: list[LanesResult]) -> dict[str, Any] | None:
+        found = []
+        for run in downs:
+            for name in run.scenario.down:
+                drain = run.lanes[name].drain() if name in run.lanes else None
+                if drain is not None:
+                    outage = drain["impaired_s"]
+                    found.append(
+                        {
+                            "run": run.name,
+                            "lane": name,
+                            **drain,
+                            "outage_in_schedule_minutes": round(outage * run.compression / 60, 1),
+                        }
+                    )
+        if not found:
+            return None
+        rates = sorted(d["drain_rate_per_s"] or 0.0 for d in found)
+        return {"median_rate_per_s": rates[len(rates) // 2], "rounds": found}
+
+    def failed_checks(self) -> dict[str, list[str]]:
+        """Run name -> the checks that did not hold (the bench fails loudly on any)."""
+        failed: dict[str, list[str]] = {}
+        for name, run in self.runs.items():
+            if run.skipped:
+                continue
+            bad = [f"{c.name}: {c.detail}" for c in run.checks if not c.ok]
+            if not run.checks:
+                bad = ["no checks were made"]
+            if bad:
+                failed[name] = bad
+        return failed
 
     def targets(self) -> list[Target]:
         r = self.ratios()
@@ -195,6 +320,63 @@ class Report:
                 "< 20",
                 lambda v: v < 20,
             ),
+            *self._lanes_targets(),
+            Target(
+                "rows that did not do the work they claim",
+                float(len(self.failed_checks())),
+                "0 (every row checks its work)",
+                not self.failed_checks(),
+            ),
+        ]
+
+    def _lanes_targets(self) -> list[Target]:
+        lanes = self.lanes_summary()
+        if lanes is None:
+            return []
+        rounds = self.lanes_rounds()
+        slow, down = lanes["isolation_slow"]["median"], lanes["isolation_down"]["median"]
+        downs = rounds.get("down", [])
+        dead = sum(lane.dead_lettered for run in downs for lane in run.lanes.values())
+        drained = [run for run in downs if run.work_done]
+        loyalty = lanes["loyalty"]
+        per_miss, per_hit = loyalty["requests_per_miss"], loyalty["requests_per_hit"]
+        return [
+            Target(
+                "lanes: one vendor at 2 s, lowest other lane's throughput vs reference",
+                slow,
+                ">= 0.90 (median of rounds)",
+                None if slow is None else slow >= 0.9,
+            ),
+            Target(
+                "lanes: one vendor down, lowest other lane's throughput vs reference",
+                down,
+                ">= 0.90 (median of rounds)",
+                None if down is None else down >= 0.9,
+            ),
+            Target(
+                "lanes: messages dead-lettered in the down runs (any lane)",
+                float(dead) if downs else None,
+                "0",
+                None if not downs else dead == 0,
+            ),
+            Target(
+                "lanes: down runs whose vendor's lane drained, every order delivered once",
+                float(len(drained)) if downs else None,
+                f"all {len(downs)} (ledger and vendors' accepted ids checked)",
+                None if not downs else len(drained) == len(downs),
+            ),
+            Target(
+                "lanes: loyalty requests per cache miss",
+                per_miss,
+                "<= 1 (the accept stage looks up once)",
+                None if per_miss is None else per_miss <= 1,
+            ),
+            Target(
+                "lanes: loyalty requests per cache hit",
+                per_hit,
+                "0",
+                None if per_hit is None else per_hit == 0,
+            ),
         ]
 
     # --- output ---------------------------------------------------------------------------------
@@ -212,6 +394,8 @@ class Report:
             "runs": {name: run.summary() for name, run in self.runs.items()},
             "ratios": {k: (None if v is None else round(v, 4)) for k, v in self.ratios().items()},
             "targets": [asdict(t) for t in self.targets()],
+            "lanes": self.lanes_summary(),
+            "failed_checks": self.failed_checks(),
         }
 
     def write(self, path: Path | None = None) -> Path:
@@ -224,8 +408,48 @@ class Report:
 
     def render(self, console: Console) -> None:
         console.print(self.runs_table())
+        if self.lanes_summary() is not None:
+            console.print(self.lanes_table())
         console.print(self.ratios_table())
         console.print(self.targets_table())
+        for name, failures in self.failed_checks().items():
+            for failure in failures:
+                console.print(f"[bold red]WORK CHECK FAILED[/] {name}: {failure}")
+
+    def lanes_table(self) -> Table:
+        table = Table(
+            title="lanes (per lane: delivered/s while work was available)", title_justify="left"
+        )
+        for column in ("run", "lane", "conc", "routed", "delivered", "per s", "vs ref",
+                       "e2e p50 ms", "e2e p99 ms", "retries", "dead", "drain"):  # fmt: skip
+            table.add_column(column, justify="left" if column in ("run", "lane") else "right")
+        references = self.lanes_rounds().get("reference", [])
+        paced = next((r for r in self.lanes_paced() if r.scenario.label == "reference"), None)
+        for run in self._lanes_ordered():
+            around = [paced] if run.rate is not None and paced else _around(run, references)
+            for name, lane in run.lanes.items():
+                figures = [r.lanes[name].throughput for r in around if name in r.lanes]
+                base = sum(figures) / len(figures) if figures else 0.0
+                ratio = lane.throughput / base if base else None
+                drain = lane.drain()
+                table.add_row(
+                    run.name,
+                    name,
+                    lane.concurrency,
+                    str(lane.routed),
+                    str(lane.delivered),
+                    f"{lane.throughput:.0f}",
+                    "-" if ratio is None else f"{ratio:.2f}",
+                    f"{_pct(run.end_to_end_ms.get(name), 50):.0f}",
+                    f"{_pct(run.end_to_end_ms.get(name), 99):.0f}",
+                    str(lane.retries_scheduled),
+                    str(lane.dead_lettered),
+                    "-" if drain is None else _drain_text(drain),
+                )
+        return table
+
+    def _lanes_ordered(self) -> list[LanesResult]:
+        return [r for r in self.runs.values() if isinstance(r, LanesResult) and not r.skipped]
 
     def runs_table(self) -> Table:
         table = Table(title="runs", title_justify="left")
@@ -277,3 +501,33 @@ class Report:
             value = "-" if t.value is None else f"{t.value:.3f}"
             table.add_row(t.name, value, t.goal, met)
         return table
+
+
+def _median(values: list[float]) -> float | None:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else None
+
+
+def _pct(values: Any, q: float) -> float:
+    from bench.measure import percentile
+
+    return percentile(values or (), q)
+
+
+def _around(run: LanesResult, references: list[LanesResult]) -> list[LanesResult]:
+    """The references of the run's round (`#n`) and of the next one (a reference run: itself)."""
+    if run.scenario.batch or run.rate is not None:
+        return []
+    if run.scenario.label == "reference":
+        return [run]
+    number = run.name.rpartition("#")[2]
+    if not number.isdigit():
+        return []
+    return references[int(number) - 1 : int(number) + 1]
+
+
+def _drain_text(drain: dict[str, Any]) -> str:
+    rate = drain["drain_rate_per_s"]
+    return f"{drain['backlog_at_recovery']} owed, {drain['drain_s']:.1f} s" + (
+        f", {rate:.0f}/s" if rate else ""
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,25 @@ from bench.measure import Meter, percentile
 from bench.orders import Order
 from bench.vendors import DESTINATION_NAMES
 from order_processor.model import DeliveryStatus, Outcome
+from order_processor.observe import label
+
+#: the worst wins when an order's messages are summed up in one word (observe.label's words: a
+#: message completed because a retry copy was scheduled is not an order done)
+_SEVERITY = {"complete": 0, "retry-scheduled": 1, "abandon": 2, "dead-letter": 3}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing a run claims to have done, verified after it (the report fails loudly when a
+    check does not hold)."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def worst(outcomes: Sequence[Outcome]) -> str:
+    return max((label(o) for o in outcomes), key=_SEVERITY.__getitem__)
 
 
 @dataclass
@@ -37,16 +57,38 @@ class RunResult:
     critical_path: float = 0.0
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: orders whose delivered destinations were not exactly the plan's (and a few examples)
+    order_mismatches: int = 0
+    mismatch_examples: list[str] = field(default_factory=list)
+    #: the work-done checks, filled in after the run (bench.verify)
+    checks: list[Check] = field(default_factory=list)
 
-    def count(self, order: Order, outcome: Outcome, latency: float) -> None:
-        """One message processed by the core: its latency, settlement and new deliveries."""
+    def count(self, order: Order, outcomes: Sequence[Outcome], latency: float) -> None:
+        """One order processed (its accept outcome and its lanes'): latency, worst settlement,
+        new deliveries, and whether they are exactly the ones its plan calls for."""
         self.latencies.append(latency)
-        self.outcomes[outcome.settlement.value] += 1
-        self.delivered += sum(
-            1 for r in outcome.results if r.status is DeliveryStatus.DELIVERED and not r.previously
+        self.outcomes[worst(outcomes)] += 1
+        delivered = sorted(
+            r.destination
+            for outcome in outcomes
+            for r in outcome.results
+            if r.status is DeliveryStatus.DELIVERED and not r.previously
         )
+        self.delivered += len(delivered)
         self.planned_sends += len(order.plan.sends)
         self.lookups_needed += order.plan.card is not None
+        if delivered != sorted(order.plan.sends):
+            self.mismatch(f"{order.order_id}: delivered {delivered}, planned {order.plan.sends}")
+
+    def mismatch(self, example: str) -> None:
+        self.order_mismatches += 1
+        if len(self.mismatch_examples) < 5:
+            self.mismatch_examples.append(example)
+
+    @property
+    def work_done(self) -> bool:
+        """Every check held (a run without checks has not shown its work)."""
+        return bool(self.checks) and all(check.ok for check in self.checks)
 
     @property
     def throughput(self) -> float:
@@ -80,6 +122,7 @@ class RunResult:
             "cpu_ms_per_msg": round(self.cpu_per_message * 1000, 3),
             # share of one core the driver got: ~1.0 means CPU-bound on its single event loop
             "cpu_utilisation": round(m.cpu / m.wall, 3) if m.wall else None,
+            "load_average": [round(v, 2) for v in m.load],
             "rss_mib": {
                 "start": round(m.rss_start, 1),
                 "peak": round(m.rss_peak, 1),
@@ -103,6 +146,11 @@ class RunResult:
                 else None
             ),
             "notes": self.notes,
+            "work_done": self.work_done,
+            "checks": [
+                {"name": c.name, "ok": c.ok, **({"detail": c.detail} if c.detail else {})}
+                for c in self.checks
+            ],
         }
         if self.deliveries:
             out["delivery_p99_ms"] = {

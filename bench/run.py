@@ -1,8 +1,10 @@
 """One bench run: start the fake vendors, run every mode against them, return a Report.
 
-Modes, in order: floor, core (the project), batch (the core's batch path), seed-style baseline,
-the 2 s-destination pair (reference and slow), optionally a concurrency sweep, the core on the
-stock httpx transport, and a long soak for memory. `python -m bench` is the command line.
+Modes, in order: floor, core (the stages inline), a long soak for memory, batch (the lanes as the
+host drives them with ORDERS_BATCH_ENABLED), seed-style baseline, the 2 s-destination pair
+(inline), the lanes mode (reference, one vendor slow, one vendor down: bench/lanes.py), optionally
+a concurrency sweep, the core on the stock httpx transport, and experiments. Every row checks that
+it did the work it claims (bench/verify.py). `python -m bench` is the command line.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.batch import drive_batch
 from bench.config import BenchConfig, production_logging, stock_transport
 from bench.core_run import drive_core
 from bench.experiments import ExperimentUnavailable, applied
 from bench.fakes import FakeVendors
 from bench.floor import drive_floor
+from bench.lanes import LanesResult, Scenario, drive_lanes
 from bench.orders import OrderSet
 from bench.report import Report
 from bench.result import RunResult
@@ -29,7 +31,20 @@ from bench.vendors import DESTINATION_NAMES
 from bench.wiring import SkipRun, make_ledger
 
 T = TypeVar("T")
-LEDGER_MAX_ROWS = 20_000
+#: rows a bounded memory ledger keeps per generation (two generations at most)
+LEDGER_MAX_ROWS = 10_000
+MODES = (
+    "floor",
+    "core",
+    "batch",
+    "seed",
+    "slow",
+    "lanes",
+    "sweep",
+    "stock",
+    "experiments",
+    "soak",
+)
 
 
 def _critical_path(
@@ -56,8 +71,8 @@ class Bench:
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
 
-    def _ledger(self) -> Any:
-        return make_ledger(self.config.ledger, max_rows=LEDGER_MAX_ROWS)
+    def _wants(self, mode: str) -> bool:
+        return mode in self.config.modes
 
     def _core(
         self,
@@ -72,7 +87,7 @@ class Bench:
         config = self.config
         self.fakes.configure(config.fake_config(**latency))
         try:
-            ledger = self._ledger()
+            ledger = make_ledger(config.ledger, max_rows=LEDGER_MAX_ROWS)
         except SkipRun as exc:
             return RunResult(name, skipped=str(exc))
         result = self._run(
@@ -101,55 +116,116 @@ class Bench:
         result.notes.append(f"profiled (cProfile inflates CPU): {self.config.profile}")
         return result
 
+    def _lanes(
+        self, name: str, orders: OrderSet, scenario: Scenario, rate: float | None = None
+    ) -> RunResult:
+        c = self.config
+        try:
+            ledger = make_ledger(c.ledger, max_rows=None)
+        except SkipRun as exc:
+            return RunResult(name, skipped=str(exc))
+        return self._run(
+            drive_lanes(
+                name,
+                self.fakes,
+                orders,
+                base=c.fake_config(),
+                scenario=scenario,
+                setup=c.lanes_setup,
+                ledger=ledger,
+                rate=rate,
+            )
+        )
+
     def run(self) -> Report:
         c = self.config
         orders = OrderSet(c.orders, cards=c.distinct_cards, tag="C")
         add = self.report.add
-        self.fakes.configure(replace(c.fake_config(), validate_every=0))
-        add(self._run(drive_floor("floor", self.fakes, orders, concurrency=c.concurrency)))
-        stock_floor = self._orders(min(c.orders, c.stock_orders or 500), "F")
-        with stock_transport():
-            add(
-                self._run(
-                    drive_floor(
-                        "floor (stock httpx)", self.fakes, stock_floor, concurrency=c.concurrency
+        if self._wants("floor"):
+            self.fakes.configure(replace(c.fake_config(), validate_every=0))
+            add(self._run(drive_floor("floor", self.fakes, orders, concurrency=c.concurrency)))
+            stock_floor = self._orders(min(c.orders, c.stock_orders or 500), "F")
+            with stock_transport():
+                add(
+                    self._run(
+                        drive_floor(
+                            "floor (stock httpx)",
+                            self.fakes,
+                            stock_floor,
+                            concurrency=c.concurrency,
+                        )
                     )
                 )
-            )
-        add(self._profiled_core(orders))
-        self.fakes.configure(c.fake_config())
-        try:
-            batch_ledger = self._ledger()
-            add(
-                self._run(
-                    drive_batch(
-                        "batch",
-                        self.fakes,
-                        orders,
-                        batch_size=c.batch_size,
-                        batches=c.batches,
-                        ledger=batch_ledger,
-                    )
-                )
-            )
-        except SkipRun as exc:
-            add(RunResult("batch", skipped=str(exc)))
-        seed_orders = OrderSet(min(c.seed_orders, c.orders), cards=c.distinct_cards, tag="S")
-        add(drive_seed("seed-style", self.fakes, seed_orders, concurrency=c.concurrency))
-        self._slow_pair()
-        for concurrency in c.sweep:
-            count = min(c.orders, 5_000, 250 * concurrency)
-            sweep = OrderSet(count, cards=c.distinct_cards, tag=f"W{concurrency}")
-            add(self._core(f"core c={concurrency}", sweep, concurrency=concurrency))
-        if c.stock_orders:
+        if self._wants("core"):
+            add(self._profiled_core(orders))
+        if self._wants("soak") and c.soak:
+            # Right after the core, while the process is lean: a process that ran the lanes and
+            # the seed-style threads first has hundreds of MiB of freed arenas to reuse, and
+            # would show no growth whatever the soak leaked.
+            soak = OrderSet(c.soak, cards=min(c.distinct_cards, 10_000), tag="K")
+            add(self._core("soak", soak))
+        if self._wants("batch"):
+            add(self._lanes("batch", orders, Scenario("batch", batch=True)))
+        if self._wants("seed"):
+            self.fakes.configure(c.fake_config())
+            seed_orders = OrderSet(min(c.seed_orders, c.orders), cards=c.distinct_cards, tag="S")
+            add(drive_seed("seed-style", self.fakes, seed_orders, concurrency=c.concurrency))
+        if self._wants("slow"):
+            self._slow_pair()
+        if self._wants("lanes") and c.lanes_orders:
+            self._lanes_modes()
+        if self._wants("sweep"):
+            for concurrency in c.sweep:
+                count = min(c.orders, 5_000, 250 * concurrency)
+                sweep = OrderSet(count, cards=c.distinct_cards, tag=f"W{concurrency}")
+                add(self._core(f"core c={concurrency}", sweep, concurrency=concurrency))
+        if self._wants("stock") and c.stock_orders:
             stock = OrderSet(c.stock_orders, cards=c.distinct_cards, tag="H")
             with stock_transport():
                 add(self._core("core (stock httpx transport)", stock))
-        self._experiments()
-        if c.soak:
-            soak = OrderSet(c.soak, cards=min(c.distinct_cards, 10_000), tag="K")
-            add(self._core("soak", soak))
+        if self._wants("experiments"):
+            self._experiments()
         return self.report
+
+    def _lanes_modes(self) -> None:
+        """Reference, one vendor slow, one vendor down: the same orders, the same concurrency,
+        saturating, in interleaved rounds (the machine's noise drifts: each impaired run is
+        compared with its own round's reference); then once more paced below capacity (latency)."""
+        c = self.config
+        orders = OrderSet(c.lanes_orders, cards=max(1, c.lanes_orders // 2), tag="N")
+        scenarios = {
+            "reference": Scenario("reference"),
+            f"slow ({c.slow_destination} {c.slow_ms:g} ms)": Scenario(
+                "slow", slow={c.slow_destination: c.slow_ms / 1000}
+            ),
+            f"down ({c.down_destination} 503)": Scenario("down", down=(c.down_destination,)),
+        }
+        add = self.report.add
+        references: list[RunResult] = []
+        for round_ in range(1, c.lanes_rounds + 1):
+            for label, scenario in scenarios.items():
+                result = self._lanes(f"lanes {label} #{round_}", orders, scenario)
+                result.notes.append(f"round {round_} of {c.lanes_rounds}")
+                add(result)
+                if scenario.label == "reference":
+                    references.append(result)
+        # a last reference: each impaired run is compared with the references before and after it
+        closing = c.lanes_rounds + 1
+        result = self._lanes(f"lanes reference #{closing}", orders, scenarios["reference"])
+        result.notes.append("closing reference")
+        add(result)
+        references.append(result)
+        measured = sorted(
+            r.messages / r.measured_s
+            for r in references
+            if isinstance(r, LanesResult) and r.measured_s
+        )
+        if not c.lanes_paced_share or not measured:
+            return
+        rate = c.lanes_paced_share * measured[len(measured) // 2]
+        for label, scenario in scenarios.items():
+            name = f"lanes {label} @{c.lanes_paced_share:.0%}"
+            add(self._lanes(name, orders, scenario, rate))
 
     def _experiments(self) -> None:
         """Each experiment and a reference without any, interleaved over several rounds (the
@@ -205,8 +281,14 @@ def _experiment_label(names: tuple[str, ...]) -> str:
 
 
 def run_bench(config: BenchConfig) -> Report:
-    if config.slow_destination not in DESTINATION_NAMES:
-        raise ValueError(f"slow destination must be one of {', '.join(DESTINATION_NAMES)}")
+    for destination in (config.slow_destination, config.down_destination):
+        if destination not in DESTINATION_NAMES:
+            raise ValueError(
+                f"slow and down destinations must be among {', '.join(DESTINATION_NAMES)}"
+            )
+    unknown = [mode for mode in config.modes if mode not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {unknown}; known: {', '.join(MODES)}")
     with production_logging(config.log_level), FakeVendors(config.fake_config()) as fakes:
         return Bench(config, fakes).run()
 
@@ -220,4 +302,4 @@ def top_functions(path: Path, count: int = 25) -> str:
     return stream.getvalue()
 
 
-__all__ = ["BenchConfig", "Report", "run_bench", "top_functions"]
+__all__ = ["MODES", "BenchConfig", "Report", "run_bench", "top_functions"]

@@ -18,6 +18,7 @@ import httpx
 from bench.fakes import FakeVendors
 from bench.orders import Order, OrderSet
 from bench.result import RunResult
+from bench.verify import all_complete, contract_fakes_agreed, vendors_accepted_the_plan
 from bench.wiring import bench_settings
 from loyalty_client.client import customer_from_document
 from loyalty_client.customer import Customer
@@ -129,4 +130,9 @@ def drive_seed(name: str, fakes: FakeVendors, orders: OrderSet, *, concurrency: 
             result.lookups_needed += order.plan.card is not None
     seed.close()
     result.vendor = fakes.stats()
+    result.checks += [
+        all_complete(result),
+        vendors_accepted_the_plan(result, orders),
+        contract_fakes_agreed(result),
+    ]
     return result

@@ -8,9 +8,10 @@ the contract tests. Everything here runs in the fake-server process, never in th
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,8 +114,8 @@ class VendorState:
 
 def _authorised(system: str, request: Request, state: VendorState) -> bool:
     h = request.headers
-    if system == "profile_store":
-        return h.get("ocp-apim-subscription-key") == profile_store_fake.API_KEY
+    if system == "profile_store":  # epi-single: the app's default style (current docs)
+        return h.get("authorization") == f"epi-single {profile_store_fake.API_KEY}"
     if system == "product_recs":
         return (
             h.get("site") == product_recs_fake.SITE
@@ -193,3 +194,34 @@ def answer(system: str, request: Request, state: VendorState, *, validate: bool)
     if validate:
         return _validated(system, request, state)
     return _success(system, request)
+
+
+# --- which orders a vendor accepted ---------------------------------------------------------------
+
+
+def accepted_order_ids(system: str, body: bytes) -> list[str]:
+    """The ERP order ids a destination request carries (one, or several in a bulk request), read
+    where each vendor's documented body puts them."""
+    document = json.loads(body)
+    items = document if isinstance(document, list) else [document]
+    if system == "profile_store":  # Track: one event; TrackBulk: an array; the order in payload
+        return [str(item["payload"]["orderId"]) for item in items]
+    if system == "product_recs":
+        return [str(item["order"]["refCode"]) for item in items]
+    if system == "richrelevance":  # PUT one order, POST an array
+        return [str(item["externalOrderId"]) for item in items]
+    if system == "esputnik":
+        if isinstance(document, dict) and "orders" in document:  # orders mode, up to 1,000
+            return [str(order["externalOrderId"]) for order in document["orders"]]
+        params = {p["name"]: p["value"] for p in document.get("params", [])}  # events mode
+        return [str(params["externalOrderId"])]
+    return []
+
+
+def digest(ids: Iterable[str]) -> str:
+    """An order-independent fingerprint of a set of ids (sum of 64-bit hashes): the fakes and the
+    driver compare sets of tens of thousands of ids without shipping them over the pipe."""
+    total = 0
+    for order_id in ids:
+        total += int.from_bytes(hashlib.blake2b(order_id.encode(), digest_size=8).digest(), "big")
+    return f"{total % 2**64:016x}"

@@ -1,21 +1,25 @@
-"""The real core wired to the fake vendors: settings, ledger choice, instrumentation."""
+"""The real pipeline wired to the fake vendors: settings, ledger choice, outboxes, observers and
+instrumentation. Every mode builds its stages with `build_pipeline` (`Pipeline.from_settings`)."""
 
 from __future__ import annotations
 
-import inspect
 import socket
 import time
 from array import array
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 import httpx
-from order_processor.processor import Processor
 
+from bench.ledgers import BenchLedger
 from order_processor.destinations import Destination, Sent
+from order_processor.observe import Delivered, Observer, Observers
+from order_processor.outbox import Outbox, Outgoing
+from order_processor.pipeline import Pipeline
 from order_processor.settings import AppSettings, load_settings
+from order_processor.telemetry import Telemetry
 from tests.fakes import esputnik as esputnik_fake
 from tests.fakes import loyalty as loyalty_fake
 from tests.fakes import product_recs as product_recs_fake
@@ -38,7 +42,9 @@ class SkipRun(Exception):
     """This run cannot happen here (say why); the report records it as skipped."""
 
 
-def overrides(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
+def overrides(
+    urls: dict[str, str], core: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """Every destination and the loyalty provider at its fake, with the fakes' credentials."""
     return {
         "loyalty": {"api_base_url": urls["loyalty"], "api_key": loyalty_fake.API_KEY},
@@ -61,31 +67,23 @@ def overrides(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
         "esputnik": {"base_url": urls["esputnik"], "api_key": esputnik_fake.API_KEY},
         # The ledger is passed in explicitly; the block only has to validate.
         "ledger": {"enabled": False},
-        # The fakes speak plain http on loopback (an unknown field is ignored by older cores).
-        "core": {"allow_insecure_http": True},
+        # The fakes speak plain http on loopback.
+        "core": {"allow_insecure_http": True, **(core or {})},
     }
 
 
-def bench_settings(urls: dict[str, str]) -> AppSettings:
-    return load_settings(overrides=overrides(urls))
+def bench_settings(urls: dict[str, str], core: Mapping[str, Any] | None = None) -> AppSettings:
+    return load_settings(overrides=overrides(urls, core))
 
 
-def ledger_supported() -> bool:
-    return "ledger" in inspect.signature(Processor.from_settings).parameters
-
-
-def make_ledger(kind: str, *, max_rows: int) -> Any:
-    """A ledger instance for `kind`, or None to run without one (no ledger module yet)."""
+def make_ledger(kind: str, *, max_rows: int | None) -> BenchLedger:
+    """A counting ledger for `kind` (memory: bounded to about `max_rows` rows when given)."""
     if kind not in LEDGER_KINDS:
         raise ValueError(f"ledger must be one of {', '.join(LEDGER_KINDS)}")
-    if not ledger_supported():
-        if kind == "azurite":
-            raise SkipRun("order_processor.ledger does not exist yet: no Azurite ledger to test")
-        return None
     from bench import ledgers
 
     if kind == "memory":
-        return ledgers.bounded_memory_ledger(max_rows)
+        return ledgers.memory_ledger(max_rows)
     if kind == "none":
         return ledgers.no_ledger()
     if not _reachable(*AZURITE_TABLES):
@@ -101,10 +99,53 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def build_processor(settings: AppSettings, ledger: Any) -> Processor:
-    if ledger_supported():
-        return Processor.from_settings(settings, ledger=ledger)
-    return Processor.from_settings(settings)
+def build_pipeline(
+    settings: AppSettings,
+    *,
+    ledger: BenchLedger,
+    outbox: Outbox,
+    observers: Sequence[Observer] = (),
+) -> Pipeline:
+    """The project's stages, as the function app builds them, with production's observers (logs,
+    metrics, spans) plus the bench's own."""
+    telemetry = Telemetry.create()
+    standard = Observers.standard(telemetry)
+    observer = Observers([*standard.observers, *observers]) if observers else standard
+    return Pipeline.from_settings(
+        settings,
+        ledger=ledger.as_ledger(),
+        outbox=outbox,
+        telemetry=telemetry,
+        observer=observer,
+    )
+
+
+class CollectingOutbox:
+    """An Outbox for the inline run: what a stage publishes goes to the list of the order being
+    processed (a context variable, so concurrent orders never see each other's messages)."""
+
+    current: ContextVar[list[Outgoing] | None] = ContextVar("bench_outbox", default=None)
+
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        collected = self.current.get()
+        if collected is None:
+            raise RuntimeError("published outside an order (CollectingOutbox.current unset)")
+        collected.extend(messages)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class LatencyObserver(Observer):
+    """End-to-end latency per lane: the order reaching the orders topic to the vendor accepting
+    it (the stages compute it; `Delivered.end_to_end_ms`)."""
+
+    def __init__(self) -> None:
+        self.end_to_end_ms: dict[str, array[float]] = defaultdict(lambda: array("d"))
+
+    def delivered(self, delivered: Delivered) -> None:
+        if delivered.end_to_end_ms is not None:
+            self.end_to_end_ms[delivered.lane].append(delivered.end_to_end_ms)
 
 
 Send = Callable[[httpx.Request], Awaitable[Sent]]
