@@ -150,7 +150,7 @@ async def test_events_mode_every_event_type_for_an_existing_contact(
     assert rules.ignored == []
     assert rules.accepted_events == [body]
     params = {p["name"]: p["value"] for p in body["params"]}
-    assert params["date"] == "2026-11-20T14:25:00"  # seed 003's form, in UTC by default
+    assert params["date"] == "2026-11-20T14:25:00"  # the event guide's form[S], in UTC by default
     if event.order.lines:
         items = json.loads(params["items"])
         assert [i["url"] for i in items] == [

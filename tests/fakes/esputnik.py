@@ -1,12 +1,12 @@
-"""eSputnik as documented (seed 003; docs/destinations/esputnik.md lists the sources): HTTP Basic
+"""eSputnik as documented (guide [S]; docs/destinations/esputnik.md lists the sources): HTTP Basic
 with the API key as the password (any user name); `POST /api/v1/orders` with `{"orders": [...]}`
 (1 to 1,000; creates contacts); `POST /api/v1/event` with `{eventTypeKey, keyValue, params}` for an
 existing contact only.
 
 No public source says eSputnik refuses an order whose item costs do not add up to `totalCost`
-(seed 003's own example does not), so the fake accepts such orders, as the real API is taken to.
+(the event guide's own example does not[S]), so the fake accepts such orders, as the real API is taken to.
 
-Events mode (seed 003): `date` is `YYYY-MM-ddTHH:mm:ss`, and each item carries the fields the
+Events mode (the event guide [S]): `date` is `YYYY-MM-ddTHH:mm:ss`, and each item carries the fields the
 Yespo guides list as required (externalItemId, name, quantity, cost, url, imageUrl).
 
 Modelling choices where the documentation is silent: an event for a contact eSputnik does not know,
@@ -40,7 +40,7 @@ STATUS_FOR_KEY = {"orderDelivered": "DELIVERED", "orderCancelled": "CANCELLED"}
 REQUIRED_ORDER_FIELDS = ("externalOrderId", "totalCost", "status", "date")
 #: an events-mode item without one of these makes eSputnik ignore orderCreated/orderUpdated
 REQUIRED_EVENT_ITEM_FIELDS = ("externalItemId", "name", "quantity", "cost", "url", "imageUrl")
-#: seed 003's date form for v1/event
+#: the event guide's date form for v[S]1/event
 EVENT_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 #: fields the order reference (esputnik.com/api/ns1_order.html) types as string
 STRING_ORDER_FIELDS = (

@@ -1,4 +1,4 @@
-"""A loyalty provider with the DESIGN.md default contract: `GET /cards/{card}` -> customer JSON,
+"""A loyalty provider with the README's default contract: `GET /cards/{card}` -> customer JSON,
 404 for an unknown card, 401 for bad credentials; auth by header key, HTTP Basic or OAuth2."""
 
 from __future__ import annotations

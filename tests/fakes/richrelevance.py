@@ -1,4 +1,4 @@
-"""RichRelevance / Algonomy Omnichannel Order API as documented (seed 002).
+"""RichRelevance / Algonomy Omnichannel Order API as documented (its doc page).
 
 `POST /omnichannel/v1/oauth2/token` with grant_type=client_credentials, client_id, client_secret
 (form fields or query parameters) -> `{"token_type":"bearer","access_token":"..."}`; bad
@@ -98,7 +98,7 @@ class RichRelevanceRules:
     # --- orders -------------------------------------------------------------------------------
 
     def _problem(self, order: Any) -> str | None:
-        """The first documented rule `order` breaks (seed 002's field table), or None."""
+        """The first documented rule `order` breaks (the API page's field table), or None."""
         if not isinstance(order, dict):
             return "each order must be a JSON object"
         # `id` is typed integer while `regionId` beside it is typed long: a 32-bit integer,

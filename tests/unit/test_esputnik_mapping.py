@@ -216,7 +216,10 @@ def test_skips_when_no_contact_identifier(
         ({"total": "90.0001"}, {}),
         ({"total": "94.95", "shipping": "4.95"}, {}),  # shipping is part of the order total
         ({"total": "80.00", "discount": "10.00"}, {}),  # order discount not in the lines
-        ({"total": "258.0"}, {"unitPrice": "990"}),  # seed 003's own example does not add up
+        (
+            {"total": "258.0"},
+            {"unitPrice": "990"},
+        ),  # the event guide's own example does not add up[S]
         ({"total": "0"}, {}),
     ],
 )
@@ -317,7 +320,7 @@ def test_the_docs_show_the_generated_mapping_tables() -> None:
         ("+447700900123", "447700900123"),
         ("+44 (0) 7700-900 123", "4407700900123"),
         ("07700 900123", "07700900123"),  # national form stays national (see Open questions)
-        ("380501234567", "380501234567"),  # seed 003's form, unchanged
+        ("380501234567", "380501234567"),  # the event guide's form[S], unchanged
         ("12345", "12345"),
         ("1234", None),
         ("1234567890123456", None),  # 16 digits: longer than E.164 allows

@@ -18,7 +18,7 @@ from order_processor.mapping import Context, Field, MappingError, apply
 
 #: what v1/orders' `source` says for an in-store order ("anything else counts as online")
 ORDER_SOURCE = "offline"
-#: the item fields without which an events-mode orderCreated/orderUpdated is ignored: seed 003's
+#: the item fields without which an events-mode orderCreated/orderUpdated is ignored: guide [S]'s
 #: example has them all, Yespo's orders guide lists them as required item parameters, its events
 #: guide url and imageUrl (docs/destinations/esputnik.md, Item links)
 EVENT_ITEM_REQUIRED = ("externalItemId", "name", "quantity", "cost", "url", "imageUrl")
@@ -105,7 +105,7 @@ def text(value: Any, _: Context) -> str:
 
 
 def event_date(moment: datetime, context: Context) -> str:
-    """`YYYY-MM-ddTHH:mm:ss` in ESPUTNIK_EVENT_TIME_ZONE, no offset (seed 003's form)."""
+    """`YYYY-MM-ddTHH:mm:ss` in ESPUTNIK_EVENT_TIME_ZONE, no offset (the event guide's form[S])."""
     try:
         local = moment.astimezone(context.settings.event_zone)
     except OverflowError:
@@ -122,7 +122,7 @@ def json_text(value: Any, _: Context) -> str:
 
 # --- the mappings -----------------------------------------------------------------------------
 
-# Notes cite the sources listed in docs/destinations/esputnik.md: [S] seed 003 (v1/event), [O] the
+# Notes cite the sources listed in docs/destinations/esputnik.md: [S] guide [S] (v1/event), [O] the
 # order reference, [G] Yespo's orders guide, [W] [SH] [OC] the WooCommerce, Shopify and OpenCart
 # plugins.
 
