@@ -4,10 +4,11 @@ with the API key as the password (any user name); `POST /api/v1/orders` with `{"
 existing contact only.
 
 No public source says eSputnik refuses an order whose item costs do not add up to `totalCost`
-(the event guide's own example does not[S]), so the fake accepts such orders, as the real API is taken to.
+(the event guide's own example does not [S]), so the fake accepts such orders, as the real API
+is taken to.
 
-Events mode (the event guide [S]): `date` is `YYYY-MM-ddTHH:mm:ss`, and each item carries the fields the
-Yespo guides list as required (externalItemId, name, quantity, cost, url, imageUrl).
+Events mode (the event guide [S]): `date` is `YYYY-MM-ddTHH:mm:ss`, and each item carries the
+fields the Yespo guides list as required (externalItemId, name, quantity, cost, url, imageUrl).
 
 Modelling choices where the documentation is silent: an event for a contact eSputnik does not know,
 an orderCreated/orderUpdated event missing a required parameter (or with a `date` in another form,

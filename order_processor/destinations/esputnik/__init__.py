@@ -43,8 +43,8 @@ __all__ = [
 ]
 
 MAX_BULK_ORDERS = 1000
-#: v1/event types that only change the status of a stored order (the event guide [S]): their items are
-#: sent only when complete, and never the reason to skip the event
+#: v1/event types that only change the status of a stored order (the event guide [S]): their
+#: items are sent only when complete, and never the reason to skip the event
 STATUS_ONLY_EVENTS = frozenset({"orderDelivered", "orderCancelled"})
 #: how many incomplete lines a skip reason names
 _NAMED_PROBLEMS = 3

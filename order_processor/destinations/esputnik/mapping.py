@@ -18,7 +18,7 @@ from order_processor.mapping import Context, Field, MappingError, apply
 
 #: what v1/orders' `source` says for an in-store order ("anything else counts as online")
 ORDER_SOURCE = "offline"
-#: the item fields without which an events-mode orderCreated/orderUpdated is ignored: guide [S]'s
+#: the item fields without which an events-mode orderCreated/orderUpdated is ignored: the event guide's
 #: example has them all, Yespo's orders guide lists them as required item parameters, its events
 #: guide url and imageUrl (docs/destinations/esputnik.md, Item links)
 EVENT_ITEM_REQUIRED = ("externalItemId", "name", "quantity", "cost", "url", "imageUrl")
@@ -105,7 +105,7 @@ def text(value: Any, _: Context) -> str:
 
 
 def event_date(moment: datetime, context: Context) -> str:
-    """`YYYY-MM-ddTHH:mm:ss` in ESPUTNIK_EVENT_TIME_ZONE, no offset (the event guide's form[S])."""
+    """`YYYY-MM-ddTHH:mm:ss` in ESPUTNIK_EVENT_TIME_ZONE, no offset (the event guide's form [S])."""
     try:
         local = moment.astimezone(context.settings.event_zone)
     except OverflowError:
