@@ -19,8 +19,8 @@ from order_processor.mapping import Context, Field, MappingError, apply
 #: what v1/orders' `source` says for an in-store order ("anything else counts as online")
 ORDER_SOURCE = "offline"
 #: the item fields without which an events-mode orderCreated/orderUpdated is ignored: the event
-#: guide's example has them all, Yespo's orders guide lists them as required item parameters, its events
-#: guide url and imageUrl (docs/destinations/esputnik.md, Item links)
+#: guide's example has them all, Yespo's orders guide lists them as required item parameters, its
+#: events guide url and imageUrl (docs/destinations/esputnik.md, Item links)
 EVENT_ITEM_REQUIRED = ("externalItemId", "name", "quantity", "cost", "url", "imageUrl")
 #: a phone is kept when it has this many digits (E.164 allows 15), as the WooCommerce plugin does
 PHONE_DIGITS = range(5, 16)
