@@ -4,10 +4,11 @@ work the dead-letter queues, and serve the fake vendors for local runs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -24,11 +25,18 @@ from order_processor import publish as publishing
 from order_processor.contract import InStoreOrder
 from order_processor.delivery import DeliveryMessage
 from order_processor.destinations import DESTINATIONS
-from order_processor.ledger import MemoryLedger
+from order_processor.ledger import (
+    LedgerRejected,
+    LedgerUnavailable,
+    MemoryLedger,
+    build_ledger,
+)
 from order_processor.local import LocalRun, Run
 from order_processor.model import MessageMetadata, Settlement
 from order_processor.outbound.redaction import scrub
 from order_processor.outbox import MemoryOutbox
+from order_processor.overview import trace as overview
+from order_processor.overview.render import render_trace
 from order_processor.pipeline import Pipeline
 from order_processor.servicebus import service_bus_client
 from order_processor.settings import AppSettings, SettingsError, load_settings
@@ -449,6 +457,79 @@ def purge(
             settings=settings, source=source, filters=filters, dry_run=dry_run, console=console
         )
     )
+
+
+# -- the delivery overview --------------------------------------------------------------------
+
+
+async def _trace(
+    ref: str, *, by: overview.By, peek: int, settings: AppSettings, as_json: bool
+) -> int:
+    if not settings.ledger.enabled:
+        raise SettingsError(["trace reads the delivery ledger: DELIVERY_LEDGER_ENABLED is false"])
+    ledger = build_ledger(settings.ledger)
+    try:
+        client = service_bus_client(settings.service_bus) if peek else None
+        async with client or contextlib.nullcontext():
+            found = await overview.trace(
+                ledger=ledger,
+                ref=ref,
+                by=by,
+                client=client,
+                queues=overview.sources(settings) if client else (),
+                limit=peek,
+                now=datetime.now(UTC),
+            )
+    finally:
+        await ledger.aclose()
+    if as_json:
+        typer.echo(json.dumps(found.as_json(), indent=2))
+    else:
+        render_trace(found, console)
+    return 0 if found.found else 1
+
+
+@app.command(name="trace")
+def trace_command(
+    ref: Annotated[
+        str, typer.Argument(metavar="ORDER_ID", help="An order id, an event key or a MessageId")
+    ],
+    by: Annotated[
+        overview.By,
+        typer.Option(
+            help="What REF is. auto: an event key (or a MessageId the app made, which starts "
+            "with one) is read directly, anything else is an order id. message: the ERP's own "
+            "MessageId, which no key holds: the whole ledger table is read"
+        ),
+    ] = overview.By.AUTO,
+    peek: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Dead letters peeked per dead-letter queue, oldest first, to confirm them "
+            "(0: the ledger only, no Service Bus)",
+        ),
+    ] = overview.DEFAULT_PEEK_LIMIT,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document, for scripts")] = False,
+) -> None:
+    """Where one order went: every event in the delivery ledger and, per destination, status,
+    attempts, first and last attempt, last error, the vendor's response id, a retry copy's due
+    time or the dead letter, confirmed in the dead-letter queues. No personal data is printed.
+    Exit code 1 when nothing is found."""
+    try:
+        settings = load_settings(service_bus_only=True, with_ledger=True)
+        if peek:
+            settings.service_bus.require()
+    except SettingsError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        _run(_trace(ref, by=by, peek=peek, settings=settings, as_json=as_json))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="ORDER_ID") from None
+    except (LedgerUnavailable, LedgerRejected) as exc:
+        console.print(f"[red]delivery ledger: {escape(scrub(str(exc)))}[/red]")
+        raise typer.Exit(1) from None
 
 
 # -- local development --------------------------------------------------------------------------

@@ -285,18 +285,23 @@ def _load(cls: type[BaseSettings], overrides: Mapping[str, Any]) -> tuple[Any, l
 
 
 def load_settings(
-    *, overrides: Mapping[str, Mapping[str, Any]] | None = None, service_bus_only: bool = False
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    service_bus_only: bool = False,
+    with_ledger: bool = False,
 ) -> AppSettings:
     """Read every block; raise SettingsError listing all problems at once.
 
     `overrides` (block name -> field values) is for the CLI's dry-run and for tests.
     `service_bus_only`: for the commands that only talk to Service Bus (publish, dlq peek/purge):
-    destinations, loyalty provider and ledger are not used, so their settings are not demanded.
+    destinations, loyalty provider and ledger are not used, so their settings are not demanded;
+    `with_ledger` keeps the ledger's (trace reads it).
     """
     overrides = dict(overrides or {})
     if service_bus_only:
         overrides |= {name: {"enabled": False} for name in DESTINATIONS}
-        overrides["ledger"] = {"enabled": False}
+        if not with_ledger:
+            overrides["ledger"] = {"enabled": False}
     problems: list[str] = []
     core, found = _load(CoreSettings, overrides.get("core", {}))
     problems += found

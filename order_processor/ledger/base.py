@@ -185,8 +185,19 @@ class Ledger(ABC):
         rows = await self._rows_for_order(order_key(order_id), names)
         return sorted(rows, key=lambda e: (e.destination, e.event_key))
 
+    async def rows_for_message(self, message_id: str) -> list[LedgerEntry]:
+        """The rows whose MessageId (the order message's, as the ERP sent it) is this one. No
+        key holds it: a store may have to read every row (TableLedger: a table scan), so this
+        is for an operator's occasional lookup, never for the message path."""
+        rows = await self._rows_for_message(message_id)
+        return sorted(rows, key=lambda e: (e.event_key, e.destination))
+
     async def aclose(self) -> None:
         return None
+
+    @abstractmethod
+    async def _rows_for_message(self, message_id: str) -> list[LedgerEntry]:
+        """Every row with this MessageId."""
 
     @abstractmethod
     async def _insert(self, entry: LedgerEntry) -> str | None:

@@ -276,6 +276,19 @@ class TableLedger(BatchLedger):
                     rows.setdefault((old.event_key, old.destination), old)
         return list(rows.values())
 
+    async def _rows_for_message(self, message_id: str) -> list[LedgerEntry]:
+        """A filter on a property that is no key: the service reads the whole table, up to 1,000
+        rows or 5 seconds per response, with a continuation for the rest (each response one
+        billed request). Rows of the old layout (legacy lookup) are read the same way."""
+        found = await self._call("query", self._store.query, f"MessageId eq {literal(message_id)}")
+        rows = []
+        for entity in found:
+            legacy = ":" in str(entity.get("PartitionKey", ""))
+            if legacy and not self.legacy_lookup:
+                continue
+            rows.append(from_entity(entity, legacy=legacy))
+        return rows
+
     async def aclose(self) -> None:
         await self._store.close()
 
