@@ -179,6 +179,9 @@ param laneBacklogMinutes int = 30
 @minValue(1)
 param deliveriesBacklogMessages int = 1000
 
+@description('The lane_metrics function: every minute, each lane\'s active messages, dead letters, oldest message age and pause as gauges (the workbook and the per-lane depth, age and pause alerts read them), its counts from Azure Resource Manager with Reader on the topics. See docs/operations.md.')
+param laneMetricsEnabled bool = true
+
 @description('Object id of the operators (user or group): Key Vault Secrets Officer, DLQ tools and publish. Empty = none.')
 param operatorPrincipalId string = ''
 
@@ -238,6 +241,7 @@ var roles = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  reader: 'acdd72a7-3385-485e-a4ce-3d80b5e72f4c'
 }
 
 // The loyalty provider's secret app settings -> Key Vault references (the destinations' come from
@@ -334,6 +338,7 @@ var appSettings = {
   LOYALTY_TOKEN_URL: loyaltyTokenUrl
   LOYALTY_CLIENT_ID: loyaltyClientId
   LOYALTY_SCOPE: loyaltyScope
+  LANE_METRICS_ENABLED: laneMetricsEnabled ? 'true' : 'false'
 }
 
 // Identity-based connections: no connection string with a key anywhere in the app settings.
@@ -344,6 +349,7 @@ var connectionSettings = {
   ServiceBusConnection__credential: 'managedidentity'
   DELIVERY_LEDGER_CONNECTION__tableServiceUri: tableServiceUri
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+  SERVICE_BUS_RESOURCE_ID: serviceBus.id
 }
 
 // Elastic Premium only: Flex Consumption rejects these (runtime and content live in
@@ -721,6 +727,8 @@ resource functionAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     storageTableContributor
     keyVaultSecretsUser
     appInsightsPublisher
+    deliveriesCountsReader
+    orderSyncCountsReader
     contentShareSecret
     contentFileShare
     ledgerTable
@@ -760,6 +768,31 @@ resource deliveriesSender 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   name: guid(deliveries.id, functionApp.id, roles.serviceBusDataSender)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The lane_metrics function reads each lane's message counts from Azure Resource Manager
+// (countDetails of the topic's subscriptions, the topic's scheduled count): Reader on the
+// deliveries topic (its subscriptions inherit it) and on the order-sync subscription. Read-only,
+// no message data; the namespace's own management API would need Manage rights (Data Owner). The
+// oldest message's age comes from a peek, which the Data Receiver roles above already allow.
+resource deliveriesCountsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (laneMetricsEnabled) {
+  scope: deliveries
+  name: guid(deliveries.id, functionApp.id, roles.reader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.reader)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource orderSyncCountsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (laneMetricsEnabled) {
+  scope: orderSyncSubscription
+  name: guid(orderSyncSubscription.id, functionApp.id, roles.reader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.reader)
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
   }

@@ -88,6 +88,8 @@ ROLE = {
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
     "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    # Azure Resource Manager read-only, scoped to a topic or a subscription (lane counts).
+    "Reader": "acdd72a7-3385-485e-a4ce-3d80b5e72f4c",
 }
 BROAD_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",  # Owner
@@ -793,6 +795,9 @@ def test_app_role_assignments_are_least_privilege(template: dict[str, Any]) -> N
             (ROLE["Storage Table Data Contributor"], ids["storage"]),
             (ROLE["Key Vault Secrets User"], ids["vault"]),
             (ROLE["Monitoring Metrics Publisher"], ids["insights"]),
+            # lane_metrics: the lanes' counts from ARM, read-only, no message data
+            (ROLE["Reader"], ids["deliveries"]),
+            (ROLE["Reader"], ids["subscription"]),
         ]
     )
     assert ids["subscription"].endswith("/topics/orders/subscriptions/order-sync")
@@ -801,6 +806,19 @@ def test_app_role_assignments_are_least_privilege(template: dict[str, Any]) -> N
         assert resource.properties["principalType"] == "ServicePrincipal"
         assert resource.scope != RG_ID  # never the whole resource group
         assert resource.scope != ids["namespace"]  # nor the whole namespace
+
+
+def test_the_lane_metrics_reader_roles_go_with_the_function(template: dict[str, Any]) -> None:
+    evaluator = _evaluate(template, laneMetricsEnabled=False)
+    site = _ids(evaluator)["site"]
+    roles = {role for who, role, _ in _role_assignments(evaluator) if site in who}
+    assert ROLE["Reader"] not in roles
+    settings = _app_settings(evaluator)
+    assert settings["LANE_METRICS_ENABLED"] == "false"
+    on = _app_settings(_evaluate(template))
+    assert on["LANE_METRICS_ENABLED"] == "true"
+    namespace = _evaluate(template).one("Microsoft.ServiceBus/namespaces")
+    assert on["SERVICE_BUS_RESOURCE_ID"] == namespace.id
 
 
 def test_each_function_may_receive_from_the_subscription_it_listens_to(
@@ -1071,7 +1089,7 @@ def test_app_settings_wait_for_the_roles_they_need(template: dict[str, Any]) -> 
         for r in evaluator.deployed("Microsoft.Authorization/roleAssignments")
         if _ids(evaluator)["site"] in str(r.properties["principalId"])
     ]
-    assert len(app_roles) == 6 + len(LANES)
+    assert len(app_roles) == 6 + len(LANES) + 2  # + the lane counts' two Reader roles
     assert set(app_roles) <= set(settings.depends_on())
 
 

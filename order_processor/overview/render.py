@@ -10,6 +10,7 @@ from rich.text import Text
 
 from order_processor.ledger import LedgerStatus
 from order_processor.outbound.redaction import redact
+from order_processor.overview.lanes import LanesReport, format_age
 from order_processor.overview.trace import Trace, event_type
 
 
@@ -75,3 +76,52 @@ def render_trace(found: Trace, console: Console) -> None:
                 "  +: the queue holds more than were peeked (--peek); a letter beyond is not shown",
                 markup=False,
             )
+
+
+_VIA = {
+    "atom": "the namespace's management API",
+    "arm": "Azure Resource Manager",
+}
+
+
+def render_lanes(report: LanesReport, console: Console) -> None:
+    """One row per lane, the topic's scheduled count, and what passed a threshold."""
+    title = f"lanes at {_when(report.now)}, counts from {_VIA.get(report.via, report.via)}"
+    table = Table(title=title, title_justify="left")
+    for column in ("lane", "subscription", "function", "state"):
+        table.add_column(column)
+    for column in ("active", "dead letters", "oldest"):
+        table.add_column(column, justify="right")
+    table.add_column("note", overflow="fold")
+    for status in report.lanes:
+        counts = status.counts
+        age = status.oldest_age(report.now)
+        cells = (
+            status.lane.name,
+            f"{status.lane.topic}/{status.lane.subscription}",
+            status.lane.function,
+            status.state,
+            "?" if counts is None else str(counts.active),
+            "?" if counts is None else str(counts.dead_letters),
+            "-" if age is None else format_age(age),
+            status.error or "",
+        )
+        table.add_row(*(Text(cell) for cell in cells))
+    console.print(table)
+    waiting = "?" if report.scheduled is None else str(report.scheduled)
+    console.print(
+        f"scheduled on {report.scheduled_topic}: {waiting} (retry copies of every lane: Service "
+        "Bus counts scheduled messages per topic, not per subscription)"
+        + (f"; {report.scheduled_error}" if report.scheduled_error else ""),
+        markup=False,
+    )
+    limits = report.thresholds
+    over = report.over()
+    summary = (
+        f"thresholds: dead letters > {limits.max_dead_letters}, oldest > "
+        f"{format_age(limits.max_age)}: "
+    )
+    if not over:
+        console.print(summary + "every lane within", markup=False)
+        return
+    console.print(summary + "; ".join(f"{lane} ({why})" for lane, why in over), markup=False)
