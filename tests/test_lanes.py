@@ -198,3 +198,80 @@ def test_paused_in_either_spelling_and_off_when_disabled() -> None:
     assert not lanes["esputnik"].enabled
     assert lanes["profile_store"].enabled
     assert lanes["orders"].function == "accept_order"
+
+
+# -- the lane_metrics function: the same status, as gauges --------------------------------------
+
+
+def _gauges(reader: Any) -> dict[str, dict[tuple[str, ...], Any]]:
+    """gauge name -> {attribute values: value}."""
+    data = reader.get_metrics_data()
+    found: dict[str, dict[tuple[str, ...], Any]] = {}
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    key = tuple(str(v) for v in (point.attributes or {}).values())
+                    found.setdefault(metric.name, {})[key] = point.value
+    return found
+
+
+async def test_lane_metrics_report_every_lane_as_gauges(
+    entities: Entities, management: Management
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from order_processor.observe import Observers
+    from order_processor.overview.metrics import LaneMetrics
+    from order_processor.telemetry import Telemetry
+
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry.create(meter_provider=MeterProvider(metric_readers=[reader]))
+    settings = load_settings(overrides=entities.overrides(), service_bus_only=True)
+    paused_esputnik = {"AzureWebJobs.deliver_esputnik.Disabled": "true"}
+    metrics = LaneMetrics(settings, Observers.standard(telemetry), environ=paused_esputnik)
+    try:
+        report = await metrics.run()
+    finally:
+        await metrics.aclose()
+    assert report.via == "atom"
+    gauges = _gauges(reader)
+    esputnik = ("esputnik", "esputnik")  # orders.lane, orders.subscription
+    assert gauges["orders.lane.active_messages"][esputnik] == 12
+    assert gauges["orders.lane.dead_letter_messages"][esputnik] == 3
+    assert 7140 <= gauges["orders.lane.oldest_message_age"][esputnik] <= 7260
+    assert gauges["orders.lane.paused"][esputnik] == 1
+    assert gauges["orders.lane.paused"][("profile_store", "profile-store")] == 0
+    assert gauges["orders.lane.oldest_message_age"][("profile_store", "profile-store")] == 0
+    assert gauges["orders.topic.scheduled_messages"] == {(entities.deliveries_topic,): 7}
+    lanes = {key[0] for key in gauges["orders.lane.active_messages"]}
+    assert lanes == {"orders", *DESTINATIONS, "accept"}
+
+
+async def test_a_lane_not_read_reports_no_gauge_and_stale_readings_stop(
+    entities: Entities, management: Management
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from order_processor.observe import MetricsObserver
+    from order_processor.overview.metrics import LaneMetrics
+    from order_processor.telemetry import LaneGauges, Telemetry
+
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry.create(meter_provider=MeterProvider(metric_readers=[reader]))
+    clock = [0.0]
+    object.__setattr__(telemetry, "lanes", LaneGauges(clock=lambda: clock[0]))
+    del management.subscriptions[(entities.deliveries_topic, "richrelevance")]
+    settings = load_settings(overrides=entities.overrides(), service_bus_only=True)
+    metrics = LaneMetrics(settings, MetricsObserver(telemetry), environ={})
+    try:
+        await metrics.run()
+    finally:
+        await metrics.aclose()
+    active = _gauges(reader)["orders.lane.active_messages"]
+    assert ("richrelevance", "richrelevance") not in active
+    assert ("esputnik", "esputnik") in active
+    clock[0] += 181  # the function stopped running: the gauges stop too
+    assert _gauges(reader) == {}

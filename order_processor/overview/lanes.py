@@ -29,6 +29,7 @@ from order_processor.destinations import DESTINATIONS
 from order_processor.outbound.redaction import scrub
 from order_processor.overview.counts import Counts, CountsSource
 from order_processor.settings import AppSettings
+from order_processor.telemetry import LaneReading, TopicReading
 
 #: the lane name of the orders subscription (the accept stage's first delivery)
 ORDERS_LANE = "orders"
@@ -133,6 +134,27 @@ class LanesReport:
             if age is not None and age > limits.max_age:
                 found.append((name, f"oldest message {format_age(age)} old"))
         return found
+
+    def readings(self) -> tuple[list[LaneReading], list[TopicReading]]:
+        """What the gauges report: per lane (counts None when not read; the oldest age 0 when
+        nothing waits, None when not peeked), and the topic's scheduled count."""
+        lanes = []
+        for status in self.lanes:
+            counts = status.counts
+            age = status.oldest_age(self.now)
+            if age is None and counts is not None and counts.active == 0:
+                age = timedelta()
+            lanes.append(
+                LaneReading(
+                    lane=status.lane.name,
+                    subscription=status.lane.subscription,
+                    active=counts.active if counts else None,
+                    dead_letters=counts.dead_letters if counts else None,
+                    oldest_age_seconds=None if age is None else max(0.0, age.total_seconds()),
+                    paused=status.state == "paused",
+                )
+            )
+        return lanes, [TopicReading(self.scheduled_topic, self.scheduled)]
 
     def as_json(self) -> dict[str, Any]:
         lanes = []
