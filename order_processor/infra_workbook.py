@@ -124,6 +124,13 @@ TILES: tuple[tuple[str, str, int, str, str], ...] = (
         _gauge("orders.lane.oldest_message_age", "oldestMinutes", " / 60.0"),
     ),
     (
+        "paused",
+        "Paused lanes (1 while AzureWebJobs.<function>.Disabled)",
+        50,
+        "timechart",
+        _gauge("orders.lane.paused", "paused"),
+    ),
+    (
         "scheduled",
         "Retry copies scheduled on the topic (all lanes)",
         50,
@@ -132,6 +139,20 @@ TILES: tuple[tuple[str, str, int, str, str], ...] = (
 | where name == "orders.topic.scheduled_messages"
 | extend topic = tostring(customDimensions["orders.topic"])
 | summarize scheduled = max(value) by topic, bin(timestamp, {TimeRange:grain})
+| render timechart""",
+    ),
+    (
+        "loyalty-cache",
+        "Loyalty cache hit ratio",
+        50,
+        "timechart",
+        """customMetrics
+| where name == "orders.loyalty.lookups"
+| extend cache = tostring(customDimensions["cache"])
+| summarize hits = sumif(valueSum, cache == "hit"), lookups = sum(valueSum)
+  by bin(timestamp, {TimeRange:grain})
+| extend hitRatio = iff(lookups > 0, hits / lookups, real(null))
+| project timestamp, hitRatio
 | render timechart""",
     ),
     (
@@ -196,20 +217,6 @@ TILES: tuple[tuple[str, str, int, str, str], ...] = (
 | where lane in ({Lanes})
 | summarize messages = count(), orders = dcount(order) by lane, reason, description
 | top 10 by messages desc""",
-    ),
-    (
-        "loyalty-cache",
-        "Loyalty cache hit ratio",
-        50,
-        "timechart",
-        """customMetrics
-| where name == "orders.loyalty.lookups"
-| extend cache = tostring(customDimensions["cache"])
-| summarize hits = sumif(valueSum, cache == "hit"), lookups = sum(valueSum)
-  by bin(timestamp, {TimeRange:grain})
-| extend hitRatio = iff(lookups > 0, hits / lookups, real(null))
-| project timestamp, hitRatio
-| render timechart""",
     ),
 )
 

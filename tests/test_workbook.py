@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -290,3 +291,26 @@ def test_the_workbook_lists_the_lanes_and_every_tile_has_a_title() -> None:
             assert item["content"]["resourceType"] == "microsoft.insights/components"
             uses_range = "{TimeRange" in item["content"]["query"]
             assert uses_range <= (item["content"].get("timeContextFromParameter") == "TimeRange")
+
+
+def test_the_layout_picture_draws_every_tile(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/workbook_layout.py draws docs/workbook-layout.png from infra/workbook.json."""
+    pytest.importorskip("matplotlib")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "workbook_layout", INFRA.parent / "docs" / "workbook_layout.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look themselves up
+    spec.loader.exec_module(module)
+    content = json.loads((INFRA / "workbook.json").read_text())
+    placed = module.draw(content, tmp_path / "layout.png")
+    assert [box.item["name"] for box in placed] == [item["name"] for item in content["items"]]
+    assert (tmp_path / "layout.png").read_bytes().startswith(b"\x89PNG")
+    halves = [box for box in placed if box.item.get("customWidth") == "50"]
+    assert len(halves) % 2 == 0  # no half-empty row
