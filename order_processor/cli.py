@@ -471,7 +471,7 @@ async def _trace(
 ) -> int:
     if not settings.ledger.enabled:
         raise SettingsError(["trace reads the delivery ledger: DELIVERY_LEDGER_ENABLED is false"])
-    ledger = build_ledger(settings.ledger)
+    ledger = build_ledger(settings.ledger, create_table=False)  # read only
     try:
         client = service_bus_client(settings.service_bus) if peek else None
         async with client or contextlib.nullcontext():

@@ -255,3 +255,11 @@ def test_message_ids_the_app_makes_start_with_the_event_key() -> None:
     assert event_key_in(f"{key}:esputnik:replay-12") == key
     assert event_key_in("100245") is None
     assert event_key_in("erp-4711") is None
+
+
+def test_trace_reads_and_never_creates_the_ledger_table(traced: Traced) -> None:
+    """A reader's role (Storage Table Data Reader) cannot create tables: trace only reads."""
+    env = {**traced.env, "DELIVERY_LEDGER_TABLE": f"t{uuid.uuid4().hex[:12]}"}
+    result = CliRunner().invoke(app, ["trace", "100245", "--peek", "0"], env=env)
+    assert result.exit_code == 1
+    assert "delivery ledger: ledger query refused: HTTP 404" in result.output

@@ -78,10 +78,13 @@ class TableLedger(BatchLedger):
     (PartitionKey = event key, RowKey = destination) are looked up too, see `_insert_many`.
     """
 
-    def __init__(self, store: TableStore, *, legacy_lookup: bool = False) -> None:
+    def __init__(
+        self, store: TableStore, *, legacy_lookup: bool = False, create_table: bool = True
+    ) -> None:
         self._store = store
         self.legacy_lookup = legacy_lookup
-        self._ready = False
+        #: False: the table is taken as there (a reader, such as `trace`, may not create it)
+        self._ready = not create_table
         self._ready_lock = asyncio.Lock()
 
     @property
@@ -306,11 +309,15 @@ def _groups(items: Sequence[_T], partition: Callable[[_T], str]) -> list[list[in
 
 
 def build_ledger(
-    settings: LedgerSettings, *, trace_configs: Sequence[aiohttp.TraceConfig] = ()
+    settings: LedgerSettings,
+    *,
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    create_table: bool = True,
 ) -> Ledger:
     """The ledger DELIVERY_LEDGER_* describes: a connection string, or the table endpoint with the
     app's managed identity; NoLedger only when explicitly disabled. `trace_configs`: aiohttp's
-    request hooks (the bench and the tests count requests with them)."""
+    request hooks (the bench and the tests count requests with them). `create_table=False` for
+    readers (Storage Table Data Reader cannot create a table)."""
     if not settings.enabled:
         log.warning("DELIVERY_LEDGER_ENABLED=false: duplicates are possible (local runs only)")
         return NoLedger()
@@ -336,4 +343,4 @@ def build_ledger(
             owns_credential=True,
             **options,
         )
-    return TableLedger(store, legacy_lookup=settings.legacy_lookup)
+    return TableLedger(store, legacy_lookup=settings.legacy_lookup, create_table=create_table)
