@@ -195,9 +195,9 @@ class Ledger(ABC):
     async def aclose(self) -> None:
         return None
 
-    @abstractmethod
     async def _rows_for_message(self, message_id: str) -> list[LedgerEntry]:
-        """Every row with this MessageId."""
+        """Every row with this MessageId (a store that cannot say raises NotImplementedError)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot find rows by MessageId")
 
     @abstractmethod
     async def _insert(self, entry: LedgerEntry) -> str | None:
