@@ -495,13 +495,13 @@ async def _trace(
 
 @app.command(name="trace")
 def trace_command(
-    ref: Annotated[
-        str, typer.Argument(metavar="ORDER_ID", help="An order id, an event key or a MessageId")
+    order_id: Annotated[
+        str, typer.Argument(help="An order id, an event key or a MessageId (see --by)")
     ],
     by: Annotated[
         overview.By,
         typer.Option(
-            help="What REF is. auto: an event key (or a MessageId the app made, which starts "
+            help="What ORDER_ID is. auto: an event key (or a MessageId the app made, which starts "
             "with one) is read directly, anything else is an order id. message: the ERP's own "
             "MessageId, which no key holds: the whole ledger table is read"
         ),
@@ -529,7 +529,7 @@ def trace_command(
         raise typer.Exit(2) from None
     try:
         _run(
-            _trace(ref, by=by, peek=peek, settings=settings, as_json=as_json),
+            _trace(order_id, by=by, peek=peek, settings=settings, as_json=as_json),
             count_failures=False,
         )
     except ValueError as exc:
