@@ -199,7 +199,7 @@ param deliveriesBacklogMessages int = 1000
 @description('The lane_metrics function: every minute, each lane\'s active messages, dead letters, oldest message age and pause as gauges (the workbook and the per-lane depth, age and pause alerts read them), its counts from Azure Resource Manager with Reader on the topics. See docs/operations.md.')
 param laneMetricsEnabled bool = true
 
-@description('Dead-letter depth alert of each lane: fires while its dead-letter queue holds more than this many messages (the lane_metrics gauge; the broker's own dead letters included).')
+@description('Dead-letter depth alert of each lane: fires while its dead-letter queue holds more than this many messages (the lane_metrics gauge; the broker\'s own dead letters included).')
 @minValue(0)
 param laneDeadLetterDepth int = 0
 
