@@ -5,6 +5,7 @@
 - `deliver_<name>`, one per enabled destination (from the registry), runs that destination's
   lane on its subscription of the deliveries topic. With ORDERS_BATCH_ENABLED, the lanes whose
   vendor has a bulk form take batches (`cardinality=many`), each message settled on its own.
+- `lane_metrics` (LANE_METRICS_ENABLED), a timer every minute: every lane's status as gauges.
 
 Each adapter turns a message into bytes + metadata, asks the core for an Outcome and settles the
 message explicitly (complete / dead-letter with reason / abandon). Nothing else lives here.
@@ -25,6 +26,7 @@ from order_processor.destinations import DESTINATIONS
 from order_processor.lifetime import close_with_loop
 from order_processor.logs import configure_logging
 from order_processor.model import MessageMetadata, Outcome, Settlement
+from order_processor.overview.metrics import LaneMetrics
 from order_processor.pipeline import Pipeline
 from order_processor.servicebus import message_body, message_metadata
 from order_processor.settings import AppSettings, SettingsError, load_settings
@@ -33,6 +35,8 @@ from order_processor.telemetry import configure_azure_monitor_from_environment
 log = logging.getLogger("function_app")
 
 Messages = List[servicebus.ServiceBusReceivedMessage]  # noqa: UP006
+#: every minute, at second 0 (NCRONTAB with seconds, as the timer trigger reads it)
+LANE_METRICS_SCHEDULE = "0 * * * * *"
 Stage = Callable[[bytes, MessageMetadata], Awaitable[Outcome]]
 BatchStage = Callable[[Sequence[tuple[bytes, MessageMetadata]]], Awaitable[list[Outcome]]]
 
@@ -98,6 +102,36 @@ def _forget(pipeline: Pipeline) -> None:
     global _pipeline
     if _pipeline is pipeline:
         _pipeline = None
+
+
+_lane_metrics: LaneMetrics | None = None
+
+
+def _current_lane_metrics() -> LaneMetrics:
+    global _lane_metrics
+    if _lane_metrics is None:
+        metrics = LaneMetrics(SETTINGS, _current().observer)
+        close_with_loop(metrics.aclose, closed=functools.partial(_forget_lane_metrics, metrics))
+        _lane_metrics = metrics
+    return _lane_metrics
+
+
+def _forget_lane_metrics(metrics: LaneMetrics) -> None:
+    global _lane_metrics
+    if _lane_metrics is metrics:
+        _lane_metrics = None
+
+
+def _lane_metrics_function() -> Callable[..., Awaitable[None]]:
+    async def lane_metrics(timer: func.TimerRequest) -> None:
+        """Read every lane's status and report it as gauges; a failure is logged, never raised
+        (the next minute tries again)."""
+        try:
+            await _current_lane_metrics().run()
+        except Exception:
+            log.exception("reading the lanes' status failed")
+
+    return lane_metrics
 
 
 def settle(
@@ -214,7 +248,8 @@ def _batch_lane(name: str) -> Callable[..., Awaitable[None]]:
 
 
 def build_app(settings: AppSettings) -> func.FunctionApp:
-    """The functions for these settings: the accept stage's two, and one per enabled lane."""
+    """The functions for these settings: the accept stage's two, one per enabled lane, and the
+    lane_metrics timer when LANE_METRICS_ENABLED."""
     built = func.FunctionApp()
     # Read at start-up: the bindings must match how the subscriptions were created.
     sessions = settings.core.orders_sessions_enabled
@@ -252,6 +287,12 @@ def build_app(settings: AppSettings) -> func.FunctionApp:
                 **options,
                 **common,
             )(lane)
+        )
+    if settings.lane_status.lane_metrics_enabled:
+        built.function_name("lane_metrics")(
+            built.timer_trigger(
+                arg_name="timer", schedule=LANE_METRICS_SCHEDULE, use_monitor=False
+            )(_lane_metrics_function())
         )
     return built
 

@@ -3,7 +3,8 @@
 // Service Bus (topic `orders` + subscription `order-sync` for the accept stage; topic
 // `order-deliveries` with one filtered subscription per lane, generated from infra/lanes.json),
 // storage (host storage, Flex deployment container, delivery ledger table), Key Vault (RBAC) for
-// the destination and loyalty secrets, Log Analytics + Application Insights, the Function App
+// the destination and loyalty secrets, Log Analytics + Application Insights (and the delivery
+// overview workbook), the Function App
 // (Linux, Python 3.11, Flex Consumption FC1 or Elastic Premium EP1) with a system-assigned identity
 // and least-privilege role assignments, and alerts on dead letters and backlogs, per lane. The
 // destinations' app settings come from lanes.json as well (defaults, Key Vault references, the
@@ -70,6 +71,22 @@ param premiumMaximumInstances int = 5
   'Standard_GRS'
 ])
 param storageSku string = 'Standard_LRS'
+
+// The delivery overview: per lane delivered, skipped, retried and dead-lettered; backlog,
+// dead-letter depth and oldest message per subscription (the lane_metrics gauges); latency per
+// vendor; top rejection reasons; the loyalty cache. docs/operations.md shows its layout.
+resource deliveryWorkbook 'Microsoft.Insights/workbooks@2023-06-01' = {
+  name: guid(resourceGroup().id, baseName, 'delivery-overview')
+  location: location
+  tags: tags
+  kind: 'shared'
+  properties: {
+    displayName: '${baseName}: delivery overview'
+    category: 'workbook'
+    sourceId: appInsights.id
+    serializedData: string(union(workbookContent, { fallbackResourceIds: [ appInsights.id ] }))
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Service Bus
@@ -179,6 +196,22 @@ param laneBacklogMinutes int = 30
 @minValue(1)
 param deliveriesBacklogMessages int = 1000
 
+@description('The lane_metrics function: every minute, each lane\'s active messages, dead letters, oldest message age and pause as gauges (the workbook and the per-lane depth, age and pause alerts read them), its counts from Azure Resource Manager with Reader on the topics. See docs/operations.md.')
+param laneMetricsEnabled bool = true
+
+@description('Dead-letter depth alert of each lane: fires while its dead-letter queue holds more than this many messages (the lane_metrics gauge; the broker\'s own dead letters included).')
+@minValue(0)
+param laneDeadLetterDepth int = 0
+
+@description('Backlog age alert of each lane: fires when its oldest waiting message has been older than this many minutes for 15 minutes (the lane_metrics gauge).')
+@minValue(1)
+param laneOldestMessageMinutes int = 30
+
+@description('Pause alert of each lane: fires when its function has been disabled (AzureWebJobs.<function>.Disabled) for this many hours (the lane_metrics gauge; a log alert\'s window is at most two days).')
+@minValue(1)
+@maxValue(48)
+param lanePausedHours int = 4
+
 @description('Object id of the operators (user or group): Key Vault Secrets Officer, DLQ tools and publish. Empty = none.')
 param operatorPrincipalId string = ''
 
@@ -221,6 +254,9 @@ var deliveryLedgerTable = 'orderdeliveries'
 // `python -m order_processor.infra_lanes` (it writes the same array into main.json).
 var lanes = loadJsonContent('lanes.json').lanes
 var destinationLanes = filter(lanes, lane => lane.kind == 'destination')
+// The delivery overview workbook (Notebook/1.0), generated with the lanes (its lane picker lists
+// them) by the same command; every query is checked against the app's telemetry in the tests.
+var workbookContent = loadJsonContent('workbook.json')
 var laneMessageTimeToLive = 'P${laneMessageTimeToLiveDays}D'
 var deploymentContainer = 'app-package'
 var contentShare = take(toLower(functionAppName), 63)
@@ -238,6 +274,7 @@ var roles = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  reader: 'acdd72a7-3385-485e-a4ce-3d80b5e72f4c'
 }
 
 // The loyalty provider's secret app settings -> Key Vault references (the destinations' come from
@@ -334,6 +371,7 @@ var appSettings = {
   LOYALTY_TOKEN_URL: loyaltyTokenUrl
   LOYALTY_CLIENT_ID: loyaltyClientId
   LOYALTY_SCOPE: loyaltyScope
+  LANE_METRICS_ENABLED: laneMetricsEnabled ? 'true' : 'false'
 }
 
 // Identity-based connections: no connection string with a key anywhere in the app settings.
@@ -344,6 +382,7 @@ var connectionSettings = {
   ServiceBusConnection__credential: 'managedidentity'
   DELIVERY_LEDGER_CONNECTION__tableServiceUri: tableServiceUri
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+  SERVICE_BUS_RESOURCE_ID: serviceBus.id
 }
 
 // Elastic Premium only: Flex Consumption rejects these (runtime and content live in
@@ -721,6 +760,8 @@ resource functionAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     storageTableContributor
     keyVaultSecretsUser
     appInsightsPublisher
+    deliveriesCountsReader
+    orderSyncCountsReader
     contentShareSecret
     contentFileShare
     ledgerTable
@@ -760,6 +801,31 @@ resource deliveriesSender 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   name: guid(deliveries.id, functionApp.id, roles.serviceBusDataSender)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The lane_metrics function reads each lane's message counts from Azure Resource Manager
+// (countDetails of the topic's subscriptions, the topic's scheduled count): Reader on the
+// deliveries topic (its subscriptions inherit it) and on the order-sync subscription. Read-only,
+// no message data; the namespace's own management API would need Manage rights (Data Owner). The
+// oldest message's age comes from a peek, which the Data Receiver roles above already allow.
+resource deliveriesCountsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (laneMetricsEnabled) {
+  scope: deliveries
+  name: guid(deliveries.id, functionApp.id, roles.reader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.reader)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource orderSyncCountsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (laneMetricsEnabled) {
+  scope: orderSyncSubscription
+  name: guid(orderSyncSubscription.id, functionApp.id, roles.reader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.reader)
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
   }
@@ -1093,6 +1159,121 @@ resource laneBacklogAlerts 'Microsoft.Insights/scheduledQueryRules@2022-06-15' =
           metricMeasureColumn: 'ageMinutes'
           operator: 'GreaterThan'
           threshold: laneBacklogMinutes
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: hasActionGroup ? [actionGroup.id] : []
+    }
+  }
+}]
+
+// Per lane, from the lane_metrics gauges (laneMetricsEnabled): what waits in its dead-letter queue
+// (the broker's dead letters too: expired while paused, MaxDeliveryCountExceeded), how long its
+// oldest message has waited, and how long it has been paused. Service Bus reports neither per
+// subscription.
+resource laneDlqDepthAlerts 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = [for lane in lanes: if (laneMetricsEnabled) {
+  name: '${baseName}-lane-dlq-depth-${lane.subscription}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: '${baseName}: dead-letter queue of lane ${lane.name} not empty'
+    description: 'More than ${laneDeadLetterDepth} messages wait in the dead-letter queue of lane ${lane.name} (${deliveriesTopic}/${lane.subscription}). Read them with `python -m order_processor dlq peek --destination ${lane.name}` (one order: `python -m order_processor trace <order id>`), fix the cause, then `dlq replay --destination ${lane.name}`; resolves when the queue is emptied.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    autoMitigate: true
+    criteria: {
+      allOf: [
+        {
+          query: 'customMetrics | where name == "orders.lane.dead_letter_messages" and tostring(customDimensions["orders.lane"]) == "${lane.name}" | project timestamp, depth = value'
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'depth'
+          operator: 'GreaterThan'
+          threshold: laneDeadLetterDepth
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: hasActionGroup ? [actionGroup.id] : []
+    }
+  }
+}]
+
+resource laneAgeAlerts 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = [for lane in lanes: if (laneMetricsEnabled) {
+  name: '${baseName}-lane-age-${lane.subscription}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: '${baseName}: lane ${lane.name} has messages waiting too long'
+    description: 'The oldest message in lane ${lane.name} (${deliveriesTopic}/${lane.subscription}) has waited more than ${laneOldestMessageMinutes} minutes for 15 minutes: the lane is paused, its function is not running, or it cannot keep up. `python -m order_processor lanes` shows every lane.'
+    severity: 3
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    autoMitigate: true
+    criteria: {
+      allOf: [
+        {
+          query: 'customMetrics | where name == "orders.lane.oldest_message_age" and tostring(customDimensions["orders.lane"]) == "${lane.name}" | project timestamp, ageMinutes = value / 60.0'
+          timeAggregation: 'Minimum'
+          metricMeasureColumn: 'ageMinutes'
+          operator: 'GreaterThan'
+          threshold: laneOldestMessageMinutes
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: hasActionGroup ? [actionGroup.id] : []
+    }
+  }
+}]
+
+resource lanePausedAlerts 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = [for lane in lanes: if (laneMetricsEnabled) {
+  name: '${baseName}-lane-paused-${lane.subscription}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: '${baseName}: lane ${lane.name} paused for ${lanePausedHours} hours'
+    description: 'The function ${lane.function} has been disabled (AzureWebJobs.${lane.function}.Disabled) for ${lanePausedHours} hours: its messages wait in ${deliveriesTopic}/${lane.subscription} (time to live ${laneMessageTimeToLiveDays} days, then they expire into its dead-letter queue). Resume it, or turn the destination off for good (<NAME>_ENABLED=false).'
+    severity: 3
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT${lanePausedHours}H'
+    autoMitigate: true
+    criteria: {
+      allOf: [
+        {
+          query: 'customMetrics | where name == "orders.lane.paused" and tostring(customDimensions["orders.lane"]) == "${lane.name}" | project timestamp, paused = value'
+          timeAggregation: 'Minimum'
+          metricMeasureColumn: 'paused'
+          operator: 'GreaterThan'
+          threshold: 0
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1

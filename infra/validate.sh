@@ -33,4 +33,4 @@ else
   echo "no Bicep CLI (install: az bicep install): testing infra/main.json only"
 fi
 
-"$py" -m pytest -q tests/test_infra.py
+"$py" -m pytest -q tests/test_infra.py tests/test_workbook.py

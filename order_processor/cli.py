@@ -4,10 +4,12 @@ work the dead-letter queues, and serve the fake vendors for local runs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -24,11 +26,20 @@ from order_processor import publish as publishing
 from order_processor.contract import InStoreOrder
 from order_processor.delivery import DeliveryMessage
 from order_processor.destinations import DESTINATIONS
-from order_processor.ledger import MemoryLedger
+from order_processor.ledger import (
+    LedgerRejected,
+    LedgerUnavailable,
+    MemoryLedger,
+    build_ledger,
+)
 from order_processor.local import LocalRun, Run
 from order_processor.model import MessageMetadata, Settlement
 from order_processor.outbound.redaction import scrub
 from order_processor.outbox import MemoryOutbox
+from order_processor.overview import trace as overview
+from order_processor.overview.counts import Via, counts_source
+from order_processor.overview.lanes import Thresholds, read_lanes
+from order_processor.overview.render import render_lanes, render_trace
 from order_processor.pipeline import Pipeline
 from order_processor.servicebus import service_bus_client
 from order_processor.settings import AppSettings, SettingsError, load_settings
@@ -219,8 +230,9 @@ def _service_bus_settings() -> AppSettings:
     return load_settings(service_bus_only=True)
 
 
-def _run(work: Coroutine[Any, Any, int]) -> NoReturn:
-    """Exit 0 when nothing failed, 1 when something did, 2 for bad settings or entities."""
+def _run(work: Coroutine[Any, Any, int], *, count_failures: bool = True) -> NoReturn:
+    """Exit 0 when nothing failed, 1 when something did, 2 for bad settings or entities.
+    `count_failures`: say how many failed (not for commands whose result is 1 or 0)."""
     try:
         failures = asyncio.run(work)
     except SettingsError as exc:
@@ -234,7 +246,7 @@ def _run(work: Coroutine[Any, Any, int]) -> NoReturn:
     except ServiceBusError as exc:
         console.print(f"[red]Service Bus: {escape(scrub(str(exc)))}[/red]")
         raise typer.Exit(1) from None
-    if failures:
+    if failures and count_failures:
         console.print(f"[red]{failures} failed[/red]")
     raise typer.Exit(1 if failures else 0)
 
@@ -448,6 +460,143 @@ def purge(
         dlq.purge(
             settings=settings, source=source, filters=filters, dry_run=dry_run, console=console
         )
+    )
+
+
+# -- the delivery overview --------------------------------------------------------------------
+
+
+async def _trace(
+    ref: str, *, by: overview.By, peek: int, settings: AppSettings, as_json: bool
+) -> int:
+    if not settings.ledger.enabled:
+        raise SettingsError(["trace reads the delivery ledger: DELIVERY_LEDGER_ENABLED is false"])
+    ledger = build_ledger(settings.ledger, create_table=False)  # read only
+    try:
+        client = service_bus_client(settings.service_bus) if peek else None
+        async with client or contextlib.nullcontext():
+            found = await overview.trace(
+                ledger=ledger,
+                ref=ref,
+                by=by,
+                client=client,
+                queues=overview.sources(settings) if client else (),
+                limit=peek,
+                now=datetime.now(UTC),
+            )
+    finally:
+        await ledger.aclose()
+    if as_json:
+        typer.echo(json.dumps(found.as_json(), indent=2))
+    else:
+        render_trace(found, console)
+    return 0 if found.found else 1
+
+
+@app.command(name="trace")
+def trace_command(
+    order_id: Annotated[
+        str, typer.Argument(help="An order id, an event key or a MessageId (see --by)")
+    ],
+    by: Annotated[
+        overview.By,
+        typer.Option(
+            help="What ORDER_ID is. auto: an event key (or a MessageId the app made, which starts "
+            "with one) is read directly, anything else is an order id. message: the ERP's own "
+            "MessageId, which no key holds: the whole ledger table is read"
+        ),
+    ] = overview.By.AUTO,
+    peek: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Dead letters peeked per dead-letter queue, oldest first, to confirm them "
+            "(0: the ledger only, no Service Bus)",
+        ),
+    ] = overview.DEFAULT_PEEK_LIMIT,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document, for scripts")] = False,
+) -> None:
+    """Where one order went: every event in the delivery ledger and, per destination, status,
+    attempts, first and last attempt, last error, the vendor's response id, a retry copy's due
+    time or the dead letter, confirmed in the dead-letter queues. No personal data is printed.
+    Exit code 1 when nothing is found."""
+    try:
+        settings = load_settings(service_bus_only=True, with_ledger=True)
+        if peek:
+            settings.service_bus.require()
+    except SettingsError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        _run(
+            _trace(order_id, by=by, peek=peek, settings=settings, as_json=as_json),
+            count_failures=False,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="ORDER_ID") from None
+    except (LedgerUnavailable, LedgerRejected) as exc:
+        console.print(f"[red]delivery ledger: {escape(scrub(str(exc)))}[/red]")
+        raise typer.Exit(1) from None
+
+
+async def _lanes(
+    settings: AppSettings, *, via: Via, thresholds: Thresholds, peek: bool, as_json: bool
+) -> int:
+    counts = counts_source(settings, via)
+    try:
+        client = service_bus_client(settings.service_bus) if peek else None
+        async with client or contextlib.nullcontext():
+            report = await read_lanes(
+                settings,
+                counts=counts,
+                client=client,
+                environ=os.environ,
+                now=datetime.now(UTC),
+                thresholds=thresholds,
+            )
+    finally:
+        await counts.close()
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        render_lanes(report, console)
+    return 1 if report.over() else 0
+
+
+@app.command()
+def lanes(
+    max_dead_letters: Annotated[
+        int, typer.Option(min=0, help="A lane with more dead letters fails the check")
+    ] = 0,
+    max_age: Annotated[
+        str,
+        typer.Option(metavar="AGE", help="A lane whose oldest message is older fails: 30m, 2h"),
+    ] = "30m",
+    via: Annotated[
+        Via,
+        typer.Option(
+            help="Where the counts come from. atom: the namespace's management API (Manage "
+            "rights); arm: Azure Resource Manager (Reader on the topics; needs "
+            "SERVICE_BUS_RESOURCE_ID); auto: arm when SERVICE_BUS_RESOURCE_ID is set"
+        ),
+    ] = Via.AUTO,
+    peek: Annotated[
+        bool,
+        typer.Option(help="Peek each lane with messages for its oldest one's age (Listen)"),
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document, for scripts")] = False,
+) -> None:
+    """One row per lane: enabled, paused or off; active messages, dead letters and the age of
+    the oldest message, from Service Bus's runtime properties. Exit code 1 when a lane has more
+    dead letters than --max-dead-letters, an older message than --max-age, or cannot be read
+    (for pipelines); 2 for bad settings."""
+    thresholds = Thresholds(
+        max_dead_letters=max_dead_letters, max_age=_duration(max_age, "--max-age") or timedelta()
+    )
+    settings = _settings_or_exit(full=False)
+    _run(
+        _lanes(settings, via=via, thresholds=thresholds, peek=peek, as_json=as_json),
+        count_failures=False,
     )
 
 

@@ -1,10 +1,11 @@
 """Stage 2, `deliver_<name>`: a lane's delivery messages reach its vendor, once.
 
 delivery message -> routing check -> ledger claim -> map -> send (in bulk where the vendor has a
-bulk form and the trigger handed over a batch) -> ledger record -> one Outcome per message:
-complete (delivered or skipped, now or by an earlier copy), retry later (a copy scheduled on the
-deliveries topic for this lane only), or dead-letter on this lane (DestinationRejected,
-RetriesExhausted, LedgerRejected, InvalidMessage for a message no stage could have written).
+bulk form and the trigger handed over a batch) -> one Outcome per message: complete (delivered
+or skipped, now or by an earlier copy), retry later (a copy scheduled on the deliveries topic for
+this lane only), or dead-letter on this lane (DestinationRejected, RetriesExhausted,
+LedgerRejected, InvalidMessage for a message no stage could have written) -> ledger record (the
+result, and that outcome: when the retry copy is due, or the dead-letter reason).
 
 One pipeline serves one message and a batch alike: a batch of one is sent as a single request.
 """
@@ -24,6 +25,7 @@ from order_processor.destinations import Destination, Skip
 from order_processor.ledger import (
     Claimed,
     ClaimRequest,
+    Decided,
     Held,
     Ledger,
     LedgerRejected,
@@ -52,6 +54,14 @@ LEDGER_REJECTED = "LedgerRejected"
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _decided(outcome: Outcome) -> Decided:
+    """What the ledger row keeps of a message's outcome."""
+    return Decided(
+        next_attempt=outcome.retry_at,
+        dead_letter_reason=outcome.reason if outcome.settlement is Settlement.DEAD_LETTER else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +164,6 @@ class DeliveryStage:
         started = time.perf_counter()
         results, cleared = await self._gate(work)
         results |= await self._send(cleared, deadline)
-        await self._record([(c.claim, results[c.work.index]) for c in cleared])
         elapsed_ms = (time.perf_counter() - started) * 1000
         sent = {c.work.index for c in cleared}
         decided = await asyncio.gather(
@@ -166,6 +175,12 @@ class DeliveryStage:
             )
         )
         outcomes |= {w.index: outcome for w, outcome in zip(work, decided, strict=True)}
+        # Recorded after deciding, so each row also says what became of the message (a retry
+        # copy due at a time, or a dead letter and why): `trace` reads it there.
+        await self._record(
+            [(c.claim, results[c.work.index]) for c in cleared],
+            [_decided(outcomes[c.work.index]) for c in cleared],
+        )
         return [outcomes[i] for i in range(len(messages))]
 
     async def _gate(
@@ -281,8 +296,12 @@ class DeliveryStage:
         except DeliveryError as exc:
             return DestinationResult.failed(self.name, exc, attempts=attempts)
 
-    async def _record(self, recorded: Sequence[tuple[Claimed, DestinationResult]]) -> None:
-        failures = await self.ledger.record_many(recorded, now=self._now())
+    async def _record(
+        self,
+        recorded: Sequence[tuple[Claimed, DestinationResult]],
+        decided: Sequence[Decided],
+    ) -> None:
+        failures = await self.ledger.record_many(recorded, now=self._now(), decided=decided)
         for (claim, result), failure in zip(recorded, failures, strict=True):
             if failure is not None:
                 # The vendor's answer stands; a later copy may call again once the claim's

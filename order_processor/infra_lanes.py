@@ -25,7 +25,9 @@ are the core's, kept in infra/main.bicep.
 everywhere the infrastructure reads it, so a new destination reaches Azure with this one command:
 
 - infra/lanes.json: infra/main.bicep loads it (`loadJsonContent`) and loops over its `lanes`;
-- the `lanes` variable of infra/main.json (the hand-maintained ARM twin: the same array).
+- the `lanes` variable of infra/main.json (the hand-maintained ARM twin: the same array);
+- infra/workbook.json and main.json's `workbookContent`: the delivery overview workbook, whose
+  lane picker lists the lanes (`order_processor.infra_workbook`).
 
 The emulator's copy of the lanes (devkit/servicebus-emulator/Config.json) is written by
 `python -m order_processor docs` with the other generated documents; both use the same filters
@@ -53,10 +55,12 @@ from pydantic.fields import FieldInfo
 from order_processor.accept import ACCEPT_LANE
 from order_processor.destinations import DESTINATIONS, Destination, DestinationSettings
 from order_processor.docgen import lane_filters
+from order_processor.infra_workbook import arm_literal, workbook
 from order_processor.settings import CoreSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 LANES_JSON = Path("infra/lanes.json")
+WORKBOOK_JSON = Path("infra/workbook.json")
 MAIN_JSON = Path("infra/main.json")
 
 #: the function that takes the accept stage's retry copies (function_app.build_app)
@@ -190,6 +194,7 @@ def _dump(document: Any) -> str:
 def _main_json(current: dict[str, Any], lanes: list[dict[str, Any]]) -> dict[str, Any]:
     template = copy.deepcopy(current)
     template["variables"]["lanes"] = lanes
+    template["variables"]["workbookContent"] = arm_literal(workbook(lanes))
     return template
 
 
@@ -198,7 +203,11 @@ def rendered(root: Path = ROOT) -> dict[Path, str]:
     document = lanes_document()
     lanes = document["lanes"]
     main = json.loads((root / MAIN_JSON).read_text())
-    return {LANES_JSON: _dump(document), MAIN_JSON: _dump(_main_json(main, lanes))}
+    return {
+        LANES_JSON: _dump(document),
+        WORKBOOK_JSON: _dump(workbook(lanes)),
+        MAIN_JSON: _dump(_main_json(main, lanes)),
+    }
 
 
 def stale(root: Path = ROOT) -> list[Path]:
@@ -215,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m order_processor.infra_lanes",
         description="Write the lanes (one per registered destination with its subscription, "
         "filter and app settings, plus the accept retry lane) into infra/lanes.json and "
+        "infra/main.json, and the workbook that lists them into infra/workbook.json and "
         "infra/main.json.",
     )
     mode = parser.add_mutually_exclusive_group()

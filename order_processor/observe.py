@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from order_processor.model import DestinationResult, MessageMetadata, Outcome, Settlement
-from order_processor.telemetry import Telemetry
+from order_processor.telemetry import LaneReading, Telemetry, TopicReading
 
 log = logging.getLogger("order_processor")
 
@@ -80,6 +80,10 @@ class Observer:
         """The vendor answered but the ledger write failed: the one duplicate window."""
         return
 
+    def lanes_read(self, lanes: Sequence[LaneReading], topics: Sequence[TopicReading]) -> None:
+        """The `lane_metrics` function read every lane's status."""
+        return
+
 
 class LogObserver(Observer):
     """One line per destination result and one per message outcome, with correlation fields."""
@@ -127,6 +131,21 @@ class LogObserver(Observer):
             extra={"event_key": event_key, "destination": result.destination},
         )
 
+    def lanes_read(self, lanes: Sequence[LaneReading], topics: Sequence[TopicReading]) -> None:
+        unread = [r.lane for r in lanes if r.active is None]
+        if unread:
+            log.warning("lane status not read: %s", ", ".join(unread), extra={"lanes": unread})
+        for r in lanes:
+            if r.paused or r.dead_letters:
+                log.info(
+                    "lane %s: %s, %s active, %s dead letters",
+                    r.lane,
+                    "paused" if r.paused else "running",
+                    r.active,
+                    r.dead_letters,
+                    extra={"destination": r.lane},
+                )
+
 
 class MetricsObserver(Observer):
     """Counters and histograms; every one carries `orders.stage` or `orders.destination`."""
@@ -156,6 +175,9 @@ class MetricsObserver(Observer):
             t.dead_letters.add(1, {**where, "orders.reason": outcome.reason or ""})
         if outcome.retry_at is not None:
             t.retries_scheduled.add(1, {**where, "orders.reason": outcome.reason or ""})
+
+    def lanes_read(self, lanes: Sequence[LaneReading], topics: Sequence[TopicReading]) -> None:
+        self.telemetry.lanes.update(self.telemetry.meter, lanes, topics)
 
 
 class _OtelSpan:
@@ -235,3 +257,7 @@ class Observers(Observer):
     def record_failed(self, event_key: str, result: DestinationResult) -> None:
         for observer in self.observers:
             observer.record_failed(event_key, result)
+
+    def lanes_read(self, lanes: Sequence[LaneReading], topics: Sequence[TopicReading]) -> None:
+        for observer in self.observers:
+            observer.lanes_read(lanes, topics)

@@ -51,6 +51,8 @@ class Pipeline:
     ledger: Ledger
     outbox: Outbox
     telemetry: Telemetry
+    #: what every stage reports to (logs, metrics, spans); the lane_metrics function too
+    observer: Observer
 
     @classmethod
     def from_settings(
@@ -124,6 +126,7 @@ class Pipeline:
             ledger=ledger,
             outbox=outbox,
             telemetry=telemetry,
+            observer=observer,
         )
 
     async def aclose(self) -> None:

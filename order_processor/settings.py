@@ -243,6 +243,43 @@ class ServiceBusSettings(BaseSettings):
             )
 
 
+#: an ARM resource id of a Service Bus namespace (case-insensitive, as ARM treats ids)
+_NAMESPACE_ID = re.compile(
+    r"/subscriptions/[0-9a-f-]{36}/resourceGroups/[^/]+"
+    r"/providers/Microsoft\.ServiceBus/namespaces/[A-Za-z0-9-]+",
+    re.IGNORECASE,
+)
+
+
+class LaneStatusSettings(BaseSettings):
+    """How each lane's status is read (the `lanes` command, the `lane_metrics` function)."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, env_ignore_empty=True, populate_by_name=True
+    )
+
+    lane_metrics_enabled: bool = Field(
+        default=False,
+        description="the lane_metrics timer function: each lane's counts, oldest message and "
+        "pause as gauges, every minute",
+    )
+    service_bus_resource_id: str | None = Field(
+        default=None,
+        description="the namespace's ARM id: counts are read from Azure Resource Manager "
+        "(Reader on the topics) instead of the namespace's management API (Manage rights)",
+    )
+
+    @field_validator("service_bus_resource_id")
+    @classmethod
+    def _is_a_namespace_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(_NAMESPACE_ID, value.strip()):
+            raise ValueError(
+                "must be the namespace's resource id: /subscriptions/<subscription id>/"
+                "resourceGroups/<group>/providers/Microsoft.ServiceBus/namespaces/<namespace>"
+            )
+        return None if value is None else value.strip()
+
+
 class SettingsError(Exception):
     """Start-up configuration problems, one line per setting."""
 
@@ -258,6 +295,7 @@ class AppSettings:
     destinations: Mapping[str, DestinationSettings]
     ledger: LedgerSettings
     service_bus: ServiceBusSettings
+    lane_status: LaneStatusSettings
 
     @property
     def enabled(self) -> list[str]:
@@ -285,18 +323,23 @@ def _load(cls: type[BaseSettings], overrides: Mapping[str, Any]) -> tuple[Any, l
 
 
 def load_settings(
-    *, overrides: Mapping[str, Mapping[str, Any]] | None = None, service_bus_only: bool = False
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    service_bus_only: bool = False,
+    with_ledger: bool = False,
 ) -> AppSettings:
     """Read every block; raise SettingsError listing all problems at once.
 
     `overrides` (block name -> field values) is for the CLI's dry-run and for tests.
     `service_bus_only`: for the commands that only talk to Service Bus (publish, dlq peek/purge):
-    destinations, loyalty provider and ledger are not used, so their settings are not demanded.
+    destinations, loyalty provider and ledger are not used, so their settings are not demanded;
+    `with_ledger` keeps the ledger's (trace reads it).
     """
     overrides = dict(overrides or {})
     if service_bus_only:
         overrides |= {name: {"enabled": False} for name in DESTINATIONS}
-        overrides["ledger"] = {"enabled": False}
+        if not with_ledger:
+            overrides["ledger"] = {"enabled": False}
     problems: list[str] = []
     core, found = _load(CoreSettings, overrides.get("core", {}))
     problems += found
@@ -314,6 +357,8 @@ def load_settings(
     ledger, found = _load(LedgerSettings, overrides.get("ledger", {}))
     problems += found
     service_bus, found = _load(ServiceBusSettings, overrides.get("service_bus", {}))
+    problems += found
+    lane_status, found = _load(LaneStatusSettings, overrides.get("lane_status", {}))
     problems += found
     blocks = [b for b in (core, loyalty, ledger, service_bus, *destinations.values()) if b]
     # Read on its own: one bad core setting must not turn every http:// URL into a complaint.
@@ -333,6 +378,7 @@ def load_settings(
         destinations=destinations,
         ledger=ledger,
         service_bus=service_bus,
+        lane_status=lane_status,
     )
 
 
@@ -399,6 +445,7 @@ def setting_names() -> list[str]:
         CoreSettings,
         LedgerSettings,
         ServiceBusSettings,
+        LaneStatusSettings,
         LoyaltySettings,
         *(cls.settings_class for cls in DESTINATIONS.values()),
     ]

@@ -172,6 +172,31 @@ def test_a_disabled_destination_has_no_function() -> None:
     assert set(declared) == set(DEFAULT_FUNCTIONS) - {"deliver_product_recs"}
 
 
+def test_lane_metrics_is_a_timer_every_minute_when_enabled() -> None:
+    declared = _declared(LANE_METRICS_ENABLED="true")
+    assert set(declared) == {*DEFAULT_FUNCTIONS, "lane_metrics"}
+    assert declared["lane_metrics"] == {
+        "direction": "IN",
+        "type": "timerTrigger",
+        "name": "timer",
+        "schedule": "0 * * * * *",
+        "useMonitor": False,
+    }
+    assert "lane_metrics" not in _functions()  # off by default (the template turns it on)
+
+
+async def test_lane_metrics_logs_a_failure_and_returns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Failing:
+        async def run(self) -> None:
+            raise ConnectionError("management endpoint unreachable")
+
+    monkeypatch.setattr(function_app, "_current_lane_metrics", Failing)
+    await function_app._lane_metrics_function()(MagicMock())
+    assert "reading the lanes' status failed" in caplog.text
+
+
 def test_the_host_refuses_to_start_without_a_service_bus_connection() -> None:
     env = {**os.environ, **BASELINE_ENV}
     env.pop("ServiceBusConnection")

@@ -40,6 +40,7 @@ import function_app
 from order_processor import docgen, infra_lanes
 from order_processor.destinations import DESTINATIONS
 from order_processor.destinations import registered as registered_destination
+from order_processor.infra_workbook import workbook
 from order_processor.model import (
     DeadLetterReason,
     DeliveryStatus,
@@ -88,6 +89,8 @@ ROLE = {
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
     "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    # Azure Resource Manager read-only, scoped to a topic or a subscription (lane counts).
+    "Reader": "acdd72a7-3385-485e-a4ce-3d80b5e72f4c",
 }
 BROAD_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",  # Owner
@@ -357,6 +360,7 @@ def test_every_resource_is_there(template: dict[str, Any], plan: str) -> None:
         "Microsoft.Authorization/roleAssignments",
         "Microsoft.Insights/metricAlerts",
         "Microsoft.Insights/scheduledQueryRules",
+        "Microsoft.Insights/workbooks",
     } <= deployed
     # The retry queue is gone: retry copies are scheduled on the deliveries topic, for one lane.
     assert "Microsoft.ServiceBus/namespaces/queues" not in {r.type for r in evaluator.resources()}
@@ -485,9 +489,11 @@ def test_main_bicep_loops_over_lanes_json() -> None:
     assert bicep.variables["laneSettings"] == [
         "toObject(lanes, lane => lane.subscriptionSetting, lane => lane.subscription)"
     ]
-    sources = {
-        m[1]: m[2] for m in re.finditer(r"resource (\w+) '[^']+' = \[for [^:]+? in (.+?): \{", text)
-    }
+    loops = re.finditer(
+        r"resource (\w+) '[^']+' = \[for [^:]+? in (.+?): (?:if \((\w+)\) )?\{", text
+    )
+    found = [(m[1], m[2], m[3]) for m in loops]
+    sources = {symbol: source for symbol, source, _ in found}
     assert sources == {
         "laneSubscriptions": "lanes",
         "laneFilters": "lanes",
@@ -495,8 +501,15 @@ def test_main_bicep_loops_over_lanes_json() -> None:
         "operatorLaneReceivers": "(hasOperator ? lanes : [])",
         "laneDeadLetterAlerts": "lanes",
         "laneBacklogAlerts": "destinationLanes",
+        "laneDlqDepthAlerts": "lanes",
+        "laneAgeAlerts": "lanes",
+        "lanePausedAlerts": "lanes",
     }
-    # main.json: the same loops, over the same variables
+    conditions = {symbol: condition for symbol, _, condition in found if condition}
+    assert conditions == dict.fromkeys(
+        ("laneDlqDepthAlerts", "laneAgeAlerts", "lanePausedAlerts"), "laneMetricsEnabled"
+    )
+    # main.json: the same loops, over the same variables, under the same conditions
     template = json.loads(MAIN_JSON.read_text())
     counts = {r["copy"]["name"]: r["copy"]["count"] for r in template["resources"] if "copy" in r}
     assert counts == {
@@ -504,6 +517,10 @@ def test_main_bicep_loops_over_lanes_json() -> None:
         "operatorLaneReceivers": (
             "[length(if(variables('hasOperator'), variables('lanes'), createArray()))]"
         ),
+    }
+    looped = {r["copy"]["name"]: r.get("condition") for r in template["resources"] if "copy" in r}
+    assert {k: v for k, v in looped.items() if v} == {
+        symbol: f"[parameters('{condition}')]" for symbol, condition in conditions.items()
     }
 
 
@@ -793,6 +810,9 @@ def test_app_role_assignments_are_least_privilege(template: dict[str, Any]) -> N
             (ROLE["Storage Table Data Contributor"], ids["storage"]),
             (ROLE["Key Vault Secrets User"], ids["vault"]),
             (ROLE["Monitoring Metrics Publisher"], ids["insights"]),
+            # lane_metrics: the lanes' counts from ARM, read-only, no message data
+            (ROLE["Reader"], ids["deliveries"]),
+            (ROLE["Reader"], ids["subscription"]),
         ]
     )
     assert ids["subscription"].endswith("/topics/orders/subscriptions/order-sync")
@@ -801,6 +821,19 @@ def test_app_role_assignments_are_least_privilege(template: dict[str, Any]) -> N
         assert resource.properties["principalType"] == "ServicePrincipal"
         assert resource.scope != RG_ID  # never the whole resource group
         assert resource.scope != ids["namespace"]  # nor the whole namespace
+
+
+def test_the_lane_metrics_reader_roles_go_with_the_function(template: dict[str, Any]) -> None:
+    evaluator = _evaluate(template, laneMetricsEnabled=False)
+    site = _ids(evaluator)["site"]
+    roles = {role for who, role, _ in _role_assignments(evaluator) if site in who}
+    assert ROLE["Reader"] not in roles
+    settings = _app_settings(evaluator)
+    assert settings["LANE_METRICS_ENABLED"] == "false"
+    on = _app_settings(_evaluate(template))
+    assert on["LANE_METRICS_ENABLED"] == "true"
+    namespace = _evaluate(template).one("Microsoft.ServiceBus/namespaces")
+    assert on["SERVICE_BUS_RESOURCE_ID"] == namespace.id
 
 
 def test_each_function_may_receive_from_the_subscription_it_listens_to(
@@ -814,7 +847,8 @@ def test_each_function_may_receive_from_the_subscription_it_listens_to(
         if site in who and role == ROLE["Azure Service Bus Data Receiver"]
     }
     for binding in _bindings(_deployed_app_settings(evaluator)).values():
-        assert _entity_id(evaluator, binding) in received
+        if binding["type"] == "serviceBusTrigger":
+            assert _entity_id(evaluator, binding) in received
 
 
 def test_operator_roles_only_when_an_operator_is_given(template: dict[str, Any]) -> None:
@@ -958,6 +992,7 @@ def test_trigger_bindings_resolve_to_the_templates_entities(
     evaluator = _evaluate(template, ordersSessionsEnabled=sessions)
     settings = _app_settings(evaluator)
     bindings = _bindings(_deployed_app_settings(evaluator))
+    assert bindings.pop("lane_metrics")["type"] == "timerTrigger"  # laneMetricsEnabled
     assert set(bindings) == {"accept_order"} | {lane["function"] for lane in LANES}
     for name, binding in bindings.items():
         assert binding["type"] == "serviceBusTrigger", name
@@ -1071,7 +1106,7 @@ def test_app_settings_wait_for_the_roles_they_need(template: dict[str, Any]) -> 
         for r in evaluator.deployed("Microsoft.Authorization/roleAssignments")
         if _ids(evaluator)["site"] in str(r.properties["principalId"])
     ]
-    assert len(app_roles) == 6 + len(LANES)
+    assert len(app_roles) == 6 + len(LANES) + 2  # + the lane counts' two Reader roles
     assert set(app_roles) <= set(settings.depends_on())
 
 
@@ -1132,11 +1167,18 @@ def test_alerts(template: dict[str, Any]) -> None:
     assert all(a.properties["actions"]["actionGroups"] == [] for a in _query_alerts(quiet).values())
 
 
+GAUGE_ALERTS = ("dlq-depth", "age", "paused")
+
+
 def test_each_lane_has_its_dead_letter_and_backlog_alerts(template: dict[str, Any]) -> None:
     queries = _query_alerts(_evaluate(template))
     expected = {f"ordersync-lane-dead-letters-{lane['subscription']}" for lane in LANES}
     expected |= {f"ordersync-lane-backlog-{lane['subscription']}" for lane in DESTINATION_LANES}
-    assert set(queries) == expected
+    gauges = {
+        f"ordersync-lane-{kind}-{lane['subscription']}" for kind in GAUGE_ALERTS for lane in LANES
+    }
+    assert set(queries) == expected | gauges
+    assert set(_query_alerts(_evaluate(template, laneMetricsEnabled=False))) == expected
     for lane in LANES:
         alert = queries[f"ordersync-lane-dead-letters-{lane['subscription']}"].properties
         (criterion,) = alert["criteria"]["allOf"]
@@ -1161,6 +1203,37 @@ def test_each_lane_has_its_dead_letter_and_backlog_alerts(template: dict[str, An
     later = _query_alerts(_evaluate(template, laneBacklogMinutes=90))
     (criterion,) = later["ordersync-lane-backlog-esputnik"].properties["criteria"]["allOf"]
     assert criterion["threshold"] == 90
+
+
+def test_each_lane_has_its_depth_age_and_pause_alerts(template: dict[str, Any]) -> None:
+    """From the lane_metrics gauges: what waits in the lane's DLQ, for how long its oldest
+    message has waited, for how long it has been paused."""
+    queries = _query_alerts(
+        _evaluate(template, laneDeadLetterDepth=5, laneOldestMessageMinutes=45, lanePausedHours=6)
+    )
+    expected = {
+        "dlq-depth": ("orders.lane.dead_letter_messages", "Maximum", "depth", 5, "PT15M"),
+        "age": ("orders.lane.oldest_message_age", "Minimum", "ageMinutes", 45, "PT15M"),
+        "paused": ("orders.lane.paused", "Minimum", "paused", 0, "PT6H"),
+    }
+    for lane in LANES:
+        for kind, (metric, aggregation, column, threshold, window) in expected.items():
+            alert = queries[f"ordersync-lane-{kind}-{lane['subscription']}"].properties
+            (criterion,) = alert["criteria"]["allOf"]
+            assert f'name == "{metric}"' in criterion["query"]
+            assert f'customDimensions["orders.lane"]) == "{lane["name"]}"' in criterion["query"]
+            assert f"project timestamp, {column} = " in criterion["query"]
+            assert (criterion["timeAggregation"], criterion["metricMeasureColumn"]) == (
+                aggregation,
+                column,
+            )
+            assert (criterion["operator"], criterion["threshold"]) == ("GreaterThan", threshold)
+            assert alert["windowSize"] == window
+            assert alert["autoMitigate"] is True
+        paused = queries[f"ordersync-lane-paused-{lane['subscription']}"].properties
+        assert f"AzureWebJobs.{lane['function']}.Disabled" in paused["description"]
+        depth = queries[f"ordersync-lane-dlq-depth-{lane['subscription']}"].properties
+        assert f"dlq peek --destination {lane['name']}" in depth["description"]
 
 
 def test_the_lane_alerts_read_what_the_app_records() -> None:
@@ -1200,6 +1273,38 @@ def test_the_lane_alerts_read_what_the_app_records() -> None:
     }
     assert {"orders.lane": "esputnik"}.items() <= recorded["orders.dead_letters"][0].items()
     assert recorded["orders.delivery.latency"] == [{"orders.destination": "esputnik"}]
+
+
+def test_the_delivery_overview_workbook(template: dict[str, Any]) -> None:
+    """A shared workbook on the app's Application Insights, generated with the lanes; its
+    queries are checked against the app's telemetry in tests/test_workbook.py."""
+    evaluator = _evaluate(template)
+    insights = _ids(evaluator)["insights"]
+    book = evaluator.one("Microsoft.Insights/workbooks")
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", book.name)
+    assert book.get("kind") == "shared"
+    properties = book.properties
+    assert (properties["category"], properties["sourceId"]) == ("workbook", insights)
+    assert properties["displayName"] == "ordersync: delivery overview"
+    content = json.loads(properties["serializedData"])
+    assert content["version"] == "Notebook/1.0"
+    assert content["fallbackResourceIds"] == [insights]
+    lanes = json.loads(LANES_JSON.read_text())["lanes"]
+    expected = dict(workbook(lanes), fallbackResourceIds=[insights])
+    assert content == expected
+    # The same name on every deployment (a GUID per resource group and baseName).
+    assert _evaluate(template).one("Microsoft.Insights/workbooks").name == book.name
+
+
+def test_main_bicep_loads_the_generated_workbook() -> None:
+    bicep = BicepOutline.read(MAIN_BICEP)
+    assert bicep.variables["workbookContent"] == ["loadJsonContent('workbook.json')"]
+    text = MAIN_BICEP.read_text()
+    data = "string(union(workbookContent, { fallbackResourceIds: [ appInsights.id ] }))"
+    assert f"serializedData: {data}" in text
+    assert json.loads((INFRA / "workbook.json").read_text()) == workbook(
+        json.loads(LANES_JSON.read_text())["lanes"]
+    )
 
 
 def test_names_fit_azure_limits(template: dict[str, Any]) -> None:

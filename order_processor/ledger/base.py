@@ -13,6 +13,7 @@ from order_processor.ledger.entries import (
     STATUS_FOR_RESULT,
     Claimed,
     ClaimRequest,
+    Decided,
     Existing,
     Gate,
     Held,
@@ -40,8 +41,11 @@ def _registered_destinations() -> list[str]:
 # -- The claim/record rules, once for every store -------------------------------------------
 
 
-def _recorded(claim: Claimed, result: DestinationResult, now: datetime) -> LedgerEntry:
-    """The row once the result is in."""
+def _recorded(
+    claim: Claimed, result: DestinationResult, now: datetime, decided: Decided | None = None
+) -> LedgerEntry:
+    """The row once the result is in, with what the lane decided (retry copy, dead letter)."""
+    decided = decided or Decided()
     return replace(
         claim.entry,
         status=STATUS_FOR_RESULT[result.status],
@@ -52,7 +56,19 @@ def _recorded(claim: Claimed, result: DestinationResult, now: datetime) -> Ledge
         last_error=None if result.status is DeliveryStatus.DELIVERED else truncate(result.detail),
         http_status=result.http_status,
         response_id=result.response_id,
+        next_attempt=decided.next_attempt,
+        dead_letter_reason=decided.dead_letter_reason,
     )
+
+
+def _decisions(
+    recorded: Sequence[object], decided: Sequence[Decided | None] | None
+) -> Sequence[Decided | None]:
+    if decided is None:
+        return [None] * len(recorded)
+    if len(decided) != len(recorded):
+        raise ValueError("record_many: one decision per row")
+    return decided
 
 
 def _taken_over(claim: Claimed, result: DestinationResult) -> None:
@@ -104,14 +120,23 @@ class Ledger(ABC):
             message_id=message_id,
             last_attempt=now,
             lease_until=now + lease,
+            next_attempt=None,
+            dead_letter_reason=None,
         )
         etag = await self._replace(taken, current_etag)
         return Claimed(taken, etag) if etag is not None else Held(current)
 
-    async def record(self, claim: Claimed, result: DestinationResult, *, now: datetime) -> None:
-        """Write the outcome over our claim; if the claim was taken over meanwhile, the newer
-        holder's row wins and ours is only logged."""
-        if await self._replace(_recorded(claim, result, now), claim.etag) is None:
+    async def record(
+        self,
+        claim: Claimed,
+        result: DestinationResult,
+        *,
+        now: datetime,
+        decided: Decided | None = None,
+    ) -> None:
+        """Write the outcome (and what the lane `decided`) over our claim; if the claim was taken
+        over meanwhile, the newer holder's row wins and ours is only logged."""
+        if await self._replace(_recorded(claim, result, now, decided), claim.etag) is None:
             _taken_over(claim, result)
 
     async def claim_many(
@@ -132,10 +157,19 @@ class Ledger(ABC):
         )
 
     async def record_many(
-        self, recorded: Sequence[tuple[Claimed, DestinationResult]], *, now: datetime
+        self,
+        recorded: Sequence[tuple[Claimed, DestinationResult]],
+        *,
+        now: datetime,
+        decided: Sequence[Decided | None] | None = None,
     ) -> list[LedgerFailure | None]:
-        """Write each result over its claim; a failure is returned in its place, not raised."""
-        return await each(self.record(claim, result, now=now) for claim, result in recorded)
+        """Write each result over its claim (with `decided`, one per row, when given); a failure
+        is returned in its place, not raised."""
+        decisions = _decisions(recorded, decided)
+        return await each(
+            self.record(claim, result, now=now, decided=d)
+            for (claim, result), d in zip(recorded, decisions, strict=True)
+        )
 
     async def read(self, event_key: str, destination: str) -> LedgerEntry | None:
         found = await self._get(event_key, destination)
@@ -151,8 +185,19 @@ class Ledger(ABC):
         rows = await self._rows_for_order(order_key(order_id), names)
         return sorted(rows, key=lambda e: (e.destination, e.event_key))
 
+    async def rows_for_message(self, message_id: str) -> list[LedgerEntry]:
+        """The rows whose MessageId (the order message's, as the ERP sent it) is this one. No
+        key holds it: a store may have to read every row (TableLedger: a table scan), so this
+        is for an operator's occasional lookup, never for the message path."""
+        rows = await self._rows_for_message(message_id)
+        return sorted(rows, key=lambda e: (e.event_key, e.destination))
+
     async def aclose(self) -> None:
         return None
+
+    async def _rows_for_message(self, message_id: str) -> list[LedgerEntry]:
+        """Every row with this MessageId (a store that cannot say raises NotImplementedError)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot find rows by MessageId")
 
     @abstractmethod
     async def _insert(self, entry: LedgerEntry) -> str | None:
@@ -283,6 +328,8 @@ class BatchLedger(Ledger):
                     message_id=fresh[i].message_id,
                     last_attempt=now,
                     lease_until=now + lease,
+                    next_attempt=None,
+                    dead_letter_reason=None,
                 )
                 takeovers.append((i, current, taken, found.etag))
         if takeovers:
@@ -298,12 +345,20 @@ class BatchLedger(Ledger):
         return gates  # type: ignore[return-value]
 
     async def record_many(
-        self, recorded: Sequence[tuple[Claimed, DestinationResult]], *, now: datetime
+        self,
+        recorded: Sequence[tuple[Claimed, DestinationResult]],
+        *,
+        now: datetime,
+        decided: Sequence[Decided | None] | None = None,
     ) -> list[LedgerFailure | None]:
         if len(recorded) == 1:
-            return await super().record_many(recorded, now=now)
+            return await super().record_many(recorded, now=now, decided=decided)
+        decisions = _decisions(recorded, decided)
         answers = await self._replace_many(
-            [(_recorded(claim, result, now), claim.etag) for claim, result in recorded]
+            [
+                (_recorded(claim, result, now, d), claim.etag)
+                for (claim, result), d in zip(recorded, decisions, strict=True)
+            ]
         )
         out: list[LedgerFailure | None] = []
         for (claim, result), answer in zip(recorded, answers, strict=True):

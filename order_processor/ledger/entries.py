@@ -53,6 +53,11 @@ class LedgerEntry:
     last_error: str | None = None
     http_status: int | None = None
     response_id: str | None = None
+    #: the lane scheduled a retry copy that comes due then (the copy waits on the topic, where
+    #: no peek of the lane's subscription sees it: this is how `trace` knows)
+    next_attempt: datetime | None = None
+    #: the lane dead-lettered the message, with this DeadLetterReason
+    dead_letter_reason: str | None = None
 
     def held_at(self, now: datetime) -> bool:
         return (
@@ -82,6 +87,14 @@ class Held:
     """Another copy of the same event is delivering right now (or won the race)."""
 
     entry: LedgerEntry | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decided:
+    """What the lane decided after the result, written on the row with it."""
+
+    next_attempt: datetime | None = None
+    dead_letter_reason: str | None = None
 
 
 Gate = Claimed | Settled | Held

@@ -58,6 +58,10 @@ class MemoryLedger(Ledger):
             if destination in wanted and event_key.startswith(prefix)
         ]
 
+    async def _rows_for_message(self, message_id: str) -> list[LedgerEntry]:
+        self._check()
+        return [entry for entry, _ in list(self.rows.values()) if entry.message_id == message_id]
+
 
 class NoLedger(Ledger):
     """DELIVERY_LEDGER_ENABLED=false (local runs only): every copy may send. Unsafe in Azure."""
@@ -72,4 +76,7 @@ class NoLedger(Ledger):
         return ""
 
     async def _rows_for_order(self, order: str, destinations: list[str]) -> list[LedgerEntry]:
+        return []
+
+    async def _rows_for_message(self, message_id: str) -> list[LedgerEntry]:
         return []

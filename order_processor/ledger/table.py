@@ -78,10 +78,13 @@ class TableLedger(BatchLedger):
     (PartitionKey = event key, RowKey = destination) are looked up too, see `_insert_many`.
     """
 
-    def __init__(self, store: TableStore, *, legacy_lookup: bool = False) -> None:
+    def __init__(
+        self, store: TableStore, *, legacy_lookup: bool = False, create_table: bool = True
+    ) -> None:
         self._store = store
         self.legacy_lookup = legacy_lookup
-        self._ready = False
+        #: False: the table is taken as there (a reader, such as `trace`, may not create it)
+        self._ready = not create_table
         self._ready_lock = asyncio.Lock()
 
     @property
@@ -276,6 +279,19 @@ class TableLedger(BatchLedger):
                     rows.setdefault((old.event_key, old.destination), old)
         return list(rows.values())
 
+    async def _rows_for_message(self, message_id: str) -> list[LedgerEntry]:
+        """A filter on a property that is no key: the service reads the whole table, up to 1,000
+        rows or 5 seconds per response, with a continuation for the rest (each response one
+        billed request). Rows of the old layout (legacy lookup) are read the same way."""
+        found = await self._call("query", self._store.query, f"MessageId eq {literal(message_id)}")
+        rows = []
+        for entity in found:
+            legacy = ":" in str(entity.get("PartitionKey", ""))
+            if legacy and not self.legacy_lookup:
+                continue
+            rows.append(from_entity(entity, legacy=legacy))
+        return rows
+
     async def aclose(self) -> None:
         await self._store.close()
 
@@ -293,11 +309,15 @@ def _groups(items: Sequence[_T], partition: Callable[[_T], str]) -> list[list[in
 
 
 def build_ledger(
-    settings: LedgerSettings, *, trace_configs: Sequence[aiohttp.TraceConfig] = ()
+    settings: LedgerSettings,
+    *,
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    create_table: bool = True,
 ) -> Ledger:
     """The ledger DELIVERY_LEDGER_* describes: a connection string, or the table endpoint with the
     app's managed identity; NoLedger only when explicitly disabled. `trace_configs`: aiohttp's
-    request hooks (the bench and the tests count requests with them)."""
+    request hooks (the bench and the tests count requests with them). `create_table=False` for
+    readers (Storage Table Data Reader cannot create a table)."""
     if not settings.enabled:
         log.warning("DELIVERY_LEDGER_ENABLED=false: duplicates are possible (local runs only)")
         return NoLedger()
@@ -323,4 +343,4 @@ def build_ledger(
             owns_credential=True,
             **options,
         )
-    return TableLedger(store, legacy_lookup=settings.legacy_lookup)
+    return TableLedger(store, legacy_lookup=settings.legacy_lookup, create_table=create_table)

@@ -64,6 +64,7 @@ def to_entity(entry: LedgerEntry) -> dict[str, Any]:
         ("LastError", entry.last_error),
         ("HttpStatus", entry.http_status),
         ("ResponseId", entry.response_id),
+        ("DeadLetterReason", entry.dead_letter_reason),
     ):
         if value is not None:
             entity[name] = value
@@ -71,6 +72,7 @@ def to_entity(entry: LedgerEntry) -> dict[str, Any]:
         ("FirstAttemptUtc", entry.first_attempt),
         ("LastAttemptUtc", entry.last_attempt),
         ("LeaseUntilUtc", entry.lease_until),
+        ("NextAttemptUtc", entry.next_attempt),
     ):
         if when is not None:
             entity[name] = _when(when)
@@ -99,6 +101,8 @@ def from_entity(entity: dict[str, Any], *, legacy: bool = False) -> LedgerEntry:
         last_error=entity.get("LastError"),
         http_status=None if http_status is None else int(http_status),
         response_id=entity.get("ResponseId"),
+        next_attempt=_parse_when(entity.get("NextAttemptUtc")),
+        dead_letter_reason=entity.get("DeadLetterReason"),
     )
 
 

@@ -223,6 +223,39 @@ async def test_replaying_a_rejected_delivery_calls_only_that_vendor_again(
     assert sent(fakes) == {**dict.fromkeys(ROUTED, 1), "product_recs": 2}
 
 
+async def test_the_ledger_row_says_when_a_retry_copy_is_due_and_why_a_letter_was_dead(
+    pipeline: Pipeline, outbox: MemoryOutbox, fakes: dict[str, FakeServer], ledger: MemoryLedger
+) -> None:
+    """Recorded after the lane decided: a scheduled copy waits on the topic, where no peek of the
+    lane's subscription finds it, so the row is where `trace` learns of it."""
+    fakes["esputnik"].inject(*[Reply(503)] * 4)
+    fakes["richrelevance"].inject(Reply(400, {"message": "lineItems[0].productId is required"}))
+    published = await accepted(pipeline, outbox)
+    retried = await pipeline.lanes["esputnik"].deliver(
+        published["esputnik"].body, received(published["esputnik"])
+    )
+    rejected = await pipeline.lanes["richrelevance"].deliver(
+        published["richrelevance"].body, received(published["richrelevance"])
+    )
+    key = retried.event_key or ""
+    row = await ledger.read(key, "esputnik")
+    assert row is not None
+    assert (row.status, row.next_attempt, row.dead_letter_reason) == (
+        LedgerStatus.FAILED,
+        retried.retry_at,
+        None,
+    )
+    assert retried.retry_at is not None
+    row = await ledger.read(key, "richrelevance")
+    assert row is not None
+    assert (row.status, row.next_attempt, row.dead_letter_reason) == (
+        LedgerStatus.REJECTED,
+        None,
+        rejected.reason,
+    )
+    assert rejected.reason == "DestinationRejected"
+
+
 async def test_the_loyalty_provider_down_schedules_an_accept_retry_and_publishes_nothing(
     pipeline: Pipeline, outbox: MemoryOutbox, loyalty: FakeServer, clock: FakeClock
 ) -> None:

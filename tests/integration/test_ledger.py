@@ -20,6 +20,7 @@ from order_processor.ledger import (
     BatchLedger,
     Claimed,
     ClaimRequest,
+    Decided,
     Held,
     Ledger,
     LedgerRejected,
@@ -136,6 +137,37 @@ async def test_a_transient_failure_frees_the_row_for_the_next_copy(store: Ledger
     row = await store.read(KEY, "esputnik")
     assert row is not None
     assert (row.attempts, row.first_attempt) == (5, NOW)
+
+
+async def test_the_row_keeps_what_the_lane_decided_until_the_next_claim(store: Ledger) -> None:
+    gate = await claim(store)
+    assert isinstance(gate, Claimed)
+    failed = DestinationResult(
+        destination="esputnik", status=DeliveryStatus.TRANSIENT_ERROR, detail="busy", attempts=1
+    )
+    due = NOW + timedelta(minutes=5)
+    await store.record(gate, failed, now=NOW, decided=Decided(next_attempt=due))
+    row = await store.read(KEY, "esputnik")
+    assert row is not None
+    assert (row.next_attempt, row.dead_letter_reason) == (due, None)
+    # The retry copy claims the row: the old decision goes with the old attempt.
+    again = await claim(store, at=due, message_id="m-2")
+    assert isinstance(again, Claimed)
+    assert (again.entry.next_attempt, again.entry.dead_letter_reason) == (None, None)
+    rejected = DestinationResult(
+        destination="esputnik", status=DeliveryStatus.PERMANENT_ERROR, detail="400", attempts=1
+    )
+    (failure,) = await store.record_many(
+        [(again, rejected)], now=due, decided=[Decided(dead_letter_reason="DestinationRejected")]
+    )
+    assert failure is None
+    row = await store.read(KEY, "esputnik")
+    assert row is not None
+    assert (row.status, row.next_attempt, row.dead_letter_reason) == (
+        LedgerStatus.REJECTED,
+        None,
+        "DestinationRejected",
+    )
 
 
 async def test_two_racing_copies_cannot_both_claim(store: Ledger) -> None:

@@ -134,6 +134,8 @@ def app_settings(vendors: dict[str, str], **overrides: str) -> dict[str, str]:
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsScriptRoot": str(ROOT),
         "DELIVERY_LEDGER_ENABLED": "false",
+        # The timer is loaded with the rest (the harness invokes Service Bus triggers only).
+        "LANE_METRICS_ENABLED": "true",
     }
     return settings | vendors | overrides
 
@@ -273,6 +275,10 @@ def test_every_function_loads_and_settles_under_the_real_worker(
     assert any(b.get("isSessionsEnabled") for b in triggers) is sessions
     # Every lane ran under the worker, and the accept stage's publish reached the double.
     assert {f"deliver_{name}" for name in DESTINATIONS} <= set(service_bus_triggers(run.report))
+    # The lane_metrics timer was indexed and loaded like every other function.
+    (timer,) = [f for f in run.report["functions"] if f["name"] == "lane_metrics"]
+    assert [b["type"] for b in timer["bindings"]] == ["timerTrigger"]
+    assert run.report["loads"]["lane_metrics"]["status"] == "Success"
     assert_nothing_left_unclosed(run)
     assert run.report["python_version"].startswith("3.13.")
 
