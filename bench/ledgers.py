@@ -21,6 +21,7 @@ from order_processor import ledger as core_ledger
 from order_processor.ledger import (
     Claimed,
     ClaimRequest,
+    Decided,
     Held,
     Ledger,
     LedgerEntry,
@@ -131,7 +132,11 @@ class BenchLedger:
         return gates
 
     async def record_many(
-        self, recorded: Sequence[tuple[Claimed, DestinationResult]], *, now: datetime
+        self,
+        recorded: Sequence[tuple[Claimed, DestinationResult]],
+        *,
+        now: datetime,
+        decided: Sequence[Decided | None] | None = None,
     ) -> list[LedgerUnavailable | LedgerRejected | None]:
         self.counts.record_calls += 1
         self.counts.records += len(recorded)
@@ -142,7 +147,11 @@ class BenchLedger:
             groups.setdefault(id(ledger), (ledger, []))[1].append(index)
         failures: list[LedgerUnavailable | LedgerRejected | None] = [None] * len(recorded)
         for ledger, indexes in groups.values():
-            done = await ledger.record_many([recorded[i] for i in indexes], now=now)
+            done = await ledger.record_many(
+                [recorded[i] for i in indexes],
+                now=now,
+                decided=None if decided is None else [decided[i] for i in indexes],
+            )
             for index, failure in zip(indexes, done, strict=True):
                 failures[index] = failure
         return failures
