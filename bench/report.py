@@ -79,10 +79,23 @@ class Report:
                 "isolation_down",
             )
         )
+        if self.config.ledger_orders or "ledger" in self.config.modes:
+            out["ledger_cpu_vs_memory"] = None
+        if "processes" in self.config.modes:
+            out["processes_scaling"] = None
         lanes = self.lanes_summary()
         if lanes is not None:
             out["isolation_slow"] = lanes["isolation_slow"]["median"]
             out["isolation_down"] = lanes["isolation_down"]["median"]
+        ledger = self.ledger_summary()
+        if ledger is not None:
+            keys = (("one by one", "ledger_cpu_vs_memory"), ("batch", "ledger_cpu_vs_memory_batch"))
+            for path, key in keys:
+                if path in ledger:
+                    out[key] = ledger[path]["ratio_median"]
+        processes = self.processes_summary()
+        if processes is not None:
+            out["processes_scaling"] = processes["scaling_median"]
         if core is None:
             return out
         if core.critical_path:
@@ -139,7 +152,7 @@ class Report:
         rounds: dict[str, list[LanesResult]] = {}
         for run in self.runs.values():
             if isinstance(run, LanesResult) and not run.skipped and run.rate is None:
-                if run.scenario.batch:
+                if run.scenario.batch or run.group != "lanes":
                     continue
                 rounds.setdefault(run.scenario.label, []).append(run)
         return rounds
@@ -148,8 +161,93 @@ class Report:
         return [
             run
             for run in self.runs.values()
-            if isinstance(run, LanesResult) and not run.skipped and run.rate is not None
+            if isinstance(run, LanesResult)
+            and not run.skipped
+            and run.rate is not None
+            and run.group == "lanes"
         ]
+
+    # --- the ledger's cost ----------------------------------------------------------------------
+
+    def ledger_rows(self) -> list[RunResult]:
+        """Every run on the Table ledger (Azurite) with what the ledger cost it."""
+        return [
+            run
+            for run in self.runs.values()
+            if not run.skipped and run.ledger_cost and run.ledger_cost.get("ledger") == "azurite"
+        ]
+
+    def ledger_summary(self) -> dict[str, Any] | None:
+        """The `ledger` mode's pairs: per path (one by one, batch) and round, CPU per order on the
+        memory ledger and on the Table ledger, their ratio (median and range over rounds), and
+        what the Table ledger cost per delivery."""
+        pairs: dict[str, dict[str, dict[str, LanesResult]]] = {}
+        for run in self.runs.values():
+            if not isinstance(run, LanesResult) or run.skipped or run.group != "ledger":
+                continue
+            _, kind, rest = run.name.split(" ", 2)
+            path, _, number = rest.rpartition(" #")
+            pairs.setdefault(path, {}).setdefault(number, {})[kind] = run
+        if not pairs:
+            return None
+        out: dict[str, Any] = {}
+        for path, rounds in pairs.items():
+            found = []
+            for number, runs in rounds.items():
+                memory, table = runs.get("memory"), runs.get("azurite")
+                if memory is None or table is None or not memory.cpu_per_message:
+                    continue
+                cost = table.ledger_cost or {}
+                deliveries = cost.get("deliveries") or 0
+                extra = (table.meter.cpu - memory.meter.cpu) / deliveries if deliveries else None
+                found.append(
+                    {
+                        "round": int(number),
+                        "memory_cpu_ms_per_order": round(memory.cpu_per_message * 1000, 4),
+                        "azurite_cpu_ms_per_order": round(table.cpu_per_message * 1000, 4),
+                        "ratio": round(table.cpu_per_message / memory.cpu_per_message, 4),
+                        "memory_orders_per_s": round(memory.throughput, 1),
+                        "azurite_orders_per_s": round(table.throughput, 1),
+                        "deliveries_per_order": round(deliveries / table.messages, 3)
+                        if table.messages
+                        else None,
+                        "ledger_client_cpu_ms_per_delivery": cost.get("client_cpu_ms_per_delivery"),
+                        "memory_ledger_cpu_ms_per_delivery": (memory.ledger_cost or {}).get(
+                            "client_cpu_ms_per_delivery"
+                        ),
+                        "extra_cpu_ms_per_delivery": (
+                            None if extra is None else round(extra * 1000, 4)
+                        ),
+                        "round_trips_per_delivery": cost.get("round_trips_per_delivery"),
+                        "azurite_cpu_ms_per_delivery": cost.get("azurite_cpu_ms_per_delivery"),
+                        "both_did_their_work": memory.work_done and table.work_done,
+                    }
+                )
+            ratios = sorted(f["ratio"] for f in found)
+
+            def median_of(key: str, found: list[dict[str, Any]] = found) -> float | None:
+                return _median([f[key] for f in found if f[key] is not None])
+
+            out[path] = {
+                "ratio_median": _median(ratios),
+                "ratio_min": ratios[0] if ratios else None,
+                "ratio_max": ratios[-1] if ratios else None,
+                **{
+                    key: median_of(key)
+                    for key in (
+                        "memory_cpu_ms_per_order",
+                        "azurite_cpu_ms_per_order",
+                        "ledger_client_cpu_ms_per_delivery",
+                        "memory_ledger_cpu_ms_per_delivery",
+                        "extra_cpu_ms_per_delivery",
+                        "round_trips_per_delivery",
+                        "azurite_cpu_ms_per_delivery",
+                        "deliveries_per_order",
+                    )
+                },
+                "rounds": sorted(found, key=lambda f: f["round"]),
+            }
+        return out
 
     def lanes_summary(self) -> dict[str, Any] | None:
         """Issue 12's figures: isolation ratios (median of rounds), drain, loyalty lookups,
@@ -321,6 +419,7 @@ class Report:
                 lambda v: v < 20,
             ),
             *self._lanes_targets(),
+            *self._ledger_targets(),
             Target(
                 "rows that did not do the work they claim",
                 float(len(self.failed_checks())),
@@ -379,6 +478,76 @@ class Report:
             ),
         ]
 
+    def _ledger_targets(self) -> list[Target]:
+        out: list[Target] = []
+        ledger = self.ledger_summary()
+        if ledger is not None and "one by one" in ledger:
+            single = ledger["one by one"]
+            value = single["ratio_median"]
+            out.append(
+                Target(
+                    "ledger: CPU per order on the Azurite ledger vs the memory ledger "
+                    "(lanes, one by one, paired rounds)",
+                    value,
+                    f"<= 2.0 (median; rounds {single['ratio_min']}-{single['ratio_max']})",
+                    None if value is None else value <= 2.0,
+                )
+            )
+        processes = self.processes_summary()
+        if processes is not None:
+            twice = processes["sent_twice"]
+            out.append(
+                Target(
+                    "processes: (order event, vendor) pairs sent twice, all process runs",
+                    float(twice),
+                    "0 (the fakes' accepted ids)",
+                    twice == 0 and processes["runs"] > 0,
+                )
+            )
+        return out
+
+    # --- the processes mode ---------------------------------------------------------------------
+
+    def processes_summary(self) -> dict[str, Any] | None:
+        from bench.processes import ProcessesResult
+
+        runs = [r for r in self.runs.values() if isinstance(r, ProcessesResult) and not r.skipped]
+        if not runs:
+            return None
+        by_round: dict[str, dict[int, ProcessesResult]] = {}
+        for run in runs:
+            number = run.name.rpartition("#")[2]
+            by_round.setdefault(number, {})[run.processes] = run
+        scaling = []
+        rounds = []
+        for number, found in sorted(by_round.items()):
+            one, two = found.get(1), found.get(2)
+            entry: dict[str, Any] = {
+                "round": number,
+                **{f"x{n}_orders_per_s": round(r.throughput, 1) for n, r in sorted(found.items())},
+                **{
+                    f"x{n}_cpu_ms_per_order": round(r.cpu_per_message * 1000, 3)
+                    for n, r in sorted(found.items())
+                },
+            }
+            if one is not None and two is not None and one.throughput:
+                entry["scaling"] = round(two.throughput / one.throughput, 3)
+                scaling.append(entry["scaling"])
+            rounds.append(entry)
+        twice = 0
+        for run in runs:
+            if run.vendor is None:
+                continue
+            for system in DESTINATION_NAMES:
+                twice += int(run.vendor.accepted(system)["duplicates"])
+        return {
+            "scaling_median": _median(scaling),
+            "rounds": rounds,
+            "runs": len(runs),
+            "sent_twice": twice,
+            "contended": sum(r.contended for r in runs),
+        }
+
     # --- output ---------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
@@ -395,6 +564,9 @@ class Report:
             "ratios": {k: (None if v is None else round(v, 4)) for k, v in self.ratios().items()},
             "targets": [asdict(t) for t in self.targets()],
             "lanes": self.lanes_summary(),
+            "ledger": self.ledger_summary(),
+            "ledger_rows": {run.name: run.ledger_cost for run in self.ledger_rows()},
+            "processes": self.processes_summary(),
             "failed_checks": self.failed_checks(),
         }
 
