@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bench.report import WIDTH
 from bench.run import MODES, BenchConfig, run_bench, top_functions
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -113,8 +114,8 @@ def main(
     changes.update({k: v for k, v in optional.items() if v is not None})
     config = BenchConfig.quick(**changes) if quick else BenchConfig.full(**changes)
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=180)
+    if not console.is_terminal or console.width > WIDTH:
+        console = Console(width=WIDTH)
     console.print(f"[bold]bench[/] {config.label}: {config}")
     report = run_bench(config)
     report.render(console)

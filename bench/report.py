@@ -579,22 +579,33 @@ class Report:
         return path
 
     def render(self, console: Console) -> None:
-        console.print(self.runs_table())
-        if self.lanes_summary() is not None:
-            console.print(self.lanes_table())
-        console.print(self.ratios_table())
-        console.print(self.targets_table())
+        """Every table, each no wider than `WIDTH` columns (the wide ones are split)."""
+        for table in self.tables():
+            console.print(table)
         for name, failures in self.failed_checks().items():
             for failure in failures:
                 console.print(f"[bold red]WORK CHECK FAILED[/] {name}: {failure}")
 
+    def tables(self) -> list[Table]:
+        tables = [self.runs_table(), self.resources_table()]
+        if self.lanes_summary() is not None or self._lanes_ordered():
+            tables.append(self.lanes_table())
+            drains = self.drain_table()
+            if drains.row_count:
+                tables.append(drains)
+        if self.ledger_rows():
+            tables.append(self.ledger_table())
+        if self.processes_summary() is not None:
+            tables.append(self.processes_table())
+        tables += [self.ratios_table(), self.targets_table()]
+        return tables
+
     def lanes_table(self) -> Table:
-        table = Table(
-            title="lanes (per lane: delivered/s while work was available)", title_justify="left"
+        table = _table(
+            "lanes: per lane, delivered/s while work was available (32 calls in flight; "
+            "batch lanes: one batch of <= maxMessageBatchSize)",
+            LANE_COLUMNS,
         )
-        for column in ("run", "lane", "conc", "routed", "delivered", "per s", "vs ref",
-                       "e2e p50 ms", "e2e p99 ms", "retries", "dead", "drain"):  # fmt: skip
-            table.add_column(column, justify="left" if column in ("run", "lane") else "right")
         references = self.lanes_rounds().get("reference", [])
         paced = next((r for r in self.lanes_paced() if r.scenario.label == "reference"), None)
         for run in self._lanes_ordered():
@@ -603,11 +614,9 @@ class Report:
                 figures = [r.lanes[name].throughput for r in around if name in r.lanes]
                 base = sum(figures) / len(figures) if figures else 0.0
                 ratio = lane.throughput / base if base else None
-                drain = lane.drain()
                 table.add_row(
-                    run.name,
+                    short_name(run.name),
                     name,
-                    lane.concurrency,
                     str(lane.routed),
                     str(lane.delivered),
                     f"{lane.throughput:.0f}",
@@ -616,39 +625,75 @@ class Report:
                     f"{_pct(run.end_to_end_ms.get(name), 99):.0f}",
                     str(lane.retries_scheduled),
                     str(lane.dead_lettered),
-                    "-" if drain is None else _drain_text(drain),
+                )
+        return table
+
+    def drain_table(self) -> Table:
+        table = _table(
+            "lanes: the impaired lane after its vendor recovered",
+            ("run", "lane", "owed", "impaired s", "drained in s", "per s"),
+        )
+        for run in self._lanes_ordered():
+            for name, lane in run.lanes.items():
+                drain = lane.drain()
+                if drain is None:
+                    continue
+                rate = drain["drain_rate_per_s"]
+                table.add_row(
+                    short_name(run.name),
+                    name,
+                    str(drain["backlog_at_recovery"]),
+                    f"{drain['impaired_s']:.1f}",
+                    f"{drain['drain_s']:.1f}",
+                    "-" if rate is None else f"{rate:.0f}",
                 )
         return table
 
     def _lanes_ordered(self) -> list[LanesResult]:
-        return [r for r in self.runs.values() if isinstance(r, LanesResult) and not r.skipped]
+        return [
+            r
+            for r in self.runs.values()
+            if isinstance(r, LanesResult) and not r.skipped and r.group in ("lanes", "batch")
+        ]
 
     def runs_table(self) -> Table:
-        table = Table(title="runs", title_justify="left")
-        for column in (
-            "run", "msgs", "conc", "msgs/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/msg",
-            "CPU util", "RSS peak/end MiB", "dest/msg", "loyalty/msg", "token/msg", "conn/msg",
-        ):  # fmt: skip
-            table.add_column(column, justify="left" if column == "run" else "right")
+        table = _table(
+            "runs: msgs/s over the run; latency ms; CPU ms per message (the driver); CPU util "
+            "(1.0 = one core)",
+            ("run", "msgs", "conc", "msgs/s", "p50", "p95", "p99", "CPU/msg", "util"),
+        )
         for name, run in self.runs.items():
-            summary = run.summary()
             if run.skipped:
                 table.add_row(name, f"skipped: {run.skipped}")
                 continue
+            summary = run.summary()
             latency = summary["latency_ms"]
-            outbound = summary.get("outbound_per_msg", {})
-            rss = summary["rss_mib"]
+            timed = bool(run.latencies)  # the processes rows time the whole run only
             table.add_row(
                 name,
                 str(run.messages),
                 str(run.concurrency),
                 f"{run.throughput:.0f}",
-                f"{latency['p50']:.1f}",
-                f"{latency['p95']:.1f}",
-                f"{latency['p99']:.1f}",
+                *(f"{latency[q]:.1f}" if timed else "-" for q in ("p50", "p95", "p99")),
                 f"{summary['cpu_ms_per_msg']:.2f}",
                 f"{summary['cpu_utilisation'] or 0:.2f}",
-                f"{rss['peak']:.0f}/{rss['end']:.0f}",
+            )
+        return table
+
+    def resources_table(self) -> Table:
+        table = _table(
+            "runs: memory (MiB) and outbound requests per message",
+            ("run", "RSS peak/end", "dest/msg", "loyalty/msg", "token/msg", "conn/msg"),
+        )
+        for name, run in self.runs.items():
+            if run.skipped:
+                continue
+            summary = run.summary()
+            outbound = summary.get("outbound_per_msg", {})
+            rss = summary["rss_mib"]
+            table.add_row(
+                name,
+                f"{rss['peak']:.0f}/{rss['end']:.0f}" if rss["peak"] else "-",
                 f"{outbound.get('destination', 0):.2f}",
                 f"{outbound.get('loyalty', 0):.3f}",
                 f"{outbound.get('token', 0):.4f}",
@@ -656,23 +701,104 @@ class Report:
             )
         return table
 
+    def ledger_table(self) -> Table:
+        """The ledger's cost, a line per run on the Table ledger: CPU per order (and over the
+        memory ledger's in the same round, for the `ledger` pairs), CPU in the ledger's calls, round
+        trips and Azurite's CPU per delivery."""
+        table = _table(
+            "ledger: runs on the Table ledger (Azurite); per delivery = per (event, lane) claimed",
+            ("run", "CPU ms/order", "x memory", "ledger CPU ms", "round trips", "Azurite CPU ms"),
+        )
+        memory = {
+            run.name.replace("ledger memory ", "ledger azurite ", 1): run
+            for run in self.runs.values()
+            if run.name.startswith("ledger memory ") and not run.skipped
+        }
+        for run in self.ledger_rows():
+            cost = run.ledger_cost or {}
+            pair = memory.get(run.name)
+            ratio = (
+                f"{run.cpu_per_message / pair.cpu_per_message:.2f}"
+                if pair is not None and pair.cpu_per_message
+                else "-"
+            )
+            table.add_row(
+                run.name,
+                f"{run.cpu_per_message * 1000:.2f}",
+                ratio,
+                _fmt(cost.get("client_cpu_ms_per_delivery"), 3),
+                _fmt(cost.get("round_trips_per_delivery"), 3),
+                _fmt(cost.get("azurite_cpu_ms_per_delivery"), 3),
+            )
+        return table
+
+    def processes_table(self) -> Table:
+        from bench.processes import ProcessesResult
+
+        table = _table(
+            "processes: worker processes competing for one orders queue, one Azurite table",
+            ("run", "orders/s", "CPU ms/order", "taken per process", "contended", "sent twice"),
+        )
+        for run in self.runs.values():
+            if not isinstance(run, ProcessesResult) or run.skipped:
+                continue
+            twice = (
+                sum(int(run.vendor.accepted(s)["duplicates"]) for s in DESTINATION_NAMES)
+                if run.vendor
+                else None
+            )
+            table.add_row(
+                run.name,
+                f"{run.throughput:.0f}",
+                f"{run.cpu_per_message * 1000:.2f}",
+                ", ".join(str(p["orders_taken"]) for p in run.per_process),
+                str(run.contended),
+                "-" if twice is None else str(twice),
+            )
+        return table
+
     def ratios_table(self) -> Table:
-        table = Table(title="ratios", title_justify="left")
-        table.add_column("ratio")
-        table.add_column("value", justify="right")
+        table = _table("ratios", ("ratio", "value"))
         for key, value in self.ratios().items():
             table.add_row(key, "-" if value is None else f"{value:.3f}")
         return table
 
     def targets_table(self) -> Table:
-        table = Table(title="targets", title_justify="left")
-        for column in ("target", "value", "goal", "met"):
-            table.add_column(column)
+        table = _table("targets", ("target", "value", "goal", "met"))
+        table.columns[0].max_width = 58
+        table.columns[2].max_width = 36
         for t in self.targets():
             met = {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[t.met]
             value = "-" if t.value is None else f"{t.value:.3f}"
             table.add_row(t.name, value, t.goal, met)
         return table
+
+
+LANE_COLUMNS = (
+    "run", "lane", "routed", "delivered", "per s", "vs ref", "e2e p50", "e2e p99", "retries", "dead"
+)  # fmt: skip
+#: the widest a printed table may be (issue 14: readable output)
+WIDTH = 120
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index == 0 or column == "lane" else "right")
+    return table
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def short_name(name: str) -> str:
+    """A lanes run's name without the impairment's details: 'slow #1' for 'lanes slow
+    (profile_store 2000 ms) #1' (the scenarios are described once, in the docs and the JSON)."""
+    if not name.startswith("lanes "):
+        return name
+    words = name.split(" ")
+    return f"{words[1]} {words[-1]}"
 
 
 def _median(values: list[float]) -> float | None:
