@@ -489,7 +489,8 @@ class Report:
                     "ledger: CPU per order on the Azurite ledger vs the memory ledger "
                     "(lanes, one by one, paired rounds)",
                     value,
-                    f"<= 2.0 (median; rounds {single['ratio_min']}-{single['ratio_max']})",
+                    f"<= 2.0 (median; rounds {_fmt(single['ratio_min'], 2)}-"
+                    f"{_fmt(single['ratio_max'], 2)})",
                     None if value is None else value <= 2.0,
                 )
             )
