@@ -54,6 +54,12 @@ class BenchConfig:
     processes_counts: tuple[int, ...] = (1, 2)
     processes_rounds: int = 2
     processes_resend_every: int = 20
+    #: the processes mode runs latency-bound: vendors at this answer time and this many calls in
+    #: flight per function, so that each process's work is its own concurrency, not this
+    #: machine's last free core (2 vCPUs that also run Azurite and the fakes; see
+    #: docs/performance.md, "Worker processes")
+    processes_latency_ms: float = 200.0
+    processes_concurrency: int = 8
     soak: int = 0
     sweep: tuple[int, ...] = ()
     stock_orders: int = 0  # >0: also run the core on httpx's stock transport

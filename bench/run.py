@@ -296,12 +296,20 @@ class Bench:
                     orders,
                     processes=n,
                     azurite=self.azurite,
-                    base=c.fake_config(),
-                    setup=c.lanes_setup,
+                    base=replace(c.fake_config(), latency=c.processes_latency_ms / 1000),
+                    setup=replace(
+                        c.lanes_setup,
+                        concurrency=c.processes_concurrency,
+                        feed_depth=c.processes_concurrency,
+                    ),
                     resend_every=c.processes_resend_every,
                     log_level=c.log_level,
                 )
-                result.notes.append(f"round {round_} of {c.processes_rounds}")
+                result.notes.append(
+                    f"round {round_} of {c.processes_rounds}; vendors at "
+                    f"{c.processes_latency_ms:g} ms, {c.processes_concurrency} calls in flight "
+                    "per function and process"
+                )
                 self.report.add(result)
 
     def _experiments(self) -> None:
