@@ -1,5 +1,5 @@
 """Pictures of a saved bench report, for docs/performance.md and docs/scaling.md:
-`python -m bench.charts bench/results/<date>.json [--out docs]`.
+`python -m bench.charts bench/results/<date>.json [more.json ...] [--out docs]`.
 
 Writes, where the report has the runs for them:
 
@@ -12,6 +12,9 @@ Writes, where the report has the runs for them:
   the Table ledger's extra split into the ledger's own calls and the rest, Azurite's CPU beside;
 - `bench-processes.png`: orders per second with 1 and 2 worker processes sharing one Azurite
   ledger, by round, and each run's CPU per order.
+
+With several reports, each chart is drawn from the last one that has its runs (e.g. a full run,
+then a later `--modes core,sweep` run on a quieter machine).
 
 matplotlib is a development dependency (requirements-dev.txt); the app never imports it.
 """
@@ -237,23 +240,25 @@ CHARTS = {
 }
 
 
-def draw(report: dict[str, Any], out: Path = DOCS) -> list[Path]:
-    """Every chart the report has the runs for, written to `out`."""
+def draw(reports: Sequence[dict[str, Any]], out: Path = DOCS) -> list[Path]:
+    """Every chart some report has the runs for (the last such report), written to `out`."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, chart in CHARTS.items():
-        path = chart(report, out / name)
-        if path is not None:
-            written.append(path)
+        for report in reversed(reports):
+            path = chart(report, out / name)
+            if path is not None:
+                written.append(path)
+                break
     return written
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.charts", description=__doc__)
-    parser.add_argument("report", type=Path, help="bench/results/<date>.json")
+    parser.add_argument("reports", type=Path, nargs="+", help="bench/results/<date>.json")
     parser.add_argument("--out", type=Path, default=DOCS, help="where the PNGs go (docs/)")
     args = parser.parse_args(argv)
-    for path in draw(json.loads(args.report.read_text()), args.out):
+    for path in draw([json.loads(p.read_text()) for p in args.reports], args.out):
         print(path)
 
 
