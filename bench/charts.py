@@ -13,8 +13,9 @@ Writes, where the report has the runs for them:
 - `bench-processes.png`: orders per second with 1 and 2 worker processes sharing one Azurite
   ledger, by round, and each run's CPU per order.
 
-With several reports, each chart is drawn from the last one that has its runs (e.g. a full run,
-then a later `--modes core,sweep` run on a quieter machine).
+With several reports, the concurrency chart draws every report's sweep (runs on a shared VM differ,
+and the spread belongs in the picture); the others are drawn from the last report that has their
+runs (e.g. a full run, then a later `--modes processes` run).
 
 matplotlib is a development dependency (requirements-dev.txt); the app never imports it.
 """
@@ -48,7 +49,7 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def concurrency(report: dict[str, Any], path: Path) -> Path | None:
+def _sweep_points(report: dict[str, Any]) -> list[tuple[int, float, float | None, float]]:
     points = []
     for name, run in report["runs"].items():
         if "skipped" in run:
@@ -60,31 +61,65 @@ def concurrency(report: dict[str, Any], path: Path) -> Path | None:
             points.append(
                 (run["concurrency"], run["msgs_per_s"], limit, run.get("cpu_utilisation") or 0.0)
             )
-    if len(points) < 2:
+    return sorted(points)
+
+
+def concurrency(reports: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Every report's sweep as a line (runs on a shared VM differ: the spread is the machine's),
+    the driver's CPU utilisation for each point, and the last run's bound."""
+    runs = [(r, pts) for r in reports if len(pts := _sweep_points(r)) >= 2]
+    if not runs:
         return None
-    points.sort()
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    xs = [p[0] for p in points]
-    ax.plot(xs, [p[1] for p in points], "o-", label="throughput (msgs/s)")
-    ax.plot(xs, [p[2] for p in points], "--", color="grey", label="min(Little's law, 1 core's CPU)")
+    fig, ax = plt.subplots(figsize=(8, 4.4))
+    util = ax.twinx()
+    xs: list[int] = []
+    for report, points in runs:
+        xs = sorted({*xs, *(p[0] for p in points)})
+        loads = [
+            v
+            for name, run in report["runs"].items()
+            if name == "core" or name.startswith("core c=")
+            for v in run.get("load_average", [])
+        ]
+        label = f"{report['started'][:16]}" + (
+            f" (load {min(loads):.1f}-{max(loads):.1f})" if loads else ""
+        )
+        line = ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)[0]
+        util.plot(
+            [p[0] for p in points],
+            [p[3] for p in points],
+            ":",
+            marker="s",
+            ms=4,
+            color=line.get_color(),
+            alpha=0.6,
+        )
+    last = runs[-1][1]
+    ax.plot(
+        [p[0] for p in last],
+        [p[2] for p in last],
+        "--",
+        color="grey",
+        label="min(Little's law, 1 core's CPU), last run",
+    )
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel("messages in flight (maxConcurrentCalls)")
-    ax.set_ylabel("messages per second")
+    ax.set_ylabel("messages per second (solid)")
     ax.set_ylim(bottom=0)
-    util = ax.twinx()
-    util.plot(xs, [p[3] for p in points], "s:", color="tab:red", label="driver CPU util")
-    util.set_ylabel("CPU utilisation (1.0 = one core)")
+    util.set_ylabel("driver CPU utilisation (dotted; 1.0 = one core)")
     util.set_ylim(0, 1.2)
-    lines = ax.get_legend_handles_labels()
-    more = util.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7)
     ax.set_title("One worker process: throughput against concurrency (core, 20 ms vendors)")
     return _save(fig, path)
 
 
-def isolation(report: dict[str, Any], path: Path) -> Path | None:
+def isolation(reports: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    return _last(_isolation, reports, path)
+
+
+def _isolation(report: dict[str, Any], path: Path) -> Path | None:
     lanes = report.get("lanes")
     if not lanes:
         return None
@@ -135,7 +170,11 @@ def isolation(report: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def ledger(report: dict[str, Any], path: Path) -> Path | None:
+def ledger(reports: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    return _last(_ledger, reports, path)
+
+
+def _ledger(report: dict[str, Any], path: Path) -> Path | None:
     summary = report.get("ledger")
     if not summary:
         return None
@@ -183,7 +222,11 @@ def ledger(report: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def processes(report: dict[str, Any], path: Path) -> Path | None:
+def processes(reports: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    return _last(_processes, reports, path)
+
+
+def _processes(report: dict[str, Any], path: Path) -> Path | None:
     summary = report.get("processes")
     if not summary or not summary.get("rounds"):
         return None
@@ -227,6 +270,15 @@ def processes(report: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _last(chart: Any, reports: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """The chart from the last report that has its runs."""
+    for report in reversed(reports):
+        drawn: Path | None = chart(report, path)
+        if drawn is not None:
+            return drawn
+    return None
+
+
 def _short(name: str) -> str:
     words = name.split(" ")
     return f"{words[1]} {words[-1]}" if name.startswith("lanes ") else name
@@ -245,11 +297,9 @@ def draw(reports: Sequence[dict[str, Any]], out: Path = DOCS) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, chart in CHARTS.items():
-        for report in reversed(reports):
-            path = chart(report, out / name)
-            if path is not None:
-                written.append(path)
-                break
+        path = chart(reports, out / name)
+        if path is not None:
+            written.append(path)
     return written
 
 
