@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bench.report import WIDTH
 from bench.run import MODES, BenchConfig, run_bench, top_functions
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -35,7 +36,12 @@ def main(
             "causes, so their work checks fail: exploration only)"
         ),
     ] = 0.0,
-    ledger: Annotated[str, typer.Option(help="memory, azurite or none")] = "memory",
+    ledger: Annotated[
+        str,
+        typer.Option(
+            help="memory, azurite (the bench starts its own Azurite, a fresh table per run) or none"
+        ),
+    ] = "memory",
     seed_orders: Annotated[int | None, typer.Option(help="orders for the seed-style run")] = None,
     batch_size: Annotated[int, typer.Option(help="messages per batch (maxMessageBatchSize)")] = 100,
     slow_ms: Annotated[float, typer.Option(help="the slow destination's answer time")] = 2000.0,
@@ -55,6 +61,21 @@ def main(
     ] = None,
     retry_compression: Annotated[
         float | None, typer.Option(help="retry schedule divided by this in the lanes mode")
+    ] = None,
+    ledger_rounds: Annotated[
+        int | None, typer.Option(help="ledger mode: rounds of memory/Azurite pairs")
+    ] = None,
+    processes_orders: Annotated[
+        int | None, typer.Option(help="processes mode: orders per run (0: lanes orders)")
+    ] = None,
+    processes_rounds: Annotated[
+        int | None, typer.Option(help="processes mode: rounds of 1 and 2 processes")
+    ] = None,
+    processes_latency_ms: Annotated[
+        float | None, typer.Option(help="processes mode: the vendors' answer time")
+    ] = None,
+    processes_concurrency: Annotated[
+        int | None, typer.Option(help="processes mode: calls in flight per function")
     ] = None,
     modes: Annotated[
         str | None, typer.Option(help=f"comma-separated modes to run (of {', '.join(MODES)})")
@@ -101,6 +122,11 @@ def main(
         "lanes_paced_share": lanes_paced_share,
         "down_destination": down_destination,
         "retry_compression": retry_compression,
+        "ledger_rounds": ledger_rounds,
+        "processes_orders": processes_orders,
+        "processes_rounds": processes_rounds,
+        "processes_latency_ms": processes_latency_ms,
+        "processes_concurrency": processes_concurrency,
         "modes": _names(modes) if modes is not None else None,
         "soak": soak,
         "sweep": _sweep(sweep) if sweep is not None else None,
@@ -113,8 +139,8 @@ def main(
     changes.update({k: v for k, v in optional.items() if v is not None})
     config = BenchConfig.quick(**changes) if quick else BenchConfig.full(**changes)
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=180)
+    if not console.is_terminal or console.width > WIDTH:
+        console = Console(width=WIDTH)
     console.print(f"[bold]bench[/] {config.label}: {config}")
     report = run_bench(config)
     report.render(console)

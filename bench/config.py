@@ -41,6 +41,25 @@ class BenchConfig:
     lanes_paced_share: float = 0.7
     #: rounds of (reference, slow, down), interleaved; the isolation ratios are their medians
     lanes_rounds: int = 3
+    #: the `ledger` mode: the lanes reference run on the memory ledger and on the Table ledger
+    #: (the bench's own Azurite, a fresh table each run), back to back, in interleaved rounds
+    ledger_orders: int = 0  # 0: lanes_orders
+    ledger_rounds: int = 3
+    #: also pair them on the batch lanes (ORDERS_BATCH_ENABLED)
+    ledger_batch: bool = True
+    #: the `processes` mode: the pipeline in 1 and in 2 OS processes competing for one orders
+    #: queue, one Azurite ledger and one set of fakes; every `processes_resend_every`-th order
+    #: is published twice (0: never)
+    processes_orders: int = 0  # 0: lanes_orders
+    processes_counts: tuple[int, ...] = (1, 2)
+    processes_rounds: int = 2
+    processes_resend_every: int = 20
+    #: the processes mode runs latency-bound: vendors at this answer time and this many calls in
+    #: flight per function, so that each process's work is its own concurrency, not this
+    #: machine's last free core (2 vCPUs that also run Azurite and the fakes; see
+    #: docs/performance.md, "Worker processes")
+    processes_latency_ms: float = 200.0
+    processes_concurrency: int = 8
     soak: int = 0
     sweep: tuple[int, ...] = ()
     stock_orders: int = 0  # >0: also run the core on httpx's stock transport
@@ -60,6 +79,8 @@ class BenchConfig:
         "seed",
         "slow",
         "lanes",
+        "ledger",
+        "processes",
         "sweep",
         "stock",
         "experiments",
@@ -73,6 +94,7 @@ class BenchConfig:
             "seed_orders": 64,
             "slow_rounds": 3,
             "lanes_orders": 600,
+            "processes_rounds": 1,
             "validate_every": 10,
             "label": "quick",
         }

@@ -13,7 +13,7 @@ from bench.fakes import FakeVendors
 from bench.ledgers import BenchLedger
 from bench.orders import Order, OrderSet
 from bench.result import RunResult
-from bench.verify import core_checks
+from bench.verify import core_checks, ledger_checks
 from bench.wiring import (
     MESSAGE_START,
     CollectingOutbox,
@@ -73,6 +73,7 @@ async def drive_core(
     try:
         with meter:
             await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.ledger_cost = ledger.cost()
     finally:
         await pipeline.aclose()
     result.vendor = fakes.stats()
@@ -80,4 +81,5 @@ async def drive_core(
     result.cache_hits = getattr(lookup, "hits", None)
     result.cache_misses = getattr(lookup, "misses", None)
     result.checks += core_checks(result, orders)
+    result.checks += await ledger_checks(result, orders, ledger, pipeline.lanes)
     return result

@@ -38,7 +38,7 @@ from bench.ledgers import BenchLedger
 from bench.measure import percentile
 from bench.orders import Order, OrderSet
 from bench.result import Check, RunResult
-from bench.verify import core_checks
+from bench.verify import core_checks, ledger_checks
 from bench.wiring import LatencyObserver, bench_settings, build_pipeline
 from order_processor.accept import ACCEPT_LANE
 from order_processor.model import DeliveryStatus, Outcome, Settlement
@@ -172,6 +172,9 @@ class LanesResult(RunResult):
     accept_concurrency: int = 0
     #: orders per second the ERP published at (None: saturating, see bench.bus.OrdersFeed)
     rate: float | None = None
+    #: which part of the report the run belongs to: "lanes" (the isolation rounds and the paced
+    #: runs), "batch" (the batch row), "ledger" (the memory/Azurite pairs)
+    group: str = "lanes"
 
     def lane_throughput(self, name: str) -> float:
         return self.lanes[name].throughput
@@ -191,6 +194,7 @@ class LanesResult(RunResult):
         ops = self.ops
         ledger = self.ledger_counts
         out["lanes"] = {
+            "group": self.group,
             "scenario": {
                 "label": self.scenario.label,
                 "slow": dict(self.scenario.slow),
@@ -491,6 +495,7 @@ class LanesRun:
             result.cache_misses = getattr(lookup, "misses", None)
             result.ops = self.ops
             result.end_to_end_ms = dict(self.latency.end_to_end_ms)
+            result.ledger_cost = self.ledger.cost()
             result.ledger_counts = self.ledger.counts.as_dict()
             await self._verify(down_accepted_before)
             await self.pipeline.aclose()
@@ -532,6 +537,7 @@ class LanesRun:
                 )
             )
         result.checks.append(await self._ledger_agrees())
+        result.checks += await ledger_checks(result, self.orders, self.ledger, self.subscriptions)
 
     async def _ledger_agrees(self) -> Check:
         """Each routed (event, lane) row says delivered where the plan sends, skipped elsewhere."""
@@ -567,10 +573,12 @@ async def drive_lanes(
     setup: LanesSetup,
     ledger: BenchLedger,
     rate: float | None = None,
+    group: str = "lanes",
 ) -> LanesResult:
     run = LanesRun(
         name, fakes, orders, base=base, scenario=scenario, setup=setup, ledger=ledger, rate=rate
     )
+    run.result.group = group
     return await run.run()
 
 

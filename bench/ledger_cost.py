@@ -41,14 +41,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import psutil
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from bench.azurite import Azurite, AzuriteUnavailable, azurite
+from bench.ledgers import RequestCounter
 from order_processor.ledger import (
     Claimed,
     ClaimRequest,
@@ -63,84 +63,10 @@ from order_processor.model import DeliveryStatus, DestinationResult
 from order_processor.settings import LedgerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-AZURITE = ROOT / "node_modules" / ".bin" / "azurite-table"
-#: Azurite's documented, public development account (not a secret).
-ACCOUNT = "devstoreaccount1"
-ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=45)
 LANE = "esputnik"
 KINDS = ("memory", "before", "table")
-
-
-# -- Azurite ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Azurite:
-    connection: str
-    process: psutil.Process
-
-    def cpu_seconds(self) -> float:
-        """Azurite's CPU so far (user + system, its children too)."""
-        total = 0.0
-        for proc in [self.process, *self.process.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
-
-
-@contextmanager
-def azurite() -> Iterator[Azurite]:
-    if not AZURITE.exists():
-        raise SystemExit(f"{AZURITE} not found: run `npm ci` first")
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    process = subprocess.Popen(  # noqa: S603 - our own node_modules binary
-        [
-            str(AZURITE),
-            "--inMemoryPersistence",
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-            "--tableHost",
-            "127.0.0.1",
-            "--tablePort",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("azurite-table did not start") from None
-                time.sleep(0.1)
-        yield Azurite(
-            connection=(
-                f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"TableEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
-            ),
-            process=psutil.Process(process.pid),
-        )
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 # -- The ledgers compared ----------------------------------------------------------------------
@@ -234,22 +160,10 @@ class BeforeLedger(Ledger):
         await self._table.close()
 
 
-class TraceCounter:
-    """Counts the requests aiohttp sends (TableStore's session, through its request hook)."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.trace = aiohttp.TraceConfig()
-        self.trace.on_request_start.append(self._started)
-
-    async def _started(self, *_: Any) -> None:
-        self.sent += 1
-
-
 @dataclass
 class Built:
     ledger: Ledger
-    transport: CountingTransport | TraceCounter | None
+    transport: CountingTransport | RequestCounter | None
     table: str | None
 
 
@@ -265,7 +179,7 @@ def build(kind: str, connection: str) -> Built:
             connection, table_name=table, retry_total=2, transport=transport
         )
         return Built(BeforeLedger(client), transport, table)
-    counter = TraceCounter()
+    counter = RequestCounter()
     settings = LedgerSettings(connection=connection, table=table)
     return Built(build_ledger(settings, trace_configs=[counter.trace]), counter, table)
 
@@ -681,7 +595,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
     _production_logging()
     started = time.perf_counter()
-    results = asyncio.run(run(args))
+    try:
+        results = asyncio.run(run(args))
+    except AzuriteUnavailable as exc:
+        raise SystemExit(str(exc)) from None
     print(
         f"Run of {datetime.now(UTC).isoformat(timespec='seconds')} on {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}, {time.perf_counter() - started:.0f} s, "

@@ -72,7 +72,7 @@ def _lanes_rows(runs: dict[str, Any]) -> list[str]:
     rows = []
     for name, run in runs.items():
         lanes = run.get("lanes")
-        if not lanes:
+        if not lanes or lanes.get("group", "lanes") == "ledger":
             continue
         references = [runs[n]["lanes"]["per_lane"] for n in _reference_names(name) if n in runs]
         for lane, stats in lanes["per_lane"].items():
@@ -154,6 +154,88 @@ def _lanes_summary(lanes: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ledger_lines(report: dict[str, Any]) -> list[str]:
+    """The ledger's cost: a line per run on the Table ledger, then the memory/Azurite pairs."""
+    lines: list[str] = []
+    rows = report.get("ledger_rows") or {}
+    if rows:
+        lines += [
+            "",
+            "| run on the Azurite ledger | CPU ms/order | ledger CPU ms/delivery | "
+            "round trips/delivery | Azurite CPU ms/delivery |",
+            "|---|---|---|---|---|",
+        ]
+        for name, cost in rows.items():
+            run = report["runs"][name]
+            lines.append(
+                f"| {name} | {_number(run['cpu_ms_per_msg'])} | "
+                f"{_number(cost.get('client_cpu_ms_per_delivery'), 3)} | "
+                f"{_number(cost.get('round_trips_per_delivery'), 3)} | "
+                f"{_number(cost.get('azurite_cpu_ms_per_delivery'), 3)} |"
+            )
+    for path, figures in (report.get("ledger") or {}).items():
+        lines += [
+            "",
+            f"| ledger pair, {path} | memory CPU ms/order | Azurite CPU ms/order | x memory | "
+            "orders/s memory / Azurite | ledger CPU ms/delivery | extra CPU ms/delivery | "
+            "round trips | Azurite CPU ms/delivery |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in figures["rounds"]:
+            lines.append(
+                f"| round {r['round']} | {_number(r['memory_cpu_ms_per_order'])} | "
+                f"{_number(r['azurite_cpu_ms_per_order'])} | {_number(r['ratio'])} | "
+                f"{r['memory_orders_per_s']:.0f} / {r['azurite_orders_per_s']:.0f} | "
+                f"{_number(r['ledger_client_cpu_ms_per_delivery'], 3)} | "
+                f"{_number(r['extra_cpu_ms_per_delivery'], 3)} | "
+                f"{_number(r['round_trips_per_delivery'], 3)} | "
+                f"{_number(r['azurite_cpu_ms_per_delivery'], 3)} |"
+            )
+        lines.append(
+            f"| **median** | {_number(figures['memory_cpu_ms_per_order'])} | "
+            f"{_number(figures['azurite_cpu_ms_per_order'])} | "
+            f"**{_number(figures['ratio_median'])}** ({_number(figures['ratio_min'])}-"
+            f"{_number(figures['ratio_max'])}) | | "
+            f"{_number(figures['ledger_client_cpu_ms_per_delivery'], 3)} | "
+            f"{_number(figures['extra_cpu_ms_per_delivery'], 3)} | "
+            f"{_number(figures['round_trips_per_delivery'], 3)} | "
+            f"{_number(figures['azurite_cpu_ms_per_delivery'], 3)} |"
+        )
+    return lines
+
+
+def _processes_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    runs = {n: r for n, r in report["runs"].items() if "processes" in r}
+    if not runs:
+        return lines
+    lines += [
+        "",
+        "| run | orders/s | CPU ms/order | orders taken per process | process CPU util | "
+        "contended | sent twice |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, run in runs.items():
+        procs = run["processes"]["per_process"]
+        lines.append(
+            f"| {name} | {run['msgs_per_s']:.0f} | {_number(run['cpu_ms_per_msg'])} | "
+            + ", ".join(str(p["orders_taken"]) for p in procs)
+            + " | "
+            + ", ".join(_number(p["cpu_utilisation"]) for p in procs)
+            + f" | {run['processes']['contended_deliveries']} | "
+            + _sent_twice(report, name)
+            + " |"
+        )
+    return lines
+
+
+def _sent_twice(report: dict[str, Any], name: str) -> str:
+    for check in report["runs"][name]["checks"]:
+        if check["name"] == "no (order event, vendor) was sent twice":
+            return check.get("detail", "").split(" ", 1)[0]
+    return "-"
+
+
 def render(report: dict[str, Any]) -> str:
     lines = [
         f"Run of {report['started']} on {report['machine']['cpus']} CPUs, Python "
@@ -169,6 +251,8 @@ def render(report: dict[str, Any]) -> str:
         lines += lanes_rows
     if report.get("lanes"):
         lines += _lanes_summary(report["lanes"])
+    lines += _ledger_lines(report)
+    lines += _processes_lines(report)
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {_number(v, 3)} |" for k, v in report["ratios"].items()]
     lines += ["", "| target | value | goal | met |", "|---|---|---|---|"]

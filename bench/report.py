@@ -79,10 +79,23 @@ class Report:
                 "isolation_down",
             )
         )
+        if self.config.ledger_orders or "ledger" in self.config.modes:
+            out["ledger_cpu_vs_memory"] = None
+        if "processes" in self.config.modes:
+            out["processes_scaling"] = None
         lanes = self.lanes_summary()
         if lanes is not None:
             out["isolation_slow"] = lanes["isolation_slow"]["median"]
             out["isolation_down"] = lanes["isolation_down"]["median"]
+        ledger = self.ledger_summary()
+        if ledger is not None:
+            keys = (("one by one", "ledger_cpu_vs_memory"), ("batch", "ledger_cpu_vs_memory_batch"))
+            for path, key in keys:
+                if path in ledger:
+                    out[key] = ledger[path]["ratio_median"]
+        processes = self.processes_summary()
+        if processes is not None:
+            out["processes_scaling"] = processes["scaling_median"]
         if core is None:
             return out
         if core.critical_path:
@@ -139,7 +152,7 @@ class Report:
         rounds: dict[str, list[LanesResult]] = {}
         for run in self.runs.values():
             if isinstance(run, LanesResult) and not run.skipped and run.rate is None:
-                if run.scenario.batch:
+                if run.scenario.batch or run.group != "lanes":
                     continue
                 rounds.setdefault(run.scenario.label, []).append(run)
         return rounds
@@ -148,8 +161,93 @@ class Report:
         return [
             run
             for run in self.runs.values()
-            if isinstance(run, LanesResult) and not run.skipped and run.rate is not None
+            if isinstance(run, LanesResult)
+            and not run.skipped
+            and run.rate is not None
+            and run.group == "lanes"
         ]
+
+    # --- the ledger's cost ----------------------------------------------------------------------
+
+    def ledger_rows(self) -> list[RunResult]:
+        """Every run on the Table ledger (Azurite) with what the ledger cost it."""
+        return [
+            run
+            for run in self.runs.values()
+            if not run.skipped and run.ledger_cost and run.ledger_cost.get("ledger") == "azurite"
+        ]
+
+    def ledger_summary(self) -> dict[str, Any] | None:
+        """The `ledger` mode's pairs: per path (one by one, batch) and round, CPU per order on the
+        memory ledger and on the Table ledger, their ratio (median and range over rounds), and
+        what the Table ledger cost per delivery."""
+        pairs: dict[str, dict[str, dict[str, LanesResult]]] = {}
+        for run in self.runs.values():
+            if not isinstance(run, LanesResult) or run.skipped or run.group != "ledger":
+                continue
+            _, kind, rest = run.name.split(" ", 2)
+            path, _, number = rest.rpartition(" #")
+            pairs.setdefault(path, {}).setdefault(number, {})[kind] = run
+        if not pairs:
+            return None
+        out: dict[str, Any] = {}
+        for path, rounds in pairs.items():
+            found = []
+            for number, runs in rounds.items():
+                memory, table = runs.get("memory"), runs.get("azurite")
+                if memory is None or table is None or not memory.cpu_per_message:
+                    continue
+                cost = table.ledger_cost or {}
+                deliveries = cost.get("deliveries") or 0
+                extra = (table.meter.cpu - memory.meter.cpu) / deliveries if deliveries else None
+                found.append(
+                    {
+                        "round": int(number),
+                        "memory_cpu_ms_per_order": round(memory.cpu_per_message * 1000, 4),
+                        "azurite_cpu_ms_per_order": round(table.cpu_per_message * 1000, 4),
+                        "ratio": round(table.cpu_per_message / memory.cpu_per_message, 4),
+                        "memory_orders_per_s": round(memory.throughput, 1),
+                        "azurite_orders_per_s": round(table.throughput, 1),
+                        "deliveries_per_order": round(deliveries / table.messages, 3)
+                        if table.messages
+                        else None,
+                        "ledger_client_cpu_ms_per_delivery": cost.get("client_cpu_ms_per_delivery"),
+                        "memory_ledger_cpu_ms_per_delivery": (memory.ledger_cost or {}).get(
+                            "client_cpu_ms_per_delivery"
+                        ),
+                        "extra_cpu_ms_per_delivery": (
+                            None if extra is None else round(extra * 1000, 4)
+                        ),
+                        "round_trips_per_delivery": cost.get("round_trips_per_delivery"),
+                        "azurite_cpu_ms_per_delivery": cost.get("azurite_cpu_ms_per_delivery"),
+                        "both_did_their_work": memory.work_done and table.work_done,
+                    }
+                )
+            ratios = sorted(f["ratio"] for f in found)
+
+            def median_of(key: str, found: list[dict[str, Any]] = found) -> float | None:
+                return _median([f[key] for f in found if f[key] is not None])
+
+            out[path] = {
+                "ratio_median": _median(ratios),
+                "ratio_min": ratios[0] if ratios else None,
+                "ratio_max": ratios[-1] if ratios else None,
+                **{
+                    key: median_of(key)
+                    for key in (
+                        "memory_cpu_ms_per_order",
+                        "azurite_cpu_ms_per_order",
+                        "ledger_client_cpu_ms_per_delivery",
+                        "memory_ledger_cpu_ms_per_delivery",
+                        "extra_cpu_ms_per_delivery",
+                        "round_trips_per_delivery",
+                        "azurite_cpu_ms_per_delivery",
+                        "deliveries_per_order",
+                    )
+                },
+                "rounds": sorted(found, key=lambda f: f["round"]),
+            }
+        return out
 
     def lanes_summary(self) -> dict[str, Any] | None:
         """Issue 12's figures: isolation ratios (median of rounds), drain, loyalty lookups,
@@ -321,6 +419,7 @@ class Report:
                 lambda v: v < 20,
             ),
             *self._lanes_targets(),
+            *self._ledger_targets(),
             Target(
                 "rows that did not do the work they claim",
                 float(len(self.failed_checks())),
@@ -379,6 +478,77 @@ class Report:
             ),
         ]
 
+    def _ledger_targets(self) -> list[Target]:
+        out: list[Target] = []
+        ledger = self.ledger_summary()
+        if ledger is not None and "one by one" in ledger:
+            single = ledger["one by one"]
+            value = single["ratio_median"]
+            out.append(
+                Target(
+                    "ledger: CPU per order on the Azurite ledger vs the memory ledger "
+                    "(lanes, one by one, paired rounds)",
+                    value,
+                    f"<= 2.0 (median; rounds {_fmt(single['ratio_min'], 2)}-"
+                    f"{_fmt(single['ratio_max'], 2)})",
+                    None if value is None else value <= 2.0,
+                )
+            )
+        processes = self.processes_summary()
+        if processes is not None:
+            twice = processes["sent_twice"]
+            out.append(
+                Target(
+                    "processes: (order event, vendor) pairs sent twice, all process runs",
+                    float(twice),
+                    "0 (the fakes' accepted ids)",
+                    twice == 0 and processes["runs"] > 0,
+                )
+            )
+        return out
+
+    # --- the processes mode ---------------------------------------------------------------------
+
+    def processes_summary(self) -> dict[str, Any] | None:
+        from bench.processes import ProcessesResult
+
+        runs = [r for r in self.runs.values() if isinstance(r, ProcessesResult) and not r.skipped]
+        if not runs:
+            return None
+        by_round: dict[str, dict[int, ProcessesResult]] = {}
+        for run in runs:
+            number = run.name.rpartition("#")[2]
+            by_round.setdefault(number, {})[run.processes] = run
+        scaling = []
+        rounds = []
+        for number, found in sorted(by_round.items()):
+            one, two = found.get(1), found.get(2)
+            entry: dict[str, Any] = {
+                "round": number,
+                **{f"x{n}_orders_per_s": round(r.throughput, 1) for n, r in sorted(found.items())},
+                **{
+                    f"x{n}_cpu_ms_per_order": round(r.cpu_per_message * 1000, 3)
+                    for n, r in sorted(found.items())
+                },
+            }
+            if one is not None and two is not None and one.throughput:
+                entry["scaling"] = round(two.throughput / one.throughput, 3)
+                scaling.append(entry["scaling"])
+            rounds.append(entry)
+        twice = 0
+        for run in runs:
+            if run.vendor is None:
+                continue
+            for system in DESTINATION_NAMES:
+                twice += int(run.vendor.accepted(system)["duplicates"])
+        return {
+            "scaling_median": _median(scaling),
+            "rounds": rounds,
+            "runs": len(runs),
+            "sent_twice": twice,
+            "contended": sum(r.contended for r in runs),
+        }
+
     # --- output ---------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
@@ -395,6 +565,9 @@ class Report:
             "ratios": {k: (None if v is None else round(v, 4)) for k, v in self.ratios().items()},
             "targets": [asdict(t) for t in self.targets()],
             "lanes": self.lanes_summary(),
+            "ledger": self.ledger_summary(),
+            "ledger_rows": {run.name: run.ledger_cost for run in self.ledger_rows()},
+            "processes": self.processes_summary(),
             "failed_checks": self.failed_checks(),
         }
 
@@ -407,22 +580,33 @@ class Report:
         return path
 
     def render(self, console: Console) -> None:
-        console.print(self.runs_table())
-        if self.lanes_summary() is not None:
-            console.print(self.lanes_table())
-        console.print(self.ratios_table())
-        console.print(self.targets_table())
+        """Every table, each no wider than `WIDTH` columns (the wide ones are split)."""
+        for table in self.tables():
+            console.print(table)
         for name, failures in self.failed_checks().items():
             for failure in failures:
                 console.print(f"[bold red]WORK CHECK FAILED[/] {name}: {failure}")
 
+    def tables(self) -> list[Table]:
+        tables = [self.runs_table(), self.resources_table()]
+        if self.lanes_summary() is not None or self._lanes_ordered():
+            tables.append(self.lanes_table())
+            drains = self.drain_table()
+            if drains.row_count:
+                tables.append(drains)
+        if self.ledger_rows():
+            tables.append(self.ledger_table())
+        if self.processes_summary() is not None:
+            tables.append(self.processes_table())
+        tables += [self.ratios_table(), self.targets_table()]
+        return tables
+
     def lanes_table(self) -> Table:
-        table = Table(
-            title="lanes (per lane: delivered/s while work was available)", title_justify="left"
+        table = _table(
+            "lanes: per lane, delivered/s while work was available (32 calls in flight; "
+            "batch lanes: one batch of <= maxMessageBatchSize)",
+            LANE_COLUMNS,
         )
-        for column in ("run", "lane", "conc", "routed", "delivered", "per s", "vs ref",
-                       "e2e p50 ms", "e2e p99 ms", "retries", "dead", "drain"):  # fmt: skip
-            table.add_column(column, justify="left" if column in ("run", "lane") else "right")
         references = self.lanes_rounds().get("reference", [])
         paced = next((r for r in self.lanes_paced() if r.scenario.label == "reference"), None)
         for run in self._lanes_ordered():
@@ -431,11 +615,9 @@ class Report:
                 figures = [r.lanes[name].throughput for r in around if name in r.lanes]
                 base = sum(figures) / len(figures) if figures else 0.0
                 ratio = lane.throughput / base if base else None
-                drain = lane.drain()
                 table.add_row(
-                    run.name,
+                    short_name(run.name),
                     name,
-                    lane.concurrency,
                     str(lane.routed),
                     str(lane.delivered),
                     f"{lane.throughput:.0f}",
@@ -444,39 +626,75 @@ class Report:
                     f"{_pct(run.end_to_end_ms.get(name), 99):.0f}",
                     str(lane.retries_scheduled),
                     str(lane.dead_lettered),
-                    "-" if drain is None else _drain_text(drain),
+                )
+        return table
+
+    def drain_table(self) -> Table:
+        table = _table(
+            "lanes: the impaired lane after its vendor recovered",
+            ("run", "lane", "owed", "impaired s", "drained in s", "per s"),
+        )
+        for run in self._lanes_ordered():
+            for name, lane in run.lanes.items():
+                drain = lane.drain()
+                if drain is None:
+                    continue
+                rate = drain["drain_rate_per_s"]
+                table.add_row(
+                    short_name(run.name),
+                    name,
+                    str(drain["backlog_at_recovery"]),
+                    f"{drain['impaired_s']:.1f}",
+                    f"{drain['drain_s']:.1f}",
+                    "-" if rate is None else f"{rate:.0f}",
                 )
         return table
 
     def _lanes_ordered(self) -> list[LanesResult]:
-        return [r for r in self.runs.values() if isinstance(r, LanesResult) and not r.skipped]
+        return [
+            r
+            for r in self.runs.values()
+            if isinstance(r, LanesResult) and not r.skipped and r.group in ("lanes", "batch")
+        ]
 
     def runs_table(self) -> Table:
-        table = Table(title="runs", title_justify="left")
-        for column in (
-            "run", "msgs", "conc", "msgs/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/msg",
-            "CPU util", "RSS peak/end MiB", "dest/msg", "loyalty/msg", "token/msg", "conn/msg",
-        ):  # fmt: skip
-            table.add_column(column, justify="left" if column == "run" else "right")
+        table = _table(
+            "runs: msgs/s over the run; latency ms; CPU ms per message (the driver); CPU util "
+            "(1.0 = one core)",
+            ("run", "msgs", "conc", "msgs/s", "p50", "p95", "p99", "CPU/msg", "util"),
+        )
         for name, run in self.runs.items():
-            summary = run.summary()
             if run.skipped:
                 table.add_row(name, f"skipped: {run.skipped}")
                 continue
+            summary = run.summary()
             latency = summary["latency_ms"]
-            outbound = summary.get("outbound_per_msg", {})
-            rss = summary["rss_mib"]
+            timed = bool(run.latencies)  # the processes rows time the whole run only
             table.add_row(
                 name,
                 str(run.messages),
                 str(run.concurrency),
                 f"{run.throughput:.0f}",
-                f"{latency['p50']:.1f}",
-                f"{latency['p95']:.1f}",
-                f"{latency['p99']:.1f}",
+                *(f"{latency[q]:.1f}" if timed else "-" for q in ("p50", "p95", "p99")),
                 f"{summary['cpu_ms_per_msg']:.2f}",
                 f"{summary['cpu_utilisation'] or 0:.2f}",
-                f"{rss['peak']:.0f}/{rss['end']:.0f}",
+            )
+        return table
+
+    def resources_table(self) -> Table:
+        table = _table(
+            "runs: memory (MiB) and outbound requests per message",
+            ("run", "RSS peak/end", "dest/msg", "loyalty/msg", "token/msg", "conn/msg"),
+        )
+        for name, run in self.runs.items():
+            if run.skipped:
+                continue
+            summary = run.summary()
+            outbound = summary.get("outbound_per_msg", {})
+            rss = summary["rss_mib"]
+            table.add_row(
+                name,
+                f"{rss['peak']:.0f}/{rss['end']:.0f}" if rss["peak"] else "-",
                 f"{outbound.get('destination', 0):.2f}",
                 f"{outbound.get('loyalty', 0):.3f}",
                 f"{outbound.get('token', 0):.4f}",
@@ -484,23 +702,104 @@ class Report:
             )
         return table
 
+    def ledger_table(self) -> Table:
+        """The ledger's cost, a line per run on the Table ledger: CPU per order (and over the
+        memory ledger's in the same round, for the `ledger` pairs), CPU in the ledger's calls, round
+        trips and Azurite's CPU per delivery."""
+        table = _table(
+            "ledger: runs on the Table ledger (Azurite); per delivery = per (event, lane) claimed",
+            ("run", "CPU ms/order", "x memory", "ledger CPU ms", "round trips", "Azurite CPU ms"),
+        )
+        memory = {
+            run.name.replace("ledger memory ", "ledger azurite ", 1): run
+            for run in self.runs.values()
+            if run.name.startswith("ledger memory ") and not run.skipped
+        }
+        for run in self.ledger_rows():
+            cost = run.ledger_cost or {}
+            pair = memory.get(run.name)
+            ratio = (
+                f"{run.cpu_per_message / pair.cpu_per_message:.2f}"
+                if pair is not None and pair.cpu_per_message
+                else "-"
+            )
+            table.add_row(
+                run.name,
+                f"{run.cpu_per_message * 1000:.2f}",
+                ratio,
+                _fmt(cost.get("client_cpu_ms_per_delivery"), 3),
+                _fmt(cost.get("round_trips_per_delivery"), 3),
+                _fmt(cost.get("azurite_cpu_ms_per_delivery"), 3),
+            )
+        return table
+
+    def processes_table(self) -> Table:
+        from bench.processes import ProcessesResult
+
+        table = _table(
+            "processes: worker processes competing for one orders queue, one Azurite table",
+            ("run", "orders/s", "CPU ms/order", "taken per process", "contended", "sent twice"),
+        )
+        for run in self.runs.values():
+            if not isinstance(run, ProcessesResult) or run.skipped:
+                continue
+            twice = (
+                sum(int(run.vendor.accepted(s)["duplicates"]) for s in DESTINATION_NAMES)
+                if run.vendor
+                else None
+            )
+            table.add_row(
+                run.name,
+                f"{run.throughput:.0f}",
+                f"{run.cpu_per_message * 1000:.2f}",
+                ", ".join(str(p["orders_taken"]) for p in run.per_process),
+                str(run.contended),
+                "-" if twice is None else str(twice),
+            )
+        return table
+
     def ratios_table(self) -> Table:
-        table = Table(title="ratios", title_justify="left")
-        table.add_column("ratio")
-        table.add_column("value", justify="right")
+        table = _table("ratios", ("ratio", "value"))
         for key, value in self.ratios().items():
             table.add_row(key, "-" if value is None else f"{value:.3f}")
         return table
 
     def targets_table(self) -> Table:
-        table = Table(title="targets", title_justify="left")
-        for column in ("target", "value", "goal", "met"):
-            table.add_column(column)
+        table = _table("targets", ("target", "value", "goal", "met"))
+        table.columns[0].max_width = 58
+        table.columns[2].max_width = 36
         for t in self.targets():
             met = {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[t.met]
             value = "-" if t.value is None else f"{t.value:.3f}"
             table.add_row(t.name, value, t.goal, met)
         return table
+
+
+LANE_COLUMNS = (
+    "run", "lane", "routed", "delivered", "per s", "vs ref", "e2e p50", "e2e p99", "retries", "dead"
+)  # fmt: skip
+#: the widest a printed table may be (issue 14: readable output)
+WIDTH = 120
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index == 0 or column == "lane" else "right")
+    return table
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def short_name(name: str) -> str:
+    """A lanes run's name without the impairment's details: 'slow #1' for 'lanes slow
+    (profile_store 2000 ms) #1' (the scenarios are described once, in the docs and the JSON)."""
+    if not name.startswith("lanes "):
+        return name
+    words = name.split(" ")
+    return f"{words[1]} {words[-1]}"
 
 
 def _median(values: list[float]) -> float | None:

@@ -62,6 +62,10 @@ class RunResult:
     mismatch_examples: list[str] = field(default_factory=list)
     #: the work-done checks, filled in after the run (bench.verify)
     checks: list[Check] = field(default_factory=list)
+    #: deliveries the stages reported as done by an earlier copy (the ledger's "settled")
+    previously: int = 0
+    #: what the delivery ledger cost over the run (bench.ledgers.BenchLedger.cost)
+    ledger_cost: dict[str, Any] | None = None
 
     def count(self, order: Order, outcomes: Sequence[Outcome], latency: float) -> None:
         """One order processed (its accept outcome and its lanes'): latency, worst settlement,
@@ -75,6 +79,7 @@ class RunResult:
             if r.status is DeliveryStatus.DELIVERED and not r.previously
         )
         self.delivered += len(delivered)
+        self.previously += sum(r.previously for outcome in outcomes for r in outcome.results)
         self.planned_sends += len(order.plan.sends)
         self.lookups_needed += order.plan.card is not None
         if delivered != sorted(order.plan.sends):
@@ -146,6 +151,8 @@ class RunResult:
                 else None
             ),
             "notes": self.notes,
+            "previously": self.previously,
+            "ledger_cost": self.ledger_cost,
             "work_done": self.work_done,
             "checks": [
                 {"name": c.name, "ok": c.ok, **({"detail": c.detail} if c.detail else {})}

@@ -2,21 +2,28 @@
 
 Modes, in order: floor, core (the stages inline), a long soak for memory, batch (the lanes as the
 host drives them with ORDERS_BATCH_ENABLED), seed-style baseline, the 2 s-destination pair
-(inline), the lanes mode (reference, one vendor slow, one vendor down: bench/lanes.py), optionally
-a concurrency sweep, the core on the stock httpx transport, and experiments. Every row checks that
-it did the work it claims (bench/verify.py). `python -m bench` is the command line.
+(inline), the lanes mode (reference, one vendor slow, one vendor down: bench/lanes.py), the ledger
+mode (the lanes on the memory ledger and on the Table ledger on Azurite, back to back), the
+processes mode (1 and 2 worker processes sharing one Azurite ledger: bench/processes.py),
+optionally a concurrency sweep, the core on the stock httpx transport, and experiments. Every row
+checks that it did the work it claims (bench/verify.py). `python -m bench` is the command line.
+
+The bench starts its own Azurite (bench/azurite.py) when a mode needs one (`--ledger azurite`,
+`ledger`, `processes`); every run on it gets a table of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
 import pstats
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench.azurite import Azurite, AzuriteUnavailable, azurite
 from bench.config import BenchConfig, production_logging, stock_transport
 from bench.core_run import drive_core
 from bench.experiments import ExperimentUnavailable, applied
@@ -40,6 +47,8 @@ MODES = (
     "seed",
     "slow",
     "lanes",
+    "ledger",
+    "processes",
     "sweep",
     "stock",
     "experiments",
@@ -63,9 +72,13 @@ def _critical_path(
 
 
 class Bench:
-    def __init__(self, config: BenchConfig, fakes: FakeVendors) -> None:
+    def __init__(
+        self, config: BenchConfig, fakes: FakeVendors, env: Azurite | str | None = None
+    ) -> None:
         self.config = config
         self.fakes = fakes
+        #: the bench's own Azurite, or why there is none
+        self.azurite = env
         self.report = Report(config=config)
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -87,7 +100,7 @@ class Bench:
         config = self.config
         self.fakes.configure(config.fake_config(**latency))
         try:
-            ledger = make_ledger(config.ledger, max_rows=LEDGER_MAX_ROWS)
+            ledger = make_ledger(config.ledger, max_rows=LEDGER_MAX_ROWS, azurite=self.azurite)
         except SkipRun as exc:
             return RunResult(name, skipped=str(exc))
         result = self._run(
@@ -117,11 +130,18 @@ class Bench:
         return result
 
     def _lanes(
-        self, name: str, orders: OrderSet, scenario: Scenario, rate: float | None = None
+        self,
+        name: str,
+        orders: OrderSet,
+        scenario: Scenario,
+        rate: float | None = None,
+        *,
+        ledger_kind: str | None = None,
+        group: str = "lanes",
     ) -> RunResult:
         c = self.config
         try:
-            ledger = make_ledger(c.ledger, max_rows=None)
+            ledger = make_ledger(ledger_kind or c.ledger, max_rows=None, azurite=self.azurite)
         except SkipRun as exc:
             return RunResult(name, skipped=str(exc))
         return self._run(
@@ -134,6 +154,7 @@ class Bench:
                 setup=c.lanes_setup,
                 ledger=ledger,
                 rate=rate,
+                group=group,
             )
         )
 
@@ -165,7 +186,7 @@ class Bench:
             soak = OrderSet(c.soak, cards=min(c.distinct_cards, 10_000), tag="K")
             add(self._core("soak", soak))
         if self._wants("batch"):
-            add(self._lanes("batch", orders, Scenario("batch", batch=True)))
+            add(self._lanes("batch", orders, Scenario("batch", batch=True), group="batch"))
         if self._wants("seed"):
             self.fakes.configure(c.fake_config())
             seed_orders = OrderSet(min(c.seed_orders, c.orders), cards=c.distinct_cards, tag="S")
@@ -174,6 +195,10 @@ class Bench:
             self._slow_pair()
         if self._wants("lanes") and c.lanes_orders:
             self._lanes_modes()
+        if self._wants("ledger"):
+            self._ledger_pairs()
+        if self._wants("processes"):
+            self._processes()
         if self._wants("sweep"):
             for concurrency in c.sweep:
                 count = min(c.orders, 5_000, 250 * concurrency)
@@ -226,6 +251,66 @@ class Bench:
         for label, scenario in scenarios.items():
             name = f"lanes {label} @{c.lanes_paced_share:.0%}"
             add(self._lanes(name, orders, scenario, rate))
+
+    def _ledger_pairs(self) -> None:
+        """The lanes reference run on the memory ledger and on the Table ledger (Azurite, a fresh
+        table each run), back to back on the same orders, in rounds whose order alternates
+        (memory first, then Azurite first): each round's CPU-per-order ratio pairs two runs made
+        under the same load. Then the same on the batch lanes."""
+        c = self.config
+        count = c.ledger_orders or c.lanes_orders
+        if not count:
+            return
+        paths = [("one by one", Scenario("reference"))]
+        if c.ledger_batch:
+            paths.append(("batch", Scenario("batch", batch=True)))
+        for round_ in range(1, c.ledger_rounds + 1):
+            kinds = ("memory", "azurite") if round_ % 2 else ("azurite", "memory")
+            for label, scenario in paths:
+                tag = f"Q{round_}{'B' if scenario.batch else 'S'}"
+                orders = OrderSet(count, cards=max(1, count // 2), tag=tag)
+                for kind in kinds:
+                    name = f"ledger {kind} {label} #{round_}"
+                    result = self._lanes(name, orders, scenario, ledger_kind=kind, group="ledger")
+                    order = " then ".join(kinds)
+                    result.notes.append(f"round {round_} of {c.ledger_rounds}; {order}")
+                    self.report.add(result)
+
+    def _processes(self) -> None:
+        from bench.processes import drive_processes
+
+        c = self.config
+        count = c.processes_orders or c.lanes_orders
+        if not count:
+            return
+        for round_ in range(1, c.processes_rounds + 1):
+            for n in c.processes_counts:
+                name = f"processes x{n} #{round_}"
+                if not isinstance(self.azurite, Azurite):
+                    self.report.add(RunResult(name, skipped=str(self.azurite or "no Azurite")))
+                    continue
+                orders = OrderSet(count, cards=max(1, count // 2), tag=f"X{round_}p{n}")
+                result = drive_processes(
+                    name,
+                    self.fakes,
+                    orders,
+                    processes=n,
+                    azurite=self.azurite,
+                    base=replace(c.fake_config(), latency=c.processes_latency_ms / 1000),
+                    setup=replace(
+                        c.lanes_setup,
+                        concurrency=c.processes_concurrency,
+                        feed_depth=c.processes_concurrency,
+                    ),
+                    resend_every=c.processes_resend_every,
+                    log_level=c.log_level,
+                )
+                result.notes.append(
+                    f"round {round_} of {c.processes_rounds}; vendors at "
+                    f"{c.processes_latency_ms:g} ms, {c.processes_concurrency} calls in flight "
+                    "per function and process"
+                )
+                self.report.add(result)
 
     def _experiments(self) -> None:
         """Each experiment and a reference without any, interleaved over several rounds (the
@@ -289,8 +374,32 @@ def run_bench(config: BenchConfig) -> Report:
     unknown = [mode for mode in config.modes if mode not in MODES]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; known: {', '.join(MODES)}")
-    with production_logging(config.log_level), FakeVendors(config.fake_config()) as fakes:
-        return Bench(config, fakes).run()
+    needs_azurite = config.ledger == "azurite" or bool({"ledger", "processes"} & set(config.modes))
+    with (
+        production_logging(config.log_level),
+        FakeVendors(config.fake_config()) as fakes,
+        _azurite_if(needs_azurite) as env,
+    ):
+        return Bench(config, fakes, env).run()
+
+
+@contextlib.contextmanager
+def _azurite_if(wanted: bool) -> Iterator[Azurite | str | None]:
+    """The bench's own Azurite when a mode needs one; else None, or why it could not start (the
+    rows that need it are then reported as skipped)."""
+    if not wanted:
+        yield None
+        return
+    try:
+        started = azurite()
+        env = started.__enter__()
+    except AzuriteUnavailable as exc:
+        yield str(exc)
+        return
+    try:
+        yield env
+    finally:
+        started.__exit__(None, None, None)
 
 
 def top_functions(path: Path, count: int = 25) -> str:

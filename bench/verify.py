@@ -3,8 +3,10 @@ the stages reported and what the fake vendors counted (which order ids each one 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
+from bench.ledgers import BenchLedger
 from bench.orders import OrderSet
 from bench.result import Check, RunResult
 from bench.vendors import DESTINATION_NAMES, digest
@@ -118,3 +120,63 @@ def floor_checks(result: RunResult) -> list[Check]:
             f"{requests} requests, {result.delivered} answered 2xx, {result.planned_sends} planned",
         )
     ]
+
+
+def nothing_done_before(result: RunResult, ledger: BenchLedger, expected: int = 0) -> Check:
+    """No delivery was answered "done earlier" by the ledger beyond the copies this run made
+    itself (`expected`): the run's table (or memory) is its own, so nothing an earlier run
+    delivered can stand in for this run's work."""
+    where = f"table {ledger.table}" if ledger.table else f"a new {ledger.kind} ledger"
+    return Check(
+        "no delivery was found already done by an earlier run",
+        result.previously == expected,
+        f"{where}; {result.previously} deliveries reported done earlier, {expected} expected",
+    )
+
+
+def expected_rows(orders: OrderSet, lanes: Iterable[str]) -> Counter[tuple[str, str]]:
+    """(destination, status) -> the ledger rows the plans call for: delivered where an order is
+    sent, skipped where its event is routed to a lane that skips it."""
+    enabled = set(lanes)
+    rows: Counter[tuple[str, str]] = Counter()
+    for order in orders:
+        for name in order.plan.routes:
+            if name in enabled:
+                rows[(name, "delivered" if name in order.plan.sends else "skipped")] += 1
+    return rows
+
+
+def table_rows_as_planned(
+    found: Counter[tuple[str, str]], expected: Counter[tuple[str, str]], table: str
+) -> Check:
+    """The run's own table holds exactly one row per routed delivery, with the planned status."""
+    wrong = {
+        key: (found.get(key, 0), expected.get(key, 0))
+        for key in set(found) | set(expected)
+        if found.get(key, 0) != expected.get(key, 0)
+    }
+    detail = f"table {table}: {sum(found.values())} rows, {sum(expected.values())} planned"
+    if wrong:
+        detail += "; " + ", ".join(
+            f"{dest} {status}: {got} (planned {want})"
+            for (dest, status), (got, want) in sorted(wrong.items())
+        )
+    name = "the ledger's table holds one row per routed delivery, as planned"
+    return Check(name, not wrong, detail)
+
+
+async def ledger_checks(
+    result: RunResult,
+    orders: OrderSet,
+    ledger: BenchLedger,
+    lanes: Iterable[str] = DESTINATION_NAMES,
+) -> list[Check]:
+    """The ledger's side of a run: nothing found done by an earlier run, and, on a Table ledger,
+    the table holds a row per routed delivery (counted by scanning the run's own table)."""
+    checks = [nothing_done_before(result, ledger)]
+    if ledger.azurite is not None and ledger.table is not None:
+        from bench.azurite import table_rows
+
+        found = await table_rows(ledger.azurite.connection, ledger.table)
+        checks.append(table_rows_as_planned(found, expected_rows(orders, lanes), ledger.table))
+    return checks

@@ -3,7 +3,6 @@ instrumentation. Every mode builds its stages with `build_pipeline` (`Pipeline.f
 
 from __future__ import annotations
 
-import socket
 import time
 from array import array
 from collections import defaultdict
@@ -13,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from bench.azurite import Azurite
 from bench.ledgers import BenchLedger
 from order_processor.destinations import Destination, Sent
 from order_processor.observe import Delivered, Observer, Observers
@@ -26,12 +26,6 @@ from tests.fakes import product_recs as product_recs_fake
 from tests.fakes import profile_store as profile_store_fake
 from tests.fakes import richrelevance as richrelevance_fake
 
-AZURITE_TABLES = ("127.0.0.1", 10002)
-AZURITE_CONNECTION = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-)
 LEDGER_KINDS = ("memory", "azurite", "none")
 
 #: when the current message started (perf_counter), for per-destination delivery latency
@@ -76,8 +70,11 @@ def bench_settings(urls: dict[str, str], core: Mapping[str, Any] | None = None) 
     return load_settings(overrides=overrides(urls, core))
 
 
-def make_ledger(kind: str, *, max_rows: int | None) -> BenchLedger:
-    """A counting ledger for `kind` (memory: bounded to about `max_rows` rows when given)."""
+def make_ledger(
+    kind: str, *, max_rows: int | None, azurite: Azurite | str | None = None
+) -> BenchLedger:
+    """A counting ledger for `kind` (memory: bounded to about `max_rows` rows when given; azurite:
+    a fresh table on the bench's own Azurite, or SkipRun with the reason it could not start)."""
     if kind not in LEDGER_KINDS:
         raise ValueError(f"ledger must be one of {', '.join(LEDGER_KINDS)}")
     from bench import ledgers
@@ -86,17 +83,9 @@ def make_ledger(kind: str, *, max_rows: int | None) -> BenchLedger:
         return ledgers.memory_ledger(max_rows)
     if kind == "none":
         return ledgers.no_ledger()
-    if not _reachable(*AZURITE_TABLES):
-        raise SkipRun("no Azurite table service on 127.0.0.1:10002 (npx azurite ... to start one)")
-    return ledgers.azurite_ledger(AZURITE_CONNECTION)
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    if not isinstance(azurite, Azurite):
+        raise SkipRun(azurite or "no Azurite was started for this run")
+    return ledgers.azurite_ledger(azurite)
 
 
 def build_pipeline(

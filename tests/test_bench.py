@@ -14,19 +14,32 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from bench.bus import BILLING_UNIT, DeliveriesTopic, Operations, Subscription, billed_units
 from bench.fakes import VendorStats
 from bench.lanes import LanesResult
+from bench.ledgers import memory_ledger
 from bench.orders import OrderSet
-from bench.report import Report
+from bench.processes import ProcessesResult, plan_chunks
+from bench.report import WIDTH, Report
 from bench.result import RunResult
 from bench.run import BenchConfig, run_bench
 from bench.vendors import DESTINATION_NAMES, accepted_order_ids, digest
-from bench.verify import planned_ids, vendors_accepted_the_plan
+from bench.verify import (
+    expected_rows,
+    nothing_done_before,
+    planned_ids,
+    table_rows_as_planned,
+    vendors_accepted_the_plan,
+)
 from order_processor.outbox import Outgoing
+from tests.azurite import BINARY, required
 
 ORDERS = 40
+
+if not BINARY.exists() and not required():  # CI installs it (npm ci); a missing one fails there
+    pytest.skip(f"{BINARY} not found: run `npm ci`", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +59,10 @@ def report() -> Report:
         experiment_rounds=1,
         lanes_orders=ORDERS,
         lanes_rounds=1,
+        ledger_rounds=1,
+        processes_rounds=1,
+        processes_latency_ms=5.0,
+        sweep=(2,),
     )
     return run_bench(config)
 
@@ -173,6 +190,9 @@ def test_every_ratio_and_target_is_computed(report: Report, tmp_path: Path) -> N
         "ratios",
         "targets",
         "lanes",
+        "ledger",
+        "ledger_rows",
+        "processes",
         "failed_checks",
     }
     assert written["failed_checks"] == {}
@@ -201,6 +221,126 @@ def test_the_markdown_report_has_the_lanes_section(report: Report, tmp_path: Pat
     assert "isolation_slow" in text
     assert "isolation_down" in text
     assert "| lanes reference #1 | esputnik |" in text
+    assert "| ledger pair, one by one |" in text
+    assert "| processes x2 #1 |" in text
+
+
+# --- the ledger's cost, the processes, the output ---------------------------------------------
+
+
+def test_the_ledger_pairs_run_memory_and_azurite_back_to_back(report: Report) -> None:
+    for path in ("one by one", "batch"):
+        memory = report.runs[f"ledger memory {path} #1"]
+        table = report.runs[f"ledger azurite {path} #1"]
+        assert memory.work_done, path
+        assert table.work_done, path
+        assert memory.messages == table.messages == ORDERS
+        names = {c.name for c in table.checks if c.ok}
+        assert "no delivery was found already done by an earlier run" in names
+        assert "the ledger's table holds one row per routed delivery, as planned" in names
+        cost = table.ledger_cost
+        assert cost is not None
+        assert memory.ledger_cost is not None
+        assert cost["ledger"] == "azurite"
+        assert cost["table"]
+        assert memory.ledger_cost["round_trips_per_delivery"] is None
+        assert cost["client_cpu_ms_per_delivery"] > memory.ledger_cost["client_cpu_ms_per_delivery"]
+        assert cost["azurite_cpu_ms_per_delivery"] > 0
+        # one claim + one record per delivery one by one (+ the table's creation); fewer batched
+        trips = cost["round_trips_per_delivery"]
+        assert (2.0 <= trips < 2.2) if path == "one by one" else trips < 2.0, (path, trips)
+    summary = report.ledger_summary()
+    assert summary is not None
+    for figures in summary.values():
+        assert figures["ratio_median"] is not None
+        assert figures["rounds"][0]["both_did_their_work"]
+    tables = {r.ledger_cost["table"] for r in report.ledger_rows() if r.ledger_cost}
+    assert len(tables) == len(report.ledger_rows())  # every run on a table of its own
+    assert any(t.name.startswith("ledger: CPU per order") for t in report.targets())
+
+
+def test_the_processes_share_one_ledger_and_send_nothing_twice(report: Report) -> None:
+    for n in (1, 2):
+        run = report.runs[f"processes x{n} #1"]
+        assert isinstance(run, ProcessesResult)
+        assert run.work_done, [c for c in run.checks if not c.ok]
+        assert len(run.per_process) == n
+        assert all(p["orders_taken"] > 0 for p in run.per_process)
+        assert sum(p["orders_taken"] for p in run.per_process) == ORDERS + run.resent
+        assert run.delivered == run.planned_sends
+        assert run.vendor is not None
+        for system in DESTINATION_NAMES:
+            assert run.vendor.accepted(system)["duplicates"] == 0
+        assert any(c.name == "no (order event, vendor) was sent twice" for c in run.checks)
+    summary = report.processes_summary()
+    assert summary is not None
+    assert summary["sent_twice"] == 0
+    assert summary["scaling_median"] is not None
+
+
+def test_the_re_sent_orders_go_to_the_next_taker() -> None:
+    chunks = plan_chunks(40, 10)
+    flat = [entry for chunk in chunks for entry in chunk]
+    assert sorted(i for i, copy in flat if not copy) == list(range(40))
+    copies = [i for i, copy in flat if copy]
+    assert copies == [5, 15, 25, 35]
+    for index in copies:
+        first = next(n for n, c in enumerate(chunks) if (index, 0) in c)
+        assert (index, 1) in chunks[min(first + 1, len(chunks) - 1)]
+
+
+def test_a_run_that_finds_earlier_rows_fails_its_check() -> None:
+    result = RunResult("t", messages=1)
+    ledger = memory_ledger()
+    assert nothing_done_before(result, ledger).ok
+    result.previously = 3  # answered "delivered earlier": another run's rows
+    assert not nothing_done_before(result, ledger).ok
+    orders = OrderSet(10, cards=5, tag="R")
+    expected = expected_rows(orders, DESTINATION_NAMES)
+    assert table_rows_as_planned(expected.copy(), expected, "t1").ok
+    extra = expected.copy()
+    extra[("esputnik", "delivered")] += 1
+    missing = table_rows_as_planned(extra, expected, "t1")
+    assert not missing.ok
+    assert "esputnik delivered" in missing.detail
+
+
+def test_azurite_mode_gives_every_run_a_table_of_its_own() -> None:
+    config = BenchConfig.quick(
+        orders=20, concurrency=4, latency_ms=1.0, ledger="azurite", modes=("core", "sweep"),
+        sweep=(2,), validate_every=0,
+    )  # fmt: skip
+    report = run_bench(config)
+    assert report.failed_checks() == {}
+    tables = set()
+    for name in ("core", "core c=2"):
+        run = report.runs[name]
+        assert run.ledger_cost is not None, name
+        tables.add(run.ledger_cost["table"])
+        assert run.ledger_cost["round_trips_per_delivery"] >= 2.0
+        checks = {c.name: c for c in run.checks}
+        assert checks["no delivery was found already done by an earlier run"].ok
+        assert checks["the ledger's table holds one row per routed delivery, as planned"].ok
+    assert len(tables) == 2
+    assert [r.name for r in report.ledger_rows()] == ["core", "core c=2"]
+
+
+def test_the_printed_tables_fit_120_columns(report: Report) -> None:
+    console = Console(width=400, record=True)  # wide: the tables' own width decides
+    report.render(console)
+    widths = [len(line.rstrip()) for line in console.export_text().splitlines()]
+    assert max(widths) <= WIDTH
+
+
+def test_the_charts_are_drawn(report: Report, tmp_path: Path) -> None:
+    from bench import charts
+
+    saved = report.write(tmp_path / "report.json")
+    charts.main([str(saved), "--out", str(tmp_path / "png")])
+    drawn = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert drawn == sorted(charts.CHARTS)
+    for name in drawn:
+        assert (tmp_path / "png" / name).read_bytes().startswith(b"\x89PNG")
 
 
 # --- the lanes mode's pieces ----------------------------------------------------------------------
