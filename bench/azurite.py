@@ -8,36 +8,19 @@ Used by the main bench (`--ledger azurite`, the `ledger` and `processes` modes) 
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-BINARY = ROOT / "node_modules" / ".bin" / "azurite-table"
-#: Azurite's documented, public development account (not a secret).
-ACCOUNT = "devstoreaccount1"
-ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+from tests.azurite import AzuriteMissing, connection_string, running_azurite
 
 
 class AzuriteUnavailable(RuntimeError):
     """No Azurite here (node_modules missing, or it did not start): say why."""
-
-
-def connection_string(port: int) -> str:
-    return (
-        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-        f"TableEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
-    )
 
 
 @dataclass
@@ -68,50 +51,15 @@ class Azurite:
         return f"b{self.run_id}n{self._tables}x{uuid.uuid4().hex[:6]}"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def azurite() -> Iterator[Azurite]:
-    """Start azurite-table (in-memory) on a free loopback port; stop it afterwards."""
-    if not BINARY.exists():
-        raise AzuriteUnavailable(f"{BINARY} not found: run `npm ci` (package.json) first")
-    port = _free_port()
-    process = subprocess.Popen(  # noqa: S603 - our own node_modules binary
-        [
-            str(BINARY),
-            "--inMemoryPersistence",
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-            "--tableHost",
-            "127.0.0.1",
-            "--tablePort",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """Start azurite-table (in-memory) on a free loopback port, as the suite does; stop it
+    afterwards."""
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AzuriteUnavailable("azurite-table did not start") from None
-                time.sleep(0.1)
-        yield Azurite(connection_string(port), psutil.Process(process.pid), port)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        with running_azurite() as (process, port):
+            yield Azurite(connection_string(port), psutil.Process(process.pid), port)
+    except AzuriteMissing as exc:
+        raise AzuriteUnavailable(str(exc)) from None
 
 
 async def table_rows(connection: str, table: str) -> Counter[tuple[str, str]]:

@@ -15,6 +15,22 @@ from bench.fakeserver import Config
 from bench.lanes import LanesSetup
 from order_processor.logs import configure_logging
 
+#: every mode of a bench run, in the order they run (bench.run)
+MODES = (
+    "floor",
+    "core",
+    "batch",
+    "seed",
+    "slow",
+    "lanes",
+    "ledger",
+    "processes",
+    "sweep",
+    "stock",
+    "experiments",
+    "soak",
+)
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -71,21 +87,8 @@ class BenchConfig:
     log_level: str = "INFO"
     profile: Path | None = None
     label: str = "full"
-    #: which modes to run (bench.run.MODES), all by default
-    modes: tuple[str, ...] = (
-        "floor",
-        "core",
-        "batch",
-        "seed",
-        "slow",
-        "lanes",
-        "ledger",
-        "processes",
-        "sweep",
-        "stock",
-        "experiments",
-        "soak",
-    )
+    #: which modes to run, all by default
+    modes: tuple[str, ...] = MODES
 
     @classmethod
     def quick(cls, **changes: Any) -> BenchConfig:

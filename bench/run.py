@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.azurite import Azurite, AzuriteUnavailable, azurite
-from bench.config import BenchConfig, production_logging, stock_transport
+from bench.config import MODES, BenchConfig, production_logging, stock_transport
 from bench.core_run import drive_core
 from bench.experiments import ExperimentUnavailable, applied
 from bench.fakes import FakeVendors
@@ -40,20 +40,6 @@ from bench.wiring import SkipRun, make_ledger
 T = TypeVar("T")
 #: rows a bounded memory ledger keeps per generation (two generations at most)
 LEDGER_MAX_ROWS = 10_000
-MODES = (
-    "floor",
-    "core",
-    "batch",
-    "seed",
-    "slow",
-    "lanes",
-    "ledger",
-    "processes",
-    "sweep",
-    "stock",
-    "experiments",
-    "soak",
-)
 
 
 def _critical_path(

@@ -41,8 +41,9 @@ def connection_string(port: int) -> str:
 
 
 @contextmanager
-def azurite_tables() -> Iterator[str]:
-    """Start azurite-table on a free loopback port; yield its connection string."""
+def running_azurite() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start azurite-table (in-memory) on a free loopback port; yield the process and the port,
+    stop it afterwards. The suite's fixture and the bench both start theirs this way."""
     if not BINARY.exists():
         raise AzuriteMissing(f"{BINARY} not found: run `npm ci` (package.json) first")
     port = _free_port()
@@ -62,13 +63,21 @@ def azurite_tables() -> Iterator[str]:
     )
     try:
         _wait_for(port, process)
-        yield connection_string(port)
+        yield process, port
     finally:
         process.terminate()
         try:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+
+
+@contextmanager
+def azurite_tables() -> Iterator[str]:
+    """Start azurite-table on a free loopback port; yield its connection string."""
+    with running_azurite() as (_, port):
+        yield connection_string(port)
 
 
 def _wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
