@@ -923,22 +923,22 @@ def report(
         into = (outage.start - begun).total_seconds()
         print(
             f"  {DOWN} down (503) {into:.0f} s into the run, for {OUTAGE.total_seconds() / 60:.0f}"
-            " min of broker time. Deliveries per lane (per wall-clock second) before and during "
-            "the outage, after it, and the last one (broker time from the outage's start):"
+            " min of broker time. Deliveries per lane before, during and after the outage (per "
+            "wall-clock second while busy) and the last one, from the outage's start:"
         )
         quiet = figures.jumps[0][0] if figures.jumps else time.perf_counter()
         for lane, times in sorted(figures.deliveries.items()):
             before = [real for at, real, _ in times if at < outage.start]
             during = [real for at, real, _ in times if outage.start <= at < outage.end]
-            busy = [real for real in during if real < quiet]
+            busy = [real for real in during if real < quiet]  # before the clock first moved
             after = [at for at, _, _ in times if at >= outage.end]
             rate_before = len(before) / max(1e-3, outage.real_start - min(before, default=0.0))
             rate_busy = len(busy) / max(1e-3, max(busy, default=0.0) - outage.real_start)
+            pace = "in flight as it went down" if lane == DOWN else f"{rate_busy:3.0f}/s"
             last = (max(at for at, _, _ in times) - outage.start).total_seconds() / 60
             print(
-                f"    {lane:14} before {len(before):5} ({rate_before:4.0f}/s)  during "
-                f"{len(during):5} ({len(busy)} at {rate_busy:4.0f}/s until the first quiet)  "
-                f"after {len(after):5}  last at {last:+5.1f} min"
+                f"    {lane:14} before {len(before):4} ({rate_before:3.0f}/s)  during "
+                f"{len(during):4} ({pace})  after {len(after):4}  last at {last:+5.1f} min"
             )
     moves = ", ".join(f"{at - started:.0f} s: {step / 60:+.1f} min" for at, step in figures.jumps)
     print(
