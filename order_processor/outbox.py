@@ -44,13 +44,20 @@ class Outbox(Protocol):
 
 
 class ServiceBusOutbox:
-    """The deliveries topic through one async sender per process, opened on first use."""
+    """The deliveries topic through one async sender per process, opened on first use.
+
+    One publish at a time: the SDK's async sender is not safe for concurrent use. Every caller
+    that finds its link closed (on first use, or after a link error) opens it again, closing the
+    others' half-open handler, and concurrent first sends then all fail with "Handler shutting
+    down" (Azure/azure-sdk-for-python#36334, #35618; azure-servicebus 7.15 still does it).
+    """
 
     def __init__(self, client: aio.ServiceBusClient, *, topic: str) -> None:
         self._client = client
         self._topic = topic
         self._sender: aio.ServiceBusSender | None = None
         self._lock = asyncio.Lock()
+        self._sending = asyncio.Lock()
         #: send operations made (the bench counts Service Bus operations per order)
         self.sends = 0
 
@@ -63,6 +70,10 @@ class ServiceBusOutbox:
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         if not messages:
             return
+        async with self._sending:
+            await self._publish(messages)
+
+    async def _publish(self, messages: Sequence[Outgoing]) -> None:
         sender = await self._get_sender()
         batch = await sender.create_message_batch()
         try:
