@@ -86,19 +86,13 @@ class ServiceBusOutbox:
                     # it and start the next. Re-sends after a failure are duplicates the
                     # topic's duplicate detection drops.
                     if len(batch) == 0:
-                        raise MessageTooLarge(
-                            f"a delivery message of {len(outgoing.body)} bytes is over the "
-                            "topic's maximum message size"
-                        ) from None
+                        raise _too_large(outgoing) from None
                     await self._send(sender, batch)
                     batch = await sender.create_message_batch()
                     try:
                         batch.add_message(message)
                     except ValueError:
-                        raise MessageTooLarge(
-                            f"a delivery message of {len(outgoing.body)} bytes is over the "
-                            "topic's maximum message size"
-                        ) from None
+                        raise _too_large(outgoing) from None
             if len(batch):
                 await self._send(sender, batch)
         except MessageSizeExceededError as exc:
@@ -112,6 +106,12 @@ class ServiceBusOutbox:
         if self._sender is not None:
             await self._sender.close()
         await self._client.close()
+
+
+def _too_large(outgoing: Outgoing) -> MessageTooLarge:
+    return MessageTooLarge(
+        f"a delivery message of {len(outgoing.body)} bytes is over the topic's maximum message size"
+    )
 
 
 def _message(outgoing: Outgoing) -> ServiceBusMessage:
