@@ -9,15 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from order_processor.contract import parse_order
 from order_processor.ledger import (
     LEDGER_BUCKETS,
-    BatchLedger,
     Claimed,
     ClaimRequest,
     Decided,
@@ -26,7 +24,6 @@ from order_processor.ledger import (
     LedgerRejected,
     LedgerStatus,
     LedgerUnavailable,
-    MemoryLedger,
     Settled,
     TableLedger,
     TableStore,
@@ -43,31 +40,10 @@ from order_processor.model import (
 )
 from order_processor.settings import LedgerSettings
 from tests.conftest import sample
+from tests.integration.conftest import LEASE, NOW
 
-
-class BatchedMemoryLedger(BatchLedger, MemoryLedger):
-    """The in-memory rows under the batched algorithm TableLedger uses (without Azure)."""
-
-
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-LEASE = timedelta(seconds=45)
 KEY = "100245:OrderCreated:0123456789abcdef"
 KEY2 = "100246:OrderCreated:0123456789abcdef"
-
-
-@pytest.fixture(params=["memory", "memory-batched", "azurite"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
-    if request.param == "memory":
-        yield MemoryLedger()
-        return
-    if request.param == "memory-batched":
-        yield BatchedMemoryLedger()
-        return
-    connection = request.getfixturevalue("azurite")
-    table = f"t{uuid.uuid4().hex[:12]}"
-    built = build_ledger(LedgerSettings(connection=connection, table=table))
-    yield built
-    await built.aclose()
 
 
 def delivered(attempts: int = 1) -> DestinationResult:

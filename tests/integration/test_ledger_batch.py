@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -20,7 +20,6 @@ import pytest
 
 from order_processor.ledger import (
     LEDGER_BUCKETS,
-    BatchLedger,
     Claimed,
     ClaimRequest,
     Gate,
@@ -37,14 +36,8 @@ from order_processor.ledger import (
 )
 from order_processor.model import DeliveryStatus, DestinationResult
 from order_processor.settings import LedgerSettings
+from tests.integration.conftest import LEASE, NOW
 
-
-class BatchedMemoryLedger(BatchLedger, MemoryLedger):
-    """The in-memory rows under the batched algorithm TableLedger uses (without Azure)."""
-
-
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-LEASE = timedelta(seconds=45)
 LANE = "esputnik"
 
 
@@ -67,23 +60,6 @@ class Counter:
 
     async def _started(self, *_: Any) -> None:
         self.sent += 1
-
-
-@pytest.fixture(params=["memory", "memory-batched", "azurite"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
-    if request.param == "memory":
-        yield MemoryLedger()
-        return
-    if request.param == "memory-batched":
-        yield BatchedMemoryLedger()
-        return
-    connection = request.getfixturevalue("azurite")
-    built = build_ledger(
-        LedgerSettings(connection=connection, table=f"t{uuid.uuid4().hex[:12]}"),
-        trace_configs=[Counter().trace],
-    )
-    yield built
-    await built.aclose()
 
 
 def delivered(key: str = "") -> DestinationResult:

@@ -7,7 +7,7 @@ The old rows are written here with azure-data-tables, as that version wrote them
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -23,9 +23,8 @@ from order_processor.ledger import (
     build_ledger,
 )
 from order_processor.settings import LedgerSettings
+from tests.integration.conftest import LEASE, NOW
 
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-LEASE = timedelta(seconds=45)
 LANE = "esputnik"
 KEYS = {
     name: f"L-{name}:OrderCreated:0123456789abcdef"
