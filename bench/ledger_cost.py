@@ -48,7 +48,6 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from bench.azurite import Azurite, AzuriteUnavailable, azurite
-from bench.ledgers import RequestCounter
 from order_processor.ledger import (
     Claimed,
     ClaimRequest,
@@ -61,6 +60,7 @@ from order_processor.ledger import (
 )
 from order_processor.model import DeliveryStatus, DestinationResult
 from order_processor.settings import LedgerSettings
+from tests.azurite import RequestCounter
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import aiohttp
-
 from order_processor import ledger as core_ledger
 from order_processor.ledger import (
     Claimed,
@@ -47,6 +45,7 @@ from order_processor.ledger import (
     Settled,
 )
 from order_processor.model import DestinationResult
+from tests.azurite import RequestCounter
 
 if TYPE_CHECKING:
     from bench.azurite import Azurite
@@ -128,18 +127,6 @@ class _Timed:
 async def timed(coroutine: Awaitable[T], counts: LedgerCounts) -> T:
     result: T = await _Timed(coroutine, counts)
     return result
-
-
-class RequestCounter:
-    """Counts the requests an aiohttp session sends (its `on_request_start` hook)."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.trace = aiohttp.TraceConfig()
-        self.trace.on_request_start.append(self._started)
-
-    async def _started(self, *_: Any) -> None:
-        self.sent += 1
 
 
 def _gate_kind(gate: Gate) -> str:

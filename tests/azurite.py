@@ -13,6 +13,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / "node_modules" / ".bin" / "azurite-table"
@@ -96,3 +99,16 @@ def _wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0
 
 def required() -> bool:
     return os.environ.get("CI", "").lower() == "true"
+
+
+class RequestCounter:
+    """Counts the requests an aiohttp session sends (its `on_request_start` hook): what the
+    ledger's round trips cost, in the tests and the bench alike."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_start.append(self._started)
+
+    async def _started(self, *_: Any) -> None:
+        self.sent += 1

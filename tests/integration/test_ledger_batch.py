@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 
 from order_processor.ledger import (
@@ -36,6 +35,7 @@ from order_processor.ledger import (
 )
 from order_processor.model import DeliveryStatus, DestinationResult
 from order_processor.settings import LedgerSettings
+from tests.azurite import RequestCounter
 from tests.integration.conftest import LEASE, NOW
 
 LANE = "esputnik"
@@ -48,18 +48,6 @@ def same_order(count: int, order: str = "100245") -> list[str]:
 
 def many_orders(count: int) -> list[str]:
     return [f"B{i}:OrderCreated:{i:012x}abcd" for i in range(count)]
-
-
-class Counter:
-    """Counts the requests aiohttp sends (its request hook)."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.trace = aiohttp.TraceConfig()
-        self.trace.on_request_start.append(self._started)
-
-    async def _started(self, *_: Any) -> None:
-        self.sent += 1
 
 
 def delivered(key: str = "") -> DestinationResult:
@@ -251,8 +239,8 @@ async def test_an_unreachable_store_fails_each_row_of_a_batch() -> None:
 
 
 @pytest.fixture
-async def counted(azurite: str) -> AsyncIterator[tuple[Ledger, Counter]]:
-    counter = Counter()
+async def counted(azurite: str) -> AsyncIterator[tuple[Ledger, RequestCounter]]:
+    counter = RequestCounter()
     built = build_ledger(
         LedgerSettings(connection=azurite, table=f"t{uuid.uuid4().hex[:12]}"),
         trace_configs=[counter.trace],
@@ -261,7 +249,7 @@ async def counted(azurite: str) -> AsyncIterator[tuple[Ledger, Counter]]:
     await built.aclose()
 
 
-async def test_one_delivery_costs_two_requests(counted: tuple[Ledger, Counter]) -> None:
+async def test_one_delivery_costs_two_requests(counted: tuple[Ledger, RequestCounter]) -> None:
     ledger, counter = counted
     await ledger.read("warm-up:OrderCreated:0", LANE)  # creates the table
     counter.sent = 0
@@ -275,7 +263,7 @@ async def test_one_delivery_costs_two_requests(counted: tuple[Ledger, Counter]) 
 
 @pytest.mark.parametrize("size", [32, 100])
 async def test_a_batch_costs_one_request_per_partition_each_way(
-    counted: tuple[Ledger, Counter], size: int
+    counted: tuple[Ledger, RequestCounter], size: int
 ) -> None:
     ledger, counter = counted
     await ledger.read("warm-up:OrderCreated:0", LANE)
@@ -288,7 +276,7 @@ async def test_a_batch_costs_one_request_per_partition_each_way(
 
 
 async def test_a_redelivered_batch_reads_instead_of_failing_transaction_after_transaction(
-    counted: tuple[Ledger, Counter],
+    counted: tuple[Ledger, RequestCounter],
 ) -> None:
     """All 50 rows of one partition exist: two failed transactions, then the rest is read
     (one request each, as one by one), not 50 transactions in a row."""
