@@ -13,7 +13,6 @@ message explicitly (complete / dead-letter with reason / abandon). Nothing else 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +22,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
 from order_processor.destinations import DESTINATIONS
-from order_processor.lifetime import close_with_loop
+from order_processor.lifetime import PerLoop
 from order_processor.logs import configure_logging
 from order_processor.model import MessageMetadata, Outcome, Settlement
 from order_processor.overview.metrics import LaneMetrics
@@ -78,48 +77,24 @@ require_binding_settings(SETTINGS)
 configure_logging(SETTINGS.core.log_level, fmt=SETTINGS.core.log_format)
 configure_azure_monitor_from_environment()
 
-_pipeline: Pipeline | None = None
+# The worker has no shutdown hook: the clients (aiohttp sessions among them) are closed when the
+# loop they belong to stops, and built anew if a later loop invokes us (order_processor.lifetime).
+_pipeline = PerLoop(lambda: Pipeline.from_settings(SETTINGS))
+_lane_metrics = PerLoop(lambda: LaneMetrics(SETTINGS, _current().observer))
 
 
 def use_pipeline(pipeline: Pipeline | None) -> None:
     """Testing hook: run invocations on `pipeline` (None: build from SETTINGS on next use)."""
-    global _pipeline
-    _pipeline = pipeline
+    _pipeline.use(pipeline)
+
+
+def use_lane_metrics(metrics: LaneMetrics | None) -> None:
+    """Testing hook: the timer reads lanes through `metrics` (None: build on next use)."""
+    _lane_metrics.use(metrics)
 
 
 def _current() -> Pipeline:
-    global _pipeline
-    if _pipeline is None:
-        pipeline = Pipeline.from_settings(SETTINGS)
-        # The worker has no shutdown hook: close the pipeline's clients (aiohttp sessions among
-        # them) when the loop they belong to stops, and build anew if a later loop invokes us.
-        close_with_loop(pipeline.aclose, closed=functools.partial(_forget, pipeline))
-        _pipeline = pipeline
-    return _pipeline
-
-
-def _forget(pipeline: Pipeline) -> None:
-    global _pipeline
-    if _pipeline is pipeline:
-        _pipeline = None
-
-
-_lane_metrics: LaneMetrics | None = None
-
-
-def _current_lane_metrics() -> LaneMetrics:
-    global _lane_metrics
-    if _lane_metrics is None:
-        metrics = LaneMetrics(SETTINGS, _current().observer)
-        close_with_loop(metrics.aclose, closed=functools.partial(_forget_lane_metrics, metrics))
-        _lane_metrics = metrics
-    return _lane_metrics
-
-
-def _forget_lane_metrics(metrics: LaneMetrics) -> None:
-    global _lane_metrics
-    if _lane_metrics is metrics:
-        _lane_metrics = None
+    return _pipeline.get()
 
 
 def _lane_metrics_function() -> Callable[..., Awaitable[None]]:
@@ -127,7 +102,7 @@ def _lane_metrics_function() -> Callable[..., Awaitable[None]]:
         """Read every lane's status and report it as gauges; a failure is logged, never raised
         (the next minute tries again)."""
         try:
-            await _current_lane_metrics().run()
+            await _lane_metrics.get().run()
         except Exception:
             log.exception("reading the lanes' status failed")
 

@@ -20,10 +20,18 @@ import asyncio
 import atexit
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger("order_processor")
 
 Close = Callable[[], Awaitable[None]]
+
+
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
 
 # Strong references: the loop keeps only weak ones to its tasks.
 _pending: set[asyncio.Task[None]] = set()
@@ -48,6 +56,30 @@ def close_with_loop(close: Close, *, closed: Callable[[], None] = lambda: None) 
     )
     _pending.add(task)
     task.add_done_callback(_pending.discard)
+
+
+class PerLoop(Generic[C]):
+    """One object built on first use, closed when the loop it was first used on shuts down, and
+    built anew if a later loop asks for it (the app's clients belong to one loop)."""
+
+    def __init__(self, build: Callable[[], C]) -> None:
+        self._build = build
+        self._current: C | None = None
+
+    def get(self) -> C:
+        if self._current is None:
+            built = self._build()
+            close_with_loop(built.aclose, closed=lambda: self._forget(built))
+            self._current = built
+        return self._current
+
+    def use(self, value: C | None) -> None:
+        """Testing hook: hand out `value` (closed by whoever made it); None: build on next use."""
+        self._current = value
+
+    def _forget(self, built: C) -> None:
+        if self._current is built:
+            self._current = None
 
 
 @atexit.register

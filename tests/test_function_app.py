@@ -185,15 +185,16 @@ def test_lane_metrics_is_a_timer_every_minute_when_enabled() -> None:
     assert "lane_metrics" not in _functions()  # off by default (the template turns it on)
 
 
-async def test_lane_metrics_logs_a_failure_and_returns(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_lane_metrics_logs_a_failure_and_returns(caplog: pytest.LogCaptureFixture) -> None:
     class Failing:
         async def run(self) -> None:
             raise ConnectionError("management endpoint unreachable")
 
-    monkeypatch.setattr(function_app, "_current_lane_metrics", Failing)
-    await function_app._lane_metrics_function()(MagicMock())
+    function_app.use_lane_metrics(Failing())  # type: ignore[arg-type]
+    try:
+        await function_app._lane_metrics_function()(MagicMock())
+    finally:
+        function_app.use_lane_metrics(None)
     assert "reading the lanes' status failed" in caplog.text
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from order_processor.lifetime import close_on_idle_loops, close_with_loop
+from order_processor.lifetime import PerLoop, close_on_idle_loops, close_with_loop
 
 
 class Closable:
@@ -63,3 +63,38 @@ def test_a_loop_left_open_and_idle_is_closed_at_exit() -> None:
         assert client.forgotten == 1
     finally:
         loop.close()
+
+
+def test_per_loop_builds_once_a_loop_closes_on_that_loop_and_builds_anew_on_the_next() -> None:
+    built: list[Closable] = []
+
+    def build() -> Closable:
+        built.append(Closable())
+        return built[-1]
+
+    holder = PerLoop(build)
+
+    async def twice() -> tuple[Closable, Closable, asyncio.AbstractEventLoop]:
+        return holder.get(), holder.get(), asyncio.get_running_loop()
+
+    first, again, loop = asyncio.run(twice())
+    assert first is again
+    assert built == [first]
+    assert first.closed_on == [loop]
+    second, _, _ = asyncio.run(twice())
+    assert second is not first
+    assert built == [first, second]
+
+
+def test_per_loop_hands_out_what_a_test_put_in_and_never_closes_it() -> None:
+    given = Closable()
+    holder = PerLoop(Closable)
+    holder.use(given)
+
+    async def get() -> Closable:
+        return holder.get()
+
+    assert asyncio.run(get()) is given
+    assert given.closed_on == []
+    holder.use(None)
+    assert asyncio.run(get()) is not given
