@@ -23,8 +23,10 @@ class Customer:
         return " ".join(parts) or None
 
     def __repr__(self) -> str:
-        # Never let a customer's contact details slip into a log or a traceback.
-        return f"Customer(customer_id={self.customer_id!r}, email={fingerprint(self.email)})"
+        # Never let a customer's contact details slip into a log or a traceback; nor the id,
+        # which some providers make of the card number.
+        customer_id, email = fingerprint(self.customer_id), fingerprint(self.email)
+        return f"Customer(customer_id={customer_id}, email={email})"
 
     __str__ = __repr__
 

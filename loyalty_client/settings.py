@@ -11,6 +11,7 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from order_processor.outbound.redaction import basic_pairs, secret_values_of
 from order_processor.outbound.urls import OutboundUrl
 
 
@@ -84,6 +85,12 @@ class LoyaltySettings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError("no such file (a JSON or CSV customer file, for local runs)")
         return value
+
+    def secret_values(self) -> list[str]:
+        """Every secret here, and the username:password pair Basic auth encodes."""
+        values = secret_values_of(self)
+        password = self.password.get_secret_value() if self.password else ""
+        return values + basic_pairs(self.username, [password] if password else [])
 
     @model_validator(mode="after")
     def _auth_is_complete(self) -> Self:

@@ -33,6 +33,7 @@ from order_processor.ledger import (
     build_ledger,
 )
 from order_processor.local import LocalRun, Run
+from order_processor.logs import install_redaction
 from order_processor.model import MessageMetadata, Settlement
 from order_processor.outbound.redaction import scrub
 from order_processor.outbox import MemoryOutbox
@@ -630,4 +631,7 @@ def fakes(
 
 
 def main() -> None:
+    # The commands run the app's own code (process --send, dlq replay --to process): whatever it
+    # or a library logs is redacted here as in the functions.
+    install_redaction()
     app()

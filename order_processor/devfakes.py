@@ -11,7 +11,7 @@ import importlib
 import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from order_processor.destinations import DESTINATIONS
+from order_processor.outbound.redaction import MASK, MIN_SECRET_LENGTH, redact
 
 ROOT = Path(__file__).resolve().parent.parent
 LOYALTY_FAKE = "tests.fakes.loyalty"
@@ -64,14 +65,22 @@ def local_settings(
     return values
 
 
-def _masked(path: str) -> str:
-    return re.sub(r"/cards/[^/]+", "/cards/***", path)  # card numbers are personal data
+def _masked(path: str, settings: Iterable[str]) -> str:
+    """A request path without card numbers (personal data, under any lookup template) or the
+    settings' values (RichRelevance's key travels in its path)."""
+    path = redact(re.sub(r"/cards/[^/]+", "/cards/***", path))
+    for value in sorted(settings, key=len, reverse=True):
+        if len(value) >= MIN_SECRET_LENGTH:
+            path = path.replace(value, MASK)
+    return path
 
 
-def _logged(name: str, rules: Callable[[Any], Any], say: Callable[[str], None]) -> Any:
+def _logged(
+    name: str, rules: Callable[[Any], Any], say: Callable[[str], None], settings: list[str]
+) -> Any:
     def handle(request: Any) -> Any:
         reply = rules(request)
-        say(f"{name}: {request.method} {_masked(request.path)} -> {reply.status}")
+        say(f"{name}: {request.method} {_masked(request.path, settings)} -> {reply.status}")
         return reply
 
     return handle
@@ -85,17 +94,23 @@ def start(
     base = importlib.import_module("tests.fakes.base")
     servers: list[Any] = []
     urls: dict[str, str] = {}
+    #: the printed settings' values, masked in the request lines (filled once the ports are known)
+    settings: list[str] = []
     shown_host = "127.0.0.1" if host in {"", "0.0.0.0"} else host  # noqa: S104 (not binding)
     try:
         for offset, (name, (module, _)) in enumerate(modules.items()):
             port = base_port + offset if base_port else 0
-            fake = base.FakeServer(_logged(name, module.RULES(), say), host=host, port=port)
+            fake = base.FakeServer(
+                _logged(name, module.RULES(), say, settings), host=host, port=port
+            )
             servers.append(fake.start())
             urls[name] = f"http://{shown_host}:{fake.port}"
     except BaseException:
         stop(servers)
         raise
-    return servers, local_settings(urls, modules)
+    values = local_settings(urls, modules)
+    settings.extend(value for value in values.values() if "://" not in value)
+    return servers, values
 
 
 def stop(servers: list[Any]) -> None:

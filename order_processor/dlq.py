@@ -31,7 +31,7 @@ from rich.text import Text
 from order_processor.delivery import DESTINATION
 from order_processor.destinations import DESTINATIONS
 from order_processor.model import Settlement
-from order_processor.outbound.redaction import scrub
+from order_processor.outbound.redaction import redact, scrub
 from order_processor.pipeline import Pipeline
 from order_processor.redelivery import ORIGINAL_MESSAGE_ID, RETRY_BOOKKEEPING
 from order_processor.servicebus import message_body, message_metadata, service_bus_client
@@ -242,8 +242,10 @@ def show(letters: Sequence[DeadLetter], *, title: str, console: Console, now: da
             letter.message_id or "-",
             letter.order_id or "-",
             letter.event_type or "-",
-            scrub(letter.reason or "-"),
-            scrub(letter.description or "-"),  # dead-lettered by an older version, maybe
+            # Dead-lettered by anyone (an older version, Service Bus, a person): redacted as
+            # `trace` shows them, personal data and secrets alike.
+            redact(letter.reason or "-"),
+            redact(letter.description or "-"),
             age,
             "-" if letter.delivery_count is None else str(letter.delivery_count),
         )

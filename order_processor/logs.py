@@ -12,14 +12,21 @@ import json
 import logging
 import os
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-from order_processor.outbound.redaction import redact
+from order_processor.outbound.redaction import redact, scrub
+
+#: what every LogRecord has; anything else on a record came from `extra=`
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's rendered message through `redact` (attach to handlers)."""
+    """Rewrites each record through `redact`: its rendered message, its traceback and, as a
+    handler's filter (`redact_handlers`), the free text it carries in `extra=`, which exporters
+    such as Application Insights send whole. The correlation fields are ids the core sets itself:
+    secrets only, so an order id still reads."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -27,7 +34,31 @@ class RedactingFilter(logging.Filter):
         if cleaned != message:
             record.msg = cleaned
             record.args = None
+        for name, value in list(record.__dict__.items()):
+            if name not in _STANDARD and isinstance(value, str):
+                setattr(record, name, scrub(value) if name in CORRELATION else redact(value))
+        if record.exc_info and record.exc_info[1] is not None:
+            _redact_traceback(record)
         return True
+
+
+def redact_handlers(logger: logging.Logger) -> None:
+    """Filter every handler of `logger` through `RedactingFilter`. Extras are set on a record
+    after the record factory made it, so only a handler's filter sees them."""
+    for handler in logger.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+def _redact_traceback(record: logging.LogRecord) -> None:
+    """A traceback that would show personal data or a secret is kept as redacted text only:
+    formatters print `exc_text`, and exporters that read `exc_info` get nothing to leak."""
+    assert record.exc_info is not None
+    text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+    cleaned = redact(text)
+    if cleaned != text:
+        record.exc_info = None
+        record.exc_text = cleaned
 
 
 _installed = False
@@ -84,6 +115,8 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            entry["exception"] = record.exc_text  # already redacted (RedactingFilter)
         return json.dumps(entry, default=str)
 
 
@@ -105,3 +138,4 @@ def configure_logging(level: str = "INFO", *, fmt: str = "auto") -> None:
             root.addHandler(logging.StreamHandler(sys.stdout))
         for handler in root.handlers:
             handler.setFormatter(JsonFormatter())
+    redact_handlers(logging.getLogger())

@@ -18,7 +18,7 @@ from loyalty_client.settings import LoyaltySettings
 from order_processor.contract import MAX_BODY_BYTES
 from order_processor.destinations import DESTINATIONS, DestinationSettings
 from order_processor.outbound.http import HttpOptions, Timeouts, TransportKind
-from order_processor.outbound.redaction import register_secrets
+from order_processor.outbound.redaction import register_secrets, secret_values_of
 from order_processor.outbound.urls import check_outbound_url, is_plain_http
 
 #: how an unresolved Key Vault reference reaches the app (the platform passes the text through)
@@ -400,13 +400,9 @@ def _insecure_http_allowed(overrides: Mapping[str, Mapping[str, Any]]) -> bool |
 def _secret_values(block: BaseSettings) -> list[str]:
     """Every secret of a block (a destination may add the forms its vendor sees, such as the
     user:key pair of Basic auth), so output that echoes them can be scrubbed by value."""
-    if isinstance(block, DestinationSettings):
+    if isinstance(block, DestinationSettings | LoyaltySettings):
         return block.secret_values()
-    return [
-        value.get_secret_value()
-        for value in (getattr(block, field) for field in type(block).model_fields)
-        if isinstance(value, SecretStr) and value.get_secret_value()
-    ]
+    return secret_values_of(block)
 
 
 def _env_name(block: BaseSettings, field: str) -> str:

@@ -218,10 +218,13 @@ def configure_azure_monitor_from_environment() -> bool:
     if not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         return False
     from azure.monitor.opentelemetry import configure_azure_monitor
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    from order_processor.logs import redact_handlers
+    from order_processor.outbound.http import instrument_httpx
 
     # Our loggers only: the Functions host already ships its own; the SDKs' are too chatty.
     configure_azure_monitor(logger_name="order_processor")
-    HTTPXClientInstrumentor().instrument()
+    redact_handlers(logging.getLogger("order_processor"))  # its exporter sends every extra
+    instrument_httpx()
     log.info("Application Insights export configured")
     return True

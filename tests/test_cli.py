@@ -102,3 +102,19 @@ def test_piped_output_is_not_hard_wrapped() -> None:
         in help_text
     )
     assert "[default: topic]" in help_text
+
+
+def test_what_the_commands_log_is_redacted_as_in_the_functions() -> None:
+    """`process --send` and `dlq replay --to process` run the app's code, whose warnings (and
+    any library's) reach the terminal: the command line installs the same redaction."""
+    script = (
+        "import logging, sys\n"
+        "from order_processor.cli import main\n"
+        "sys.argv = ['order_processor', 'schema', '--check']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "logging.getLogger('order_processor').warning('card 6330001234567890 for a@b.example')\n"
+    )
+    done = subprocess.run(  # noqa: S603 (our own code)
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert "card <number> for <email>" in done.stderr

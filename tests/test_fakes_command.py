@@ -53,6 +53,9 @@ def test_the_printed_settings_deliver_an_order_to_every_fake(azurite: str) -> No
     assert "exit 0" in done.stdout.splitlines()[-1]
     assert "loyalty: GET /cards/*** -> 200" in lines  # each request is shown, the card masked
     assert not any(CARD in line for line in lines)
+    # RichRelevance's key travels in its path: the request line masks it
+    assert "richrelevance: PUT /omnichannel/api/v1/***/orders -> 200" in lines
+    assert not any(values["RICHRELEVANCE_API_KEY"] in line for line in lines)
 
 
 def test_without_azurite_the_ledger_is_named_not_a_traceback() -> None:

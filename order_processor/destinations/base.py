@@ -19,7 +19,7 @@ from order_processor.mapping import Fields
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind, error_from_response
 from order_processor.outbound.http import Timeouts, send
-from order_processor.outbound.redaction import redact
+from order_processor.outbound.redaction import excerpt, secret_values_of
 
 
 class DestinationSettings(BaseSettings):
@@ -79,11 +79,7 @@ class DestinationSettings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret in this block, so output that may echo them (URLs too) can mask them."""
-        return [
-            value.get_secret_value()
-            for value in (getattr(self, field) for field in type(self).model_fields)
-            if isinstance(value, SecretStr) and value.get_secret_value()
-        ]
+        return secret_values_of(self)
 
     def secret(self, name: str) -> str:
         value = getattr(self, name)
@@ -221,9 +217,9 @@ class Destination(ABC):
 
     @staticmethod
     def error_text(response: httpx.Response) -> str:
-        """The vendor's error in a few words (callers redact; bodies may echo what we sent)."""
-        text = response.text.strip().replace("\n", " ")
-        return redact(text[:300]) if text else (response.reason_phrase or "request failed")
+        """The vendor's error in a few words, redacted (bodies may echo what we sent)."""
+        text = response.text.strip().replace("\n", " ") or response.reason_phrase
+        return excerpt(text) if text else "request failed"
 
     def rejected(self, message: str, *, vendor_code: str | None = None) -> DeliveryError:
         """A permanent failure decided before sending (the vendor's rules would refuse it)."""

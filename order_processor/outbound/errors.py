@@ -14,7 +14,7 @@ from enum import StrEnum
 
 import httpx
 
-from order_processor.outbound.redaction import scrub
+from order_processor.outbound.redaction import excerpt, scrub
 
 #: 408 Request Timeout, 425 Too Early and 429 Too Many Requests are worth retrying; every other 4xx
 #: means the request itself is wrong and would fail again.
@@ -100,7 +100,8 @@ def error_from_response(
         system=system,
         status=response.status_code,
         vendor_code=vendor_code,
-        message=message or response.reason_phrase or "request failed",
+        # The reason phrase is the vendor's text too: redacted like a body.
+        message=message or excerpt(response.reason_phrase) or "request failed",
         retry_after=parse_retry_after(response.headers.get("Retry-After")),
     )
 

@@ -24,6 +24,7 @@ from order_processor.outbound.errors import (
     error_from_exception,
     error_from_response,
 )
+from order_processor.outbound.redaction import redact, register_rotating
 from order_processor.outbound.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     CappedTransport,
@@ -81,7 +82,36 @@ def _traced(transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
 
     if not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry:
         return transport
-    return AsyncOpenTelemetryTransport(transport)
+    return AsyncOpenTelemetryTransport(transport, request_hook=_redact_span_url_async)
+
+
+def instrument_httpx() -> None:
+    """Trace every httpx call as dependency telemetry, its URL redacted: a span keeps the whole
+    URL (OpenTelemetry strips only user:password and a few signature parameters), and ours carry
+    card numbers (loyalty lookups) and keys (RichRelevance's is in its path)."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    HTTPXClientInstrumentor().instrument(
+        request_hook=_redact_span_url, async_request_hook=_redact_span_url_async
+    )
+
+
+#: the span attributes that hold a request's URL, in the old and the stable HTTP conventions
+_URL_ATTRIBUTES = ("url.full", "http.url", "http.target", "url.path", "url.query")
+
+
+def _redact_span_url(span: Any, _request: object) -> None:
+    attributes = getattr(span, "attributes", None)
+    if not attributes or not span.is_recording():
+        return
+    for key in _URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str):
+            span.set_attribute(key, redact(value))
+
+
+async def _redact_span_url_async(span: Any, request: object) -> None:
+    _redact_span_url(span, request)
 
 
 class _NoCookies(httpx.Cookies):
@@ -247,6 +277,7 @@ class ClientCredentialsAuth(httpx.Auth):
             if isinstance(expires_in, int | float | str) and str(expires_in).isdigit()
             else None
         )
+        register_rotating(f"{self._system} token", token)  # masked wherever it is echoed
         self._token = token
         self._expires_at = self._clock() + ttl - self._margin if ttl else float("inf")
 

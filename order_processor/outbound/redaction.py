@@ -2,8 +2,9 @@
 
 `fingerprint` gives a stable, non-reversible handle for correlating one customer across log lines;
 `redact` scrubs free text of emails, phone and card numbers and bearer/basic credentials;
-`scrub` removes the configured secrets themselves (`register_secrets`, done when the settings load),
-wherever a vendor or a library echoes them: by value, not by what they look like.
+`scrub` removes the configured secrets themselves (`register_secrets`, done when the settings load)
+and the OAuth tokens in use (`register_rotating`), wherever a vendor or a library echoes them: by
+value, not by what they look like. `excerpt` cleans before it cuts.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import quote, quote_plus
+
+from pydantic import BaseModel, SecretStr
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Runs of 7+ digits, optionally separated by single spaces/dashes, with an optional leading +:
@@ -46,6 +49,14 @@ def redact(text: str) -> str:
     return _DIGITS.sub("<number>", text)
 
 
+def excerpt(text: str, *, limit: int = 300, clean: Callable[[str], str] = redact) -> str:
+    """The first `limit` characters of `text`, cleaned first: a cut made before cleaning can leave
+    part of a secret or an email that no pattern and no value recognises any more."""
+    # Cleaning never grows text by more than a mask per match, so 4x the limit is plenty to
+    # fill `limit` (and bounds the work on a large vendor body).
+    return clean(text[: limit * 4])[:limit]
+
+
 #: Shorter values are not matched by value (they would turn up in ordinary text by chance); the
 #: patterns above still apply to them.
 MIN_SECRET_LENGTH = 6
@@ -68,15 +79,56 @@ def secret_forms(value: str) -> set[str]:
 def register_secrets(values: Iterable[str]) -> None:
     """Mask these values (and their encoded forms) in everything `scrub` and `redact` see, for
     the rest of the process. Called with every secret setting when the settings load."""
-    global _by_value
     added = {
         form for value in values if len(value) >= MIN_SECRET_LENGTH for form in secret_forms(value)
     }
     if added <= _secrets:
         return
     _secrets.update(added)
-    ordered = sorted(_secrets, key=len, reverse=True)  # longest first: no partial masks
-    _by_value = re.compile("|".join(re.escape(value) for value in ordered))
+    _compile()
+
+
+#: The latest values per name of secrets that are replaced as they expire (OAuth tokens): the
+#: previous one is kept too (a reply in flight may still echo it), older ones are forgotten, so
+#: a process that refreshes tokens for years keeps a pattern of bounded size.
+_rotating: dict[str, tuple[str, ...]] = {}
+
+
+def register_rotating(name: str, value: str) -> None:
+    """Mask `value` like a configured secret, in place of the one before the last under `name`."""
+    latest = _rotating.get(name, ())
+    if latest and latest[-1] == value:
+        return
+    _rotating[name] = (*latest[-1:], value)
+    _compile()
+
+
+def _compile() -> None:
+    global _by_value
+    rotating = {
+        form
+        for values in _rotating.values()
+        for value in values
+        if len(value) >= MIN_SECRET_LENGTH
+        for form in secret_forms(value)
+    }
+    ordered = sorted(_secrets | rotating, key=len, reverse=True)  # longest first: no partial masks
+    _by_value = re.compile("|".join(re.escape(value) for value in ordered)) if ordered else None
+
+
+def secret_values_of(block: BaseModel) -> list[str]:
+    """The values of a settings block's secret fields (SecretStr), set ones only."""
+    return [
+        value.get_secret_value()
+        for value in (getattr(block, field) for field in type(block).model_fields)
+        if isinstance(value, SecretStr) and value.get_secret_value()
+    ]
+
+
+def basic_pairs(user: str | None, secrets: Iterable[str]) -> list[str]:
+    """`user:secret` for each secret: what Basic auth base64-encodes into its header (a vendor
+    echoing the header, decoded or not, is then masked whole)."""
+    return [f"{user}:{secret}" for secret in secrets] if user else []
 
 
 def scrub(text: str) -> str:

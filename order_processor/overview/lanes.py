@@ -26,7 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from order_processor.accept import ACCEPT_LANE
 from order_processor.destinations import DESTINATIONS
-from order_processor.outbound.redaction import scrub
+from order_processor.outbound.redaction import excerpt, scrub
 from order_processor.overview.counts import Counts, CountsSource
 from order_processor.settings import AppSettings
 from order_processor.telemetry import LaneReading, TopicReading
@@ -205,7 +205,7 @@ def format_age(age: timedelta) -> str:
 
 def _error(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return scrub(f"{type(exc).__name__}: {first}"[:300])
+    return excerpt(f"{type(exc).__name__}: {first}", clean=scrub)
 
 
 async def _oldest(client: aio.ServiceBusClient, lane: Lane) -> datetime | None:

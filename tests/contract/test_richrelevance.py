@@ -402,7 +402,10 @@ async def test_dry_run_answers_both_the_token_and_the_put() -> None:
         "https://gateway.richrelevance.com/omnichannel/v1/oauth2/token",
         f"https://gateway.richrelevance.com/omnichannel/api/v1/{API_KEY}/orders?mode=offline",
     ]
-    assert transport.requests[1].headers["authorization"] == "Bearer dry-run"
+    assert (
+        transport.requests[1].headers["authorization"]
+        == f"Bearer {RichRelevance.dry_run_body['access_token']}"
+    )
 
 
 # --- the batch lane: the documented bulk POST of an order array ---------------------------------

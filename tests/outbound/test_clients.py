@@ -20,7 +20,15 @@ from order_processor.ledger import MemoryLedger
 from order_processor.local import LocalRun
 from order_processor.model import DeliveryStatus, MessageMetadata
 from order_processor.outbound.errors import DeliveryError, FailureKind
-from order_processor.outbound.http import HttpOptions, Timeouts, TransportKind, new_client, send
+from order_processor.outbound.http import (
+    HttpOptions,
+    Timeouts,
+    TransportKind,
+    instrument_httpx,
+    new_client,
+    send,
+)
+from order_processor.outbound.redaction import register_secrets
 from order_processor.outbound.retry import RetryPolicy
 from order_processor.outbox import MemoryOutbox
 from order_processor.pipeline import Pipeline
@@ -125,18 +133,25 @@ async def test_protocol_failures_are_transient_delivery_errors(
 @pytest.fixture
 def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     """OpenTelemetry's httpx instrumentation switched on as `configure_azure_monitor_from_
-    environment` does it (`HTTPXClientInstrumentor().instrument()` on the global tracer
-    provider, here one exporting to memory for this test only); switched off afterwards."""
+    environment` does it (`instrument_httpx()` on the global tracer provider, here one exporting
+    to memory for this test only); switched off afterwards."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(opentelemetry.trace, "get_tracer_provider", lambda: provider)
-    instrumentor = HTTPXClientInstrumentor()
-    instrumentor.instrument()
+    instrument_httpx()
     try:
         yield exporter
     finally:
-        instrumentor.uninstrument()
+        HTTPXClientInstrumentor().uninstrument()
+
+
+def span_urls(spans: InMemorySpanExporter) -> list[str]:
+    finished = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    return [
+        str((s.attributes or {}).get("http.url", (s.attributes or {}).get("url.full")))
+        for s in finished
+    ]
 
 
 async def test_dependency_telemetry_sees_every_call(
@@ -151,11 +166,24 @@ async def test_dependency_telemetry_sees_every_call(
             assert (await client.get(url + path)).content == b"ok"
     finished = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
     assert [s.name for s in finished] == ["GET", "GET"]
-    urls = [
-        str((s.attributes or {}).get("http.url", (s.attributes or {}).get("url.full")))
-        for s in finished
+    assert span_urls(spans) == [url + "/one", url + "/two"]
+
+
+async def test_dependency_telemetry_keeps_no_card_number_or_key_from_a_url(
+    kind: TransportKind, spans: InMemorySpanExporter
+) -> None:
+    """Application Insights gets each span's URL: a loyalty lookup's path holds a card number,
+    RichRelevance's its API key. Both are masked before export, on either transport."""
+    key = "rr-live-key-in-the-path-0042"
+    register_secrets([key])
+    client = new_client(timeouts=TIMEOUTS, options=HttpOptions(transport=kind))
+    async with serving(lambda _: answer("200 OK", b"ok")) as (_, url), client:
+        await client.get(f"{url}/cards/6330001234567890")
+        await client.put(f"{url}/omnichannel/api/v1/{key}/orders", content=b"{}")
+    assert span_urls(spans) == [
+        f"{url}/cards/<number>",
+        f"{url}/omnichannel/api/v1/***/orders",
     ]
-    assert urls == [url + "/one", url + "/two"]
 
 
 async def test_without_telemetry_the_app_transport_is_not_wrapped() -> None:

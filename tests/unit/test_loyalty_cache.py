@@ -109,3 +109,10 @@ async def test_size_is_bounded(clock: FakeClock) -> None:
 def test_customer_repr_hides_contact_details() -> None:
     assert "ann@example.com" not in repr(ANN)
     assert "ann@example.com" not in str(ANN)
+
+
+def test_customer_repr_hides_the_id_too() -> None:
+    """Some providers make the customer id of the card number."""
+    card_as_id = Customer(customer_id="6330001234567890", email=None)
+    assert "6330001234567890" not in repr(card_as_id)
+    assert repr(card_as_id) == repr(Customer(customer_id="6330001234567890", phone="+44"))

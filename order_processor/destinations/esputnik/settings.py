@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from order_processor.destinations.base import DestinationSettings
+from order_processor.outbound.redaction import basic_pairs
 from order_processor.outbound.urls import OutboundUrl
 
 #: the slots an item link template may use, filled URL-encoded from the order line
@@ -125,7 +126,7 @@ class EsputnikSettings(DestinationSettings):
     def secret_values(self) -> list[str]:
         """The key, and the user:key pair whose base64 form travels in the Basic header."""
         values = super().secret_values()
-        return values + [f"{self.user_name}:{value}" for value in values]
+        return values + basic_pairs(self.user_name, values)
 
 
 def _zone(name: str) -> tzinfo:

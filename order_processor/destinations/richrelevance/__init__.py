@@ -66,7 +66,7 @@ class RichRelevance(Destination):
     dry_run_status = 200
     # A dry run answers the token request and the PUT alike: this is a valid token response and,
     # being a 2xx, a successful import.
-    dry_run_body: ClassVar[Any] = {"access_token": "dry-run", "token_type": "bearer"}
+    dry_run_body: ClassVar[Any] = {"access_token": "dry-run-access-token", "token_type": "bearer"}
     settings: RichRelevanceSettings
 
     def __init__(
