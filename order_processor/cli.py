@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,19 +43,9 @@ from order_processor.overview.render import render_lanes, render_trace
 from order_processor.pipeline import Pipeline
 from order_processor.servicebus import service_bus_client
 from order_processor.settings import AppSettings, SettingsError, load_settings
+from order_processor.terminal import INTERACTIVE, TYPER_OPTIONS
 
-#: Piped to a file or another program, output is never hard-wrapped (no terminal width to fit):
-#: tables keep file names and ids whole, help texts keep their defaults on one line.
-INTERACTIVE = sys.stdout.isatty()
-_TYPER_OPTIONS: dict[str, Any] = (
-    {}
-    if INTERACTIVE
-    else {
-        "rich_markup_mode": None,
-        "context_settings": {"max_content_width": 10_000, "terminal_width": 10_000},
-    }
-)
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, **_TYPER_OPTIONS)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, **TYPER_OPTIONS)
 console = Console(highlight=False, soft_wrap=not INTERACTIVE, width=None if INTERACTIVE else 10_000)
 
 
@@ -312,7 +301,7 @@ def publish(
 dlq_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
-    **_TYPER_OPTIONS,
+    **TYPER_OPTIONS,
     help="Read, replay and purge a dead-letter queue: the orders subscription's, or a lane's "
     "(--destination). Bodies are never printed.",
 )

@@ -108,7 +108,8 @@ class DestinationResult:
     vendor_code: str | None = None
     response_id: str | None = None
     attempts: int = 0
-    #: settled by an earlier copy of this event (ledger or owedDestinations): not called now
+    #: already settled for this destination by an earlier copy of the event, as the delivery
+    #: ledger's claim found it (delivered or skipped): not called now
     previously: bool = False
 
     @classmethod

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from loyalty_client.settings import LoyaltySettings
 from order_processor.contract import MAX_BODY_BYTES
 from order_processor.destinations import DESTINATIONS, DestinationSettings
+from order_processor.entity_names import check_subscription_name, check_topic_name
 from order_processor.outbound.http import HttpOptions, Timeouts, TransportKind
 from order_processor.outbound.redaction import register_secrets, secret_values_of
 from order_processor.outbound.urls import check_outbound_url, is_plain_http
@@ -91,6 +92,16 @@ class CoreSettings(BaseSettings):
     retry_backoff_minutes: Annotated[tuple[float, ...], NoDecode] = Field(
         default=(1.0, 5.0, 15.0, 30.0, 60.0), min_length=1
     )
+
+    @field_validator("orders_topic", "deliveries_topic")
+    @classmethod
+    def _is_a_topic_name(cls, value: str) -> str:
+        return check_topic_name(value)
+
+    @field_validator("orders_subscription", "accept_retry_subscription")
+    @classmethod
+    def _is_a_subscription_name(cls, value: str) -> str:
+        return check_subscription_name(value)
 
     @field_validator("retry_backoff_minutes", mode="before")
     @classmethod

@@ -13,12 +13,14 @@ from tests.conftest import ROOT, SAMPLES
 VALID = sorted(str(p.relative_to(ROOT)) for p in (SAMPLES / "valid").glob("*.json"))
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, module: str = "order_processor"
+) -> subprocess.CompletedProcess[str]:
     clean = {
         k: v for k, v in os.environ.items() if not k.isupper() or k in {"PATH", "HOME", "LANG"}
     }
     return subprocess.run(  # noqa: S603 (our own CLI)
-        [sys.executable, "-m", "order_processor", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=clean | (env or {}) | {"COLUMNS": "80", "NO_COLOR": "1"},  # piped: width ignored
         capture_output=True,
@@ -118,3 +120,21 @@ def test_what_the_commands_log_is_redacted_as_in_the_functions() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert "card <number> for <email>" in done.stderr
+
+
+def test_the_bench_help_is_not_hard_wrapped_either_and_shows_every_default() -> None:
+    help_text = run("--help", module="bench")
+    assert help_text.returncode == 0, help_text.stderr
+    assert (
+        "share of 503 answers (the inline rows do not run the retry copies this causes, so their "
+        "work checks fail: exploration only)  [default: 0.0]" in help_text.stdout
+    )
+    options = [
+        line
+        for line in help_text.stdout.splitlines()
+        if line.lstrip().startswith("-") and "--help" not in line
+    ]
+    assert len(options) > 30
+    assert [line for line in options if "[default: " not in line] == []
+    # Left out, an option takes the preset's value: the help says which, for both presets.
+    assert "[default: (20000; --quick: 2000)]" in help_text.stdout

@@ -11,10 +11,18 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Self
 
 import httpx
-from pydantic import Field, SecretStr, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from order_processor.contract import EventType
+from order_processor.entity_names import check_subscription_name
 from order_processor.mapping import Fields
 from order_processor.model import TrackingEvent
 from order_processor.outbound.errors import DeliveryError, FailureKind, error_from_response
@@ -52,6 +60,11 @@ class DestinationSettings(BaseSettings):
     @property
     def subscription_name(self) -> str:
         return self.subscription or self.default_subscription()
+
+    @field_validator("subscription")
+    @classmethod
+    def _is_a_subscription_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_subscription_name(value)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -130,7 +130,8 @@ async def test_events_mode_every_event_type_for_an_existing_contact(
     fake: tuple[FakeServer, EsputnikRules], build: Build, name: str
 ) -> None:
     server, rules = fake
-    # The contact and the order exist already (created through v1/orders, as the seed requires).
+    # The contact and the order exist already (created through v1/orders, as the v1/event guide
+    # requires: https://esputnik.com/en/support/how-send-events-resource-v1event).
     await deliver(build(), tracking("order-created.json"))
     event = tracking(name)
     assert isinstance(await deliver(build(EsputnikMode.EVENTS), event), Sent)
@@ -246,7 +247,7 @@ async def test_orders_whose_items_do_not_add_up_are_delivered_with_the_order_tot
     assert rules.orders["100246"]["totalCost"] in (Decimal("84.95"), "84.95")
 
 
-async def test_the_fake_accepts_seed_003s_own_example_which_does_not_add_up(
+async def test_the_fake_accepts_the_event_guides_own_example_which_does_not_add_up(
     fake: tuple[FakeServer, EsputnikRules], build: Build
 ) -> None:
     _, rules = fake
@@ -423,7 +424,7 @@ async def test_the_fake_ignores_an_event_whose_items_lack_links_as_esputnik_does
 
 
 @pytest.mark.parametrize("date", ["2026-11-20T14:25:00+00:00", "2026-11-20 14:25:00", "20/11/2026"])
-async def test_the_fake_ignores_an_event_date_not_in_seed_003s_form(
+async def test_the_fake_ignores_an_event_date_not_in_the_event_guides_form(
     fake: tuple[FakeServer, EsputnikRules], build: Build, date: str
 ) -> None:
     _, rules = fake

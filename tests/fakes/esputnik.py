@@ -14,7 +14,8 @@ Modelling choices where the documentation is silent: an event for a contact eSpu
 an orderCreated/orderUpdated event missing a required parameter (or with a `date` in another form,
 an unknown status, or an item missing a required field), and an orderDelivered for an order that
 does not exist are answered 200 (the API accepts the call) but recorded in `ignored` with the
-reason, since the seed says such events are "ignored" and "not saved". In orders mode, items without
+reason, since the event guide says such events are "ignored" and "not saved"
+(https://esputnik.com/en/support/how-send-events-resource-v1event). In orders mode, items without
 `url`/`imageUrl` are accepted: how the API answers them is not documented (the Shopify plugin sends
 none). Money is read as Decimal.
 """

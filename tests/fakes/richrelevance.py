@@ -50,7 +50,9 @@ class RichRelevanceRules:
         long_ids: bool = False,
         strict_sku_id: bool = False,
     ) -> None:
-        #: seconds in the token response; the seed documents no TTL, so None leaves it out
+        #: seconds in the token response; the Omnichannel Order API page documents no TTL
+        #: (https://help.richrelevance.com/Personalization_Cloud/Relevance_Cloud%3A_Core_APIs/Core_APIs/Omnichannel_Order_API),
+        #: so None leaves it out
         self.expires_in = expires_in
         #: False: issued tokens are never accepted (a token for another environment)
         self.accept_tokens = accept_tokens

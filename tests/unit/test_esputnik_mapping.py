@@ -359,7 +359,7 @@ def test_orders_mode_passes_payment_method_and_store(orders: Esputnik) -> None:
         ("0002-01-01T00:00:00+00:00", "UTC", "0002-01-01T00:00:00"),  # four-digit year
     ],
 )
-def test_events_date_is_seed_003s_form_in_the_accounts_time_zone(
+def test_events_date_is_the_event_guides_form_in_the_accounts_time_zone(
     order_date: str, zone: str, sent: str
 ) -> None:
     for destination in make(EsputnikMode.EVENTS, event_time_zone=zone, **TEMPLATES):

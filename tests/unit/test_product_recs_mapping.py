@@ -124,7 +124,7 @@ def test_request_line_and_headers(recs: ProductRecs) -> None:
         ("2026-12-31T23:30:00-01:00", "2027-01-01T00:30:00 GMT"),
     ],
 )
-def test_order_date_is_utc_in_the_seed_form(
+def test_order_date_is_utc_in_the_documented_form(
     recs: ProductRecs, order_date: str, expected: str
 ) -> None:
     request = prepared(recs, order_document(orderDate=order_date))
@@ -293,7 +293,7 @@ def test_items(recs: ProductRecs, line: dict[str, Any], expected: dict[str, Any]
             {"store": "Regent Street", "storeId": "S042"},
         ),
     ],
-    ids=["seed-example", "store-id-only", "store-fields-win"],
+    ids=["documented-example", "store-id-only", "store-fields-win"],
 )
 def test_order_attributes_carry_the_store(
     recs: ProductRecs,

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from order_processor.destinations import DESTINATIONS
 from order_processor.settings import SettingsError, load_settings
 from tests.conftest import ROOT
 
@@ -114,3 +115,96 @@ def test_a_malformed_connection_stops_start_up_naming_it(
     (problem,) = problems(example_env)
     assert problem.startswith(f"{setting}: ")
     assert value not in problem  # connection strings hold keys: never echoed
+
+
+#: every Service Bus entity-name setting, and whether it names a topic or a subscription
+ENTITY_SETTINGS = {
+    "ORDERS_TOPIC": "topic",
+    "DELIVERIES_TOPIC": "topic",
+    "ORDERS_SUBSCRIPTION": "subscription",
+    "ACCEPT_RETRY_SUBSCRIPTION": "subscription",
+    **{cls.subscription_setting(): "subscription" for cls in DESTINATIONS.values()},
+}
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("ORDERS_TOPIC", "bad topic!!"),
+        ("DELIVERIES_TOPIC", "a/b c"),
+        ("DELIVERIES_TOPIC", "/order-deliveries"),
+        ("DELIVERIES_TOPIC", "order-deliveries/"),
+        ("ORDERS_TOPIC", "t" * 261),
+        ("ORDERS_SUBSCRIPTION", "-order-sync"),
+        ("ACCEPT_RETRY_SUBSCRIPTION", "accept/retry"),
+        ("ESPUTNIK_SUBSCRIPTION", "bad name!"),
+        ("PROFILE_STORE_SUBSCRIPTION", "s" * 51),
+        ("RICHRELEVANCE_SUBSCRIPTION", "richrelevance."),
+    ],
+)
+def test_a_malformed_entity_name_stops_start_up_naming_the_setting_and_the_rule(
+    example_env: pytest.MonkeyPatch, setting: str, value: str
+) -> None:
+    example_env.setenv(setting, value)
+    (problem,) = problems(example_env)
+    kind = ENTITY_SETTINGS[setting]
+    assert problem.startswith(f"{setting}: {value!r} is not a valid {kind} name: ")
+    assert "Azure Service Bus naming rules" in problem
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("ORDERS_TOPIC", "erp/orders"),
+        ("ORDERS_TOPIC", "Orders.v2_eu-west"),
+        ("DELIVERIES_TOPIC", "d" * 260),
+        ("ORDERS_SUBSCRIPTION", "o"),
+        ("ACCEPT_RETRY_SUBSCRIPTION", "Accept_Retry.2"),
+        ("ESPUTNIK_SUBSCRIPTION", "s" * 50),
+    ],
+)
+def test_entity_names_within_the_rules_load(
+    example_env: pytest.MonkeyPatch, setting: str, value: str
+) -> None:
+    example_env.setenv(setting, value)
+    load_settings()
+
+
+def _deployed_names() -> dict[str, str]:
+    """The entity names the deployment gives (infra/main.json's variables, infra/lanes.json)."""
+    variables = json.loads((ROOT / "infra" / "main.json").read_text())["variables"]
+    names = {
+        "ORDERS_TOPIC": variables["ordersTopic"],
+        "ORDERS_SUBSCRIPTION": variables["ordersSubscription"],
+        "DELIVERIES_TOPIC": variables["deliveriesTopic"],
+    }
+    lanes = json.loads((ROOT / "infra" / "lanes.json").read_text())["lanes"]
+    return names | {lane["subscriptionSetting"]: lane["subscription"] for lane in lanes}
+
+
+def test_the_names_the_deployment_the_example_and_the_defaults_use_are_valid(
+    example_env: pytest.MonkeyPatch,
+) -> None:
+    deployed = _deployed_names()
+    assert deployed.keys() == ENTITY_SETTINGS.keys()
+    example = {name: EXAMPLE[name] for name in ENTITY_SETTINGS}
+    for names in (deployed, example):
+        for setting, value in names.items():
+            example_env.setenv(setting, value)
+        load_settings()
+    for setting in ENTITY_SETTINGS:
+        example_env.delenv(setting)
+    settings = load_settings()
+    assert settings.core.orders_topic == deployed["ORDERS_TOPIC"]
+    assert {
+        cls.subscription_setting(): settings.destinations[name].subscription_name
+        for name, cls in DESTINATIONS.items()
+    }.items() <= deployed.items()
+
+
+def test_a_disabled_destination_s_subscription_name_does_not_matter(
+    example_env: pytest.MonkeyPatch,
+) -> None:
+    example_env.setenv("ESPUTNIK_ENABLED", "false")
+    example_env.setenv("ESPUTNIK_SUBSCRIPTION", "bad name!")
+    assert "esputnik" not in load_settings().enabled
