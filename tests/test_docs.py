@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 
 import jsonschema
 import pytest
@@ -86,6 +87,19 @@ def test_ci_runs_the_readme_test_command() -> None:
     commands = re.findall(r"```bash\n(.+?)\n```", README)
     test_command = next(c for c in commands if "pytest" in c)
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_ci_runs_the_whole_suite_on_every_python_the_project_declares() -> None:
+    """Whatever requires-python declares, CI proves: the test command runs on the oldest (3.11,
+    the quick start's), .ci/run's loop on each later minor version."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = re.fullmatch(r">=3\.(\d+),<3\.(\d+)", project["requires-python"])
+    assert declared, project["requires-python"]
+    oldest, past = (int(minor) for minor in declared.groups())
+    assert oldest == 11
+    loop = re.search(r"^for version in (.+); do$", (ROOT / ".ci" / "run").read_text(), re.M)
+    assert loop, ".ci/run has no per-version loop"
+    assert loop.group(1).split() == [f"3.{minor}" for minor in range(oldest + 1, past)]
 
 
 def test_what_the_registry_decides_in_the_docs_is_current() -> None:

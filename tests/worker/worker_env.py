@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -19,64 +18,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests import pythons
+
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".worker-venv"
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
 APP_REQUIREMENTS = ROOT / "requirements.txt"
-VERSION = (3, 13)
+VERSION: pythons.Version = (3, 13)
 #: An interpreter to use instead of looking for one (any path to a 3.13 python).
 PYTHON_ENV = "WORKER_TEST_PYTHON"
 _READY = "ready"
 
-
-class WorkerPythonMissing(RuntimeError):
-    pass
+WorkerPythonMissing = pythons.PythonMissing
 
 
 class WorkerVenvFailed(RuntimeError):
     pass
 
 
-def _version_of(python: str) -> str | None:
-    """`3.13.0` for a working interpreter, None for a missing or broken one (pyenv shims exist
-    for versions that are not selected and fail when run)."""
-    try:
-        done = subprocess.run(  # noqa: S603 - an interpreter we are probing
-            [python, "-c", "import sys; print('.'.join(map(str, sys.version_info[:3])))"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def _candidates() -> Iterator[str]:
-    if os.environ.get(PYTHON_ENV):
-        yield os.environ[PYTHON_ENV]
-        return
-    wanted = "python{}.{}".format(*VERSION)
-    on_path = shutil.which(wanted)
-    if on_path:
-        yield on_path
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    yield from (str(p) for p in sorted((pyenv_root / "versions").glob(f"3.13*/bin/{wanted}")))
-
-
 def find_python() -> tuple[str, str]:
     """(path, version) of a Python 3.13, or WorkerPythonMissing saying where it looked."""
-    tried = []
-    for candidate in _candidates():
-        version = _version_of(candidate)
-        if version and tuple(int(p) for p in version.split(".")[:2]) == VERSION:
-            return candidate, version
-        tried.append(candidate)
-    raise WorkerPythonMissing(
-        "no Python {}.{} found (tried {}; set {} to one)".format(
-            *VERSION, ", ".join(tried) or "python3.13 on PATH and pyenv", PYTHON_ENV
-        )
-    )
+    return pythons.find_python(VERSION, PYTHON_ENV)
 
 
 def cache_key(version: str) -> str:
