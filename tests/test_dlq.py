@@ -14,6 +14,7 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -165,6 +166,28 @@ def cli(entities: Entities, *args: str) -> tuple[int, str]:
 def console() -> tuple[Console, io.StringIO]:
     out = io.StringIO()
     return Console(file=out, width=250, highlight=False), out
+
+
+async def replay_to_process(
+    settings: AppSettings,
+    lane: str | None,
+    pipeline_factory: Callable[[AppSettings], Pipeline],
+    *,
+    filters: dlq.Filters | None = None,
+) -> tuple[int, str]:
+    """`dlq replay --to process` of `lane`'s dead letters (None: the orders subscription's):
+    (failures, what it printed)."""
+    out, text = console()
+    failures = await dlq.replay(
+        settings=settings,
+        source=dlq.DeadLetterSource.of(settings, lane),
+        filters=filters or dlq.Filters(),
+        to=dlq.Target.PROCESS,
+        dry_run=False,
+        console=out,
+        pipeline_factory=pipeline_factory,
+    )
+    return failures, text.getvalue()
 
 
 def ids(messages: list[Any]) -> list[str | None]:
@@ -540,18 +563,9 @@ async def test_replay_to_process_runs_the_lane_and_the_ledger_prevents_a_second_
             app_settings, ledger=ledger, outbox=outbox, retry=RetryPolicy(max_attempts=1)
         )
 
-    out, text = console()
-    failures = await dlq.replay(
-        settings=settings,
-        source=dlq.DeadLetterSource.of(settings, LANE),
-        filters=dlq.Filters(),
-        to=dlq.Target.PROCESS,
-        dry_run=False,
-        console=out,
-        pipeline_factory=pipeline_factory,
-    )
+    failures, shown = await replay_to_process(settings, LANE, pipeline_factory)
 
-    assert failures == 1, text.getvalue()  # the invalid one is dead-lettered again: left there
+    assert failures == 1, shown  # the invalid one is dead-lettered again: left there
     # One request: the updated event's. The ledger had the created one delivered already.
     assert len(business_requests(fakes[LANE])) == 1
     rows = {key: entry for (key, _), (entry, _) in ledger.rows.items()}
@@ -566,22 +580,14 @@ async def test_replay_to_process_runs_the_lane_and_the_ledger_prevents_a_second_
         f"{owed.message_id}:retry-3",
     ]
     assert lanes_holding(namespace, entities) == {}
-    shown = text.getvalue()
     assert "processed" in shown
     assert "m-invalid" in shown
     assert "InvalidMessage" in shown
 
     # Replaying the same event again (say from another copy) sends nothing more.
     seed_delivery(namespace, entities, owed, reason=EXHAUSTED, retried=False)
-    failures = await dlq.replay(
-        settings=settings,
-        source=dlq.DeadLetterSource.of(settings, LANE),
-        filters=dlq.Filters(message_ids=frozenset({owed.message_id})),
-        to=dlq.Target.PROCESS,
-        dry_run=False,
-        console=console()[0],
-        pipeline_factory=pipeline_factory,
-    )
+    just_owed = dlq.Filters(message_ids=frozenset({owed.message_id}))
+    failures, _ = await replay_to_process(settings, LANE, pipeline_factory, filters=just_owed)
     assert failures == 0
     assert len(business_requests(fakes[LANE])) == 1
 
@@ -605,18 +611,9 @@ async def test_replay_to_process_from_the_orders_dlq_publishes_to_the_lanes(
         # The outbox the settings describe: the deliveries topic of this test's namespace.
         return Pipeline.from_settings(app_settings, ledger=MemoryLedger())
 
-    out, text = console()
-    failures = await dlq.replay(
-        settings=settings,
-        source=dlq.DeadLetterSource.of(settings, None),
-        filters=dlq.Filters(),
-        to=dlq.Target.PROCESS,
-        dry_run=False,
-        console=out,
-        pipeline_factory=pipeline_factory,
-    )
+    failures, shown = await replay_to_process(settings, None, pipeline_factory)
 
-    assert failures == 1, text.getvalue()
+    assert failures == 1, shown
     key = event_key(parse_order(ORDER))
     routed = [name for name in DESTINATIONS if route(name, parse_order(ORDER).event_type)]
     assert lanes_holding(namespace, entities) == {name: [f"{key}:{name}"] for name in routed}
@@ -699,19 +696,10 @@ async def test_a_replayed_dead_letter_that_fails_again_gets_a_retry_copy_the_top
             app_settings, ledger=MemoryLedger(), retry=RetryPolicy(max_attempts=1)
         )
 
-    out, text = console()
-    failures = await dlq.replay(
-        settings=settings,
-        source=dlq.DeadLetterSource.of(settings, LANE),
-        filters=dlq.Filters(),
-        to=dlq.Target.PROCESS,
-        dry_run=False,
-        console=out,
-        pipeline_factory=pipeline_factory,
-    )
+    failures, shown = await replay_to_process(settings, LANE, pipeline_factory)
 
-    assert failures == 0, text.getvalue()
-    assert "retry scheduled" in text.getvalue()
+    assert failures == 0, shown
+    assert "retry scheduled" in shown
     assert namespace.double.dead_letters(entities.lane(LANE)) == []  # so the copy must exist
     assert namespace.double.discarded(entities.deliveries_topic) == []
     scheduled = namespace.double.scheduled(entities.deliveries_topic)
