@@ -198,10 +198,9 @@ async def test_lane_metrics_logs_a_failure_and_returns(caplog: pytest.LogCapture
     assert "reading the lanes' status failed" in caplog.text
 
 
-def test_the_host_refuses_to_start_without_a_service_bus_connection() -> None:
-    env = {**os.environ, **BASELINE_ENV}
-    env.pop("ServiceBusConnection")
-    done = subprocess.run(
+def import_function_app(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """What the host does first: import the app, here in a fresh process with `env`."""
+    return subprocess.run(
         [sys.executable, "-c", "import function_app"],
         env=env,
         cwd=ROOT,
@@ -209,6 +208,12 @@ def test_the_host_refuses_to_start_without_a_service_bus_connection() -> None:
         text=True,
         check=False,
     )
+
+
+def test_the_host_refuses_to_start_without_a_service_bus_connection() -> None:
+    env = {**os.environ, **BASELINE_ENV}
+    env.pop("ServiceBusConnection")
+    done = import_function_app(env)
     assert done.returncode != 0
     assert "missing setting ServiceBusConnection" in done.stderr
 
@@ -217,14 +222,7 @@ def test_in_azure_the_host_refuses_to_start_when_a_binding_setting_is_missing() 
     env = {**os.environ, **BASELINE_ENV, "WEBSITE_INSTANCE_ID": "instance-1"}
     env |= function_app.binding_settings(function_app.SETTINGS)
     env.pop("ESPUTNIK_SUBSCRIPTION")
-    done = subprocess.run(
-        [sys.executable, "-c", "import function_app"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = import_function_app(env)
     assert done.returncode != 0
     assert "missing setting ESPUTNIK_SUBSCRIPTION" in done.stderr
     assert "usually 'esputnik'" in done.stderr
