@@ -20,7 +20,13 @@ from pydantic import BaseModel, SecretStr
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Runs of 7+ digits, optionally separated by single spaces/dashes, with an optional leading +:
 # card, loyalty and phone numbers all look like this. ISO dates (2026-11-20) are left alone.
-_DIGITS = re.compile(r"(?<![\w.])(?!\d{4}-\d\d-\d\d)\+?\d(?:[ \-]?\d){6,}")
+_DIGITS = r"(?<![\w.])(?!\d{4}-\d\d-\d\d)\+?\d(?:[ \-]?\d){6,}"
+# An event key's digest (`orderId:OrderCreated:<16 hex>`, model.event_key) is a hash of the order,
+# not a number about anyone; matched first and kept whole, so the keys the logs exist to carry are
+# never cut by a digest that happens to start with (or be all) digits. Public for checks that scan
+# logs for numbers the same way (tests/pii_guard.py).
+EVENT_KEY_DIGEST = r":Order[A-Z][a-z]+:[0-9a-f]{16}(?![0-9a-f])"
+_NUMBERS = re.compile(f"(?P<kept>{EVENT_KEY_DIGEST})|{_DIGITS}")
 _CREDENTIAL = re.compile(
     r"(?i)\b(bearer|basic|epi-single)\s+[A-Za-z0-9._~+/=-]+"
     r"|((?:api[_-]?key|subscription-key|sitetoken|client_secret|password|access_token|token|sig"
@@ -46,7 +52,11 @@ def _mask_credential(match: re.Match[str]) -> str:
 def redact(text: str) -> str:
     text = scrub(text)
     text = _EMAIL.sub("<email>", text)
-    return _DIGITS.sub("<number>", text)
+    return _NUMBERS.sub(_mask_number, text)
+
+
+def _mask_number(match: re.Match[str]) -> str:
+    return match.group("kept") or "<number>"
 
 
 def excerpt(text: str, *, limit: int = 300, clean: Callable[[str], str] = redact) -> str:

@@ -176,3 +176,26 @@ def test_a_traceback_without_personal_data_keeps_its_exception(
         logging.getLogger("order_processor.test").exception("failed")
     (record,) = caplog.records
     assert record.exc_info is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # digests all digits, or starting with 7+ digits: a hash of the order, kept whole
+        (
+            "m8 R-1:OrderCreated:7202780575461275:esputnik",
+            "m8 R-1:OrderCreated:7202780575461275:esputnik",
+        ),
+        ("R-1:OrderCancelled:12345678abcdef01", "R-1:OrderCancelled:12345678abcdef01"),
+        # the same digits anywhere else are a number about someone
+        ("card 7202780575461275 at till 3", "card <number> at till 3"),
+        ("R-1:7202780575461275:esputnik", "R-1:<number>:esputnik"),
+        # an event key does not shelter a card number beside it
+        (
+            "R-1:OrderCreated:0123456789abcdef for 6330001234567890",
+            "R-1:OrderCreated:0123456789abcdef for <number>",
+        ),
+    ],
+)
+def test_event_key_digests_are_not_taken_for_card_numbers(text: str, expected: str) -> None:
+    assert redact(text) == expected
