@@ -61,8 +61,8 @@ def test_exception_texts_and_dead_letter_descriptions_never_carry_a_secret() -> 
     assert "echoed-api-key-1234" not in (outcome.description or "")
 
 
-def test_dlq_peek_scrubs_descriptions_written_by_anyone() -> None:
-    register_secrets(["old-version-key-999"])
+def peeked(description: str) -> str:
+    """What `dlq show` prints for one dead letter with this description."""
     console = Console(record=True, width=300)
     letter = DeadLetter(
         sequence_number=1,
@@ -70,28 +70,21 @@ def test_dlq_peek_scrubs_descriptions_written_by_anyone() -> None:
         order_id="o",
         event_type="OrderCreated",
         reason="DestinationRejected",
-        description="key old-version-key-999 refused",
+        description=description,
         enqueued_time=datetime(2026, 11, 1, tzinfo=UTC),
         delivery_count=1,
     )
     show([letter], title="t", console=console, now=datetime(2026, 11, 2, tzinfo=UTC))
-    assert "old-version-key-999" not in console.export_text()
+    return console.export_text()
+
+
+def test_dlq_peek_scrubs_descriptions_written_by_anyone() -> None:
+    register_secrets(["old-version-key-999"])
+    assert "old-version-key-999" not in peeked("key old-version-key-999 refused")
 
 
 def test_dlq_peek_shows_no_personal_data_from_a_description() -> None:
-    console = Console(record=True, width=300)
-    letter = DeadLetter(
-        sequence_number=1,
-        message_id="m",
-        order_id="o",
-        event_type="OrderCreated",
-        reason="DestinationRejected",
-        description="unknown user ann.shopper@example.com, card 6330001234567890",
-        enqueued_time=datetime(2026, 11, 1, tzinfo=UTC),
-        delivery_count=1,
-    )
-    show([letter], title="t", console=console, now=datetime(2026, 11, 2, tzinfo=UTC))
-    shown = console.export_text()
+    shown = peeked("unknown user ann.shopper@example.com, card 6330001234567890")
     assert "ann.shopper" not in shown
     assert "6330001234567890" not in shown
     assert "unknown user <email>, card <number>" in shown
